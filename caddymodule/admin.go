@@ -1,0 +1,515 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/tokenstore"
+)
+
+func init() {
+	caddy.RegisterModule(adminAPI{})
+}
+
+// adminAPI serves the token management routes under /api_tokens/ on
+// Caddy's admin endpoint. Caddy builds a new one for every config load and
+// never cleans it up, so it owns nothing: it finds the api_tokens app of
+// the running config on every request.
+//
+//	POST   /api_tokens/tokens                 create; 201 with the secret in "token"
+//	GET    /api_tokens/tokens[?user=&state=]  list
+//	GET    /api_tokens/tokens/{id}            show one
+//	PATCH  /api_tokens/tokens/{id}            change name, description, expiry
+//	DELETE /api_tokens/tokens/{id}            revoke (the record is kept)
+//	POST   /api_tokens/tokens/{id}/rotate     new secret; 201 with it in "token"
+//	DELETE /api_tokens/users/{user}/tokens    revoke all of a user's tokens
+type adminAPI struct {
+	ctx caddy.Context
+}
+
+// CaddyModule returns the Caddy module information.
+func (adminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.api_tokens",
+		New: func() caddy.Module { return new(adminAPI) },
+	}
+}
+
+// Provision keeps the config's context for finding the app per request.
+func (a *adminAPI) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
+	return nil
+}
+
+// Routes returns the admin routes of the api_tokens app.
+func (a *adminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{
+		Pattern: "/api_tokens/",
+		Handler: caddy.AdminHandlerFunc(a.serve),
+	}}
+}
+
+// maxBodyBytes bounds admin request bodies.
+const maxBodyBytes = 64 << 10
+
+func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	app, err := a.app()
+	if err != nil {
+		return err
+	}
+	parts, err := pathParts(r, "/api_tokens/")
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(parts) == 1 && parts[0] == "tokens":
+		switch r.Method {
+		case http.MethodPost:
+			return a.create(w, r, app)
+		case http.MethodGet:
+			return a.list(w, r, app)
+		}
+		return methodNotAllowed(w, r, "GET, POST")
+	case len(parts) == 2 && parts[0] == "tokens":
+		switch r.Method {
+		case http.MethodGet:
+			return a.show(w, r, app, parts[1])
+		case http.MethodPatch:
+			return a.update(w, r, app, parts[1])
+		case http.MethodDelete:
+			return a.revoke(w, r, app, parts[1])
+		}
+		return methodNotAllowed(w, r, "GET, PATCH, DELETE")
+	case len(parts) == 3 && parts[0] == "tokens" && parts[2] == "rotate":
+		if r.Method != http.MethodPost {
+			return methodNotAllowed(w, r, "POST")
+		}
+		return a.rotate(w, r, app, parts[1])
+	case len(parts) == 3 && parts[0] == "users" && parts[2] == "tokens":
+		if r.Method != http.MethodDelete {
+			return methodNotAllowed(w, r, "DELETE")
+		}
+		return a.revokeUser(w, r, app, parts[1])
+	}
+	return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("resource not found: %s", r.URL.Path)}
+}
+
+// app finds the api_tokens app of the running config.
+func (a *adminAPI) app() (*App, error) {
+	v, err := a.ctx.AppIfConfigured("api_tokens")
+	if err != nil {
+		return nil, caddy.APIError{
+			HTTPStatus: http.StatusServiceUnavailable,
+			Err: fmt.Errorf("no token store configured: use the api_token handler or the api_tokens global option in the config (%v)",
+				err),
+		}
+	}
+	app := v.(*App)
+	if app.store == nil {
+		return nil, caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: errors.New("token store is not open")}
+	}
+	return app, nil
+}
+
+// tokenJSON is a token as the admin API shows it. Token holds the secret
+// and is only ever set in the answer to a create or rotate call.
+type tokenJSON struct {
+	ID          string     `json:"id"`
+	User        string     `json:"user"`
+	Name        string     `json:"name"`
+	Description string     `json:"description,omitempty"`
+	Hint        string     `json:"hint"`
+	State       string     `json:"state"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+	ExpiresAt   *time.Time `json:"expires_at"` // null: never expires
+	RevokedAt   *time.Time `json:"revoked_at,omitempty"`
+	RotatedAt   *time.Time `json:"rotated_at,omitempty"`
+	Token       string     `json:"token,omitempty"`
+}
+
+func toJSON(t tokenstore.Token, now time.Time) tokenJSON {
+	opt := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		u := t.UTC()
+		return &u
+	}
+	return tokenJSON{
+		ID:          t.ID,
+		User:        t.User,
+		Name:        t.Name,
+		Description: t.Description,
+		Hint:        t.Hint,
+		State:       string(t.State(now)),
+		CreatedAt:   t.CreatedAt.UTC(),
+		UpdatedAt:   t.UpdatedAt.UTC(),
+		ExpiresAt:   opt(t.ExpiresAt),
+		RevokedAt:   opt(t.RevokedAt),
+		RotatedAt:   opt(t.RotatedAt),
+	}
+}
+
+// expiryJSON is how create and update calls ask for an expiry: expires_in
+// is a duration in Caddy's syntax (90d, 12h) or "never"; expires_at an RFC
+// 3339 time. At most one of them.
+type expiryJSON struct {
+	ExpiresIn *string `json:"expires_in"`
+	ExpiresAt *string `json:"expires_at"`
+}
+
+func (e expiryJSON) given() bool { return e.ExpiresIn != nil || e.ExpiresAt != nil }
+
+// request turns the JSON fields into a policy request, or a 400.
+func (e expiryJSON) request() (policy.ExpiryRequest, error) {
+	var req policy.ExpiryRequest
+	if e.ExpiresIn != nil {
+		if *e.ExpiresIn == "never" {
+			req.Never = true
+		} else {
+			d, err := caddy.ParseDuration(*e.ExpiresIn)
+			if err != nil {
+				return req, badRequest(fmt.Errorf("expires_in %q: not a duration (use e.g. 30d, 12h or never)", *e.ExpiresIn))
+			}
+			if d <= 0 {
+				return req, badRequest(fmt.Errorf("expires_in %q: must be positive", *e.ExpiresIn))
+			}
+			req.In = d
+		}
+	}
+	if e.ExpiresAt != nil {
+		t, err := time.Parse(time.RFC3339, *e.ExpiresAt)
+		if err != nil {
+			return req, badRequest(fmt.Errorf("expires_at %q: not an RFC 3339 time such as 2027-01-31T00:00:00Z", *e.ExpiresAt))
+		}
+		req.At = t
+	}
+	return req, nil
+}
+
+// resolveExpiry applies the app's validity rules to an expiry request.
+func (app *App) resolveExpiry(now time.Time, e expiryJSON) (time.Time, error) {
+	req, err := e.request()
+	if err != nil {
+		return time.Time{}, err
+	}
+	v := app.validity()
+	exp, reason := policy.ResolveExpiry(now, req, v)
+	switch reason {
+	case policy.ReasonOK:
+		return exp, nil
+	case policy.ReasonExpiryConflict:
+		return exp, badRequest(errors.New("give either expires_in or expires_at, not both"))
+	case policy.ReasonExpiryInPast:
+		return exp, badRequest(errors.New("the expiry must be in the future"))
+	case policy.ReasonExpiryTooLong:
+		return exp, badRequest(fmt.Errorf("the expiry is beyond max_validity (%s)", formatDuration(v.Max)))
+	case policy.ReasonNoExpiryNotAllowed:
+		return exp, badRequest(fmt.Errorf("tokens without expiry are not allowed (max_validity is %s)", formatDuration(v.Max)))
+	}
+	return exp, badRequest(fmt.Errorf("expiry refused: %s", reason))
+}
+
+type createRequest struct {
+	User        string `json:"user"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	expiryJSON
+}
+
+func (a *adminAPI) create(w http.ResponseWriter, r *http.Request, app *App) error {
+	var req createRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		return err
+	}
+	now := app.now()
+	exp, err := app.resolveExpiry(now, req.expiryJSON)
+	if err != nil {
+		return err
+	}
+	tok, secret, err := app.store.Create(r.Context(), tokenstore.NewToken{
+		Prefix:      app.TokenPrefix,
+		User:        req.User,
+		Name:        req.Name,
+		Description: req.Description,
+		ExpiresAt:   exp,
+	})
+	if err != nil {
+		return storeError("creating token", err)
+	}
+	app.recordAdmin(r, audit.TypeTokenCreated, tok.User, tok.ID, nil, 0)
+	out := toJSON(tok, now)
+	out.Token = secret
+	return writeJSON(w, http.StatusCreated, out)
+}
+
+func (a *adminAPI) list(w http.ResponseWriter, r *http.Request, app *App) error {
+	q := r.URL.Query()
+	for key := range q {
+		if key != "user" && key != "state" {
+			return badRequest(fmt.Errorf("unknown query parameter %q (filters are user and state)", key))
+		}
+	}
+	f := tokenstore.Filter{User: q.Get("user"), State: tokenstore.State(q.Get("state"))}
+	switch f.State {
+	case "", tokenstore.StateActive, tokenstore.StateExpired, tokenstore.StateRevoked:
+	default:
+		return badRequest(fmt.Errorf("state %q: must be active, expired or revoked", f.State))
+	}
+	toks, err := app.store.List(r.Context(), f)
+	if err != nil {
+		return storeError("listing tokens", err)
+	}
+	now := app.now()
+	out := make([]tokenJSON, 0, len(toks))
+	for _, t := range toks {
+		out = append(out, toJSON(t, now))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (a *adminAPI) show(w http.ResponseWriter, r *http.Request, app *App, id string) error {
+	tok, err := app.store.Get(r.Context(), id)
+	if err != nil {
+		return storeError("getting token", err)
+	}
+	return writeJSON(w, http.StatusOK, toJSON(tok, app.now()))
+}
+
+type updateRequest struct {
+	Name        *string `json:"name"`
+	Description *string `json:"description"`
+	expiryJSON
+}
+
+func (a *adminAPI) update(w http.ResponseWriter, r *http.Request, app *App, id string) error {
+	var req updateRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		return err
+	}
+	p := tokenstore.Patch{Name: req.Name, Description: req.Description}
+	var changed []string
+	if req.Name != nil {
+		changed = append(changed, "name")
+	}
+	if req.Description != nil {
+		changed = append(changed, "description")
+	}
+	now := app.now()
+	if req.given() {
+		exp, err := app.resolveExpiry(now, req.expiryJSON)
+		if err != nil {
+			return err
+		}
+		p.ExpiresAt = &exp
+		changed = append(changed, "expires_at")
+	}
+	if len(changed) == 0 {
+		return badRequest(errors.New("nothing to update: give name, description, expires_in or expires_at"))
+	}
+	tok, err := app.store.Update(r.Context(), id, p)
+	if err != nil {
+		return storeError("updating token", err)
+	}
+	app.recordAdmin(r, audit.TypeTokenUpdated, tok.User, tok.ID, changed, 0)
+	return writeJSON(w, http.StatusOK, toJSON(tok, now))
+}
+
+func (a *adminAPI) revoke(w http.ResponseWriter, r *http.Request, app *App, id string) error {
+	tok, err := app.store.Revoke(r.Context(), id)
+	if err != nil {
+		return storeError("revoking token", err)
+	}
+	app.recordAdmin(r, audit.TypeTokenRevoked, tok.User, tok.ID, nil, 0)
+	return writeJSON(w, http.StatusOK, toJSON(tok, app.now()))
+}
+
+func (a *adminAPI) rotate(w http.ResponseWriter, r *http.Request, app *App, id string) error {
+	if err := decodeEmptyBody(w, r); err != nil {
+		return err
+	}
+	tok, secret, err := app.store.Rotate(r.Context(), id, app.TokenPrefix)
+	if err != nil {
+		return storeError("rotating token", err)
+	}
+	app.recordAdmin(r, audit.TypeTokenRotated, tok.User, tok.ID, nil, 0)
+	out := toJSON(tok, app.now())
+	out.Token = secret
+	return writeJSON(w, http.StatusCreated, out)
+}
+
+// revokeUserResponse answers DELETE /api_tokens/users/{user}/tokens.
+type revokeUserResponse struct {
+	User    string      `json:"user"`
+	Revoked int         `json:"revoked"`
+	Tokens  []tokenJSON `json:"tokens"`
+}
+
+func (a *adminAPI) revokeUser(w http.ResponseWriter, r *http.Request, app *App, user string) error {
+	toks, err := app.store.RevokeUser(r.Context(), user)
+	if err != nil {
+		return storeError("revoking tokens of user", err)
+	}
+	now := app.now()
+	out := revokeUserResponse{User: user, Revoked: len(toks), Tokens: make([]tokenJSON, 0, len(toks))}
+	for _, t := range toks {
+		out.Tokens = append(out.Tokens, toJSON(t, now))
+	}
+	app.recordAdmin(r, audit.TypeUserTokensRevoked, user, "", nil, len(toks))
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// recordAdmin audits a change made through the admin API.
+func (app *App) recordAdmin(r *http.Request, typ audit.Type, user, tokenID string, changed []string, count int) {
+	app.audit.Record(audit.Event{
+		Time:    app.now(),
+		Type:    typ,
+		Outcome: audit.OutcomeSuccess,
+		User:    user,
+		TokenID: tokenID,
+		Actor:   r.RemoteAddr,
+		Method:  r.Method,
+		Path:    r.URL.Path,
+		Changed: changed,
+		Count:   count,
+	})
+}
+
+// pathParts splits the request path below prefix into unescaped segments.
+func pathParts(r *http.Request, prefix string) ([]string, error) {
+	rest := strings.TrimPrefix(r.URL.EscapedPath(), prefix)
+	rest = strings.TrimSuffix(rest, "/")
+	if rest == "" {
+		return nil, nil
+	}
+	parts := strings.Split(rest, "/")
+	for i, p := range parts {
+		u, err := url.PathUnescape(p)
+		if err != nil || u == "" {
+			return nil, caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("resource not found: %s", r.URL.Path)}
+		}
+		parts[i] = u
+	}
+	return parts, nil
+}
+
+// decodeBody reads one JSON object into v, strictly: unknown fields, wrong
+// types, trailing data and bodies over maxBodyBytes are 400 (413 for size)
+// with a message naming the problem.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return bodyError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		if err == nil {
+			err = errors.New("unexpected data after the JSON object")
+		}
+		return bodyError(err)
+	}
+	return nil
+}
+
+// decodeEmptyBody accepts an empty body or an empty JSON object.
+func decodeEmptyBody(w http.ResponseWriter, r *http.Request) error {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return bodyError(err)
+	}
+	if s := strings.TrimSpace(string(b)); s != "" && s != "{}" {
+		return badRequest(errors.New("this call takes no request body"))
+	}
+	return nil
+}
+
+// bodyError turns a JSON decoding error into a 400 (or 413) naming what is
+// wrong.
+func bodyError(err error) error {
+	var maxErr *http.MaxBytesError
+	var typeErr *json.UnmarshalTypeError
+	var synErr *json.SyntaxError
+	switch {
+	case errors.As(err, &maxErr):
+		return caddy.APIError{HTTPStatus: http.StatusRequestEntityTooLarge,
+			Err: fmt.Errorf("request body larger than %d bytes", maxErr.Limit)}
+	case errors.Is(err, io.EOF):
+		return badRequest(errors.New("request body is empty: a JSON object is required"))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return badRequest(errors.New("malformed JSON: unexpected end of input"))
+	case errors.As(err, &typeErr):
+		return badRequest(fmt.Errorf("field %q: expected %s, got JSON %s", typeErr.Field, typeErr.Type, typeErr.Value))
+	case errors.As(err, &synErr):
+		return badRequest(fmt.Errorf("malformed JSON at byte %d: %v", synErr.Offset, synErr))
+	}
+	msg := err.Error()
+	if field, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return badRequest(fmt.Errorf("unknown field %s", field))
+	}
+	return badRequest(fmt.Errorf("malformed JSON: %s", strings.TrimPrefix(msg, "json: ")))
+}
+
+// storeError maps the store's sentinel errors onto admin API errors.
+func storeError(op string, err error) error {
+	switch {
+	case errors.Is(err, tokenstore.ErrNotFound):
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: err}
+	case errors.Is(err, tokenstore.ErrInvalid):
+		return badRequest(err)
+	case errors.Is(err, tokenstore.ErrConflict):
+		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: err}
+	}
+	return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: fmt.Errorf("%s: %w", op, err)}
+}
+
+func badRequest(err error) error {
+	return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) error {
+	w.Header().Set("Allow", allow)
+	return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed here", r.Method)}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+	return nil
+}
+
+// formatDuration prints a lifetime in days when it is a whole number of
+// days, as the Caddyfile would say it.
+func formatDuration(d time.Duration) string {
+	if d < 0 {
+		return "unlimited"
+	}
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+// Interface guards
+var (
+	_ caddy.AdminRouter = (*adminAPI)(nil)
+	_ caddy.Provisioner = (*adminAPI)(nil)
+)

@@ -1,0 +1,171 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/tokenstore"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// Defaults of the api_tokens app.
+const (
+	DefaultValidity = 90 * 24 * time.Hour
+	DefaultMaxValid = 365 * 24 * time.Hour
+)
+
+// stores holds one open token store per database file. It outlives config
+// reloads: Caddy provisions the new config before it cleans up the old one,
+// so the reference count never drops to zero on a reload and the database
+// is opened exactly once.
+var stores = caddy.NewUsagePool()
+
+// storeHandle lets a *tokenstore.Store live in a caddy.UsagePool.
+type storeHandle struct{ *tokenstore.Store }
+
+// Destruct closes the store when its last user is cleaned up.
+func (s storeHandle) Destruct() error { return s.Close() }
+
+// App is the api_tokens app: it owns the token store and the rules for
+// creating tokens. The api_token handler and the admin API
+// (admin.api.api_tokens) both work through it. A config that uses the
+// api_token handler without configuring this app gets it with its defaults.
+//
+// Caddyfile: the global option `api_tokens { … }`.
+type App struct {
+	// Path of the SQLite database file holding the tokens. It and its
+	// directory are created if missing, readable by Caddy's user only.
+	// Default: `api_tokens/tokens.db` under Caddy's data directory.
+	Database string `json:"database,omitempty"`
+
+	// Lifetime of a token whose create call names no expiry.
+	// Default: 90d.
+	DefaultValidity caddy.Duration `json:"default_validity,omitempty"`
+
+	// Longest lifetime a token may be created or updated with. A create
+	// call asking for more, or for no expiry at all, is refused. A
+	// negative value lifts the limit and allows tokens without expiry.
+	// Default: 365d.
+	MaxValidity caddy.Duration `json:"max_validity,omitempty"`
+
+	// Prefix of new tokens, so that secret scanners can recognise a leaked
+	// one: 1 to 16 lowercase letters and digits, starting with a letter.
+	// Tokens created with an earlier prefix keep working.
+	// Default: `caddytok`.
+	TokenPrefix string `json:"token_prefix,omitempty"`
+
+	store    *tokenstore.Store
+	storeKey string
+	audit    audit.Sink
+	logger   *zap.Logger
+	now      func() time.Time
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "api_tokens",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision applies defaults and takes a reference to the token store.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	a.audit = audit.ZapSink{Logger: a.logger.Named("audit")}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if a.DefaultValidity == 0 {
+		a.DefaultValidity = caddy.Duration(DefaultValidity)
+	}
+	if a.MaxValidity == 0 {
+		a.MaxValidity = caddy.Duration(DefaultMaxValid)
+	}
+	if a.TokenPrefix == "" {
+		a.TokenPrefix = tokenstore.DefaultPrefix
+	}
+
+	path := a.Database
+	if path == "" {
+		path = filepath.Join(caddy.AppDataDir(), "api_tokens", "tokens.db")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return fmt.Errorf("database %q: %w", path, err)
+	}
+	v, _, err := stores.LoadOrNew(abs, func() (caddy.Destructor, error) {
+		s, err := tokenstore.Open(context.Background(), abs, tokenstore.Options{})
+		if errors.Is(err, tokenstore.ErrNoCgo) {
+			return nil, errNoCgo
+		}
+		return storeHandle{s}, err
+	})
+	if err != nil {
+		return err // LoadOrNew removed the failed entry: no Delete
+	}
+	a.store = v.(storeHandle).Store
+	a.storeKey = abs
+	return nil
+}
+
+// Validate checks the app's options against each other.
+func (a *App) Validate() error {
+	if err := tokenstore.ValidPrefix(a.TokenPrefix); err != nil {
+		return fmt.Errorf("token_prefix: %w", err)
+	}
+	if a.DefaultValidity < 0 {
+		return fmt.Errorf("default_validity %s: must be positive", time.Duration(a.DefaultValidity))
+	}
+	if a.MaxValidity > 0 && a.DefaultValidity > a.MaxValidity {
+		return fmt.Errorf("default_validity %s exceeds max_validity %s",
+			time.Duration(a.DefaultValidity), time.Duration(a.MaxValidity))
+	}
+	return nil
+}
+
+// errNoCgo explains how to rebuild when the SQLite driver is a stub.
+var errNoCgo = errors.New("api_tokens needs a cgo build for its SQLite store (github.com/mattn/go-sqlite3), " +
+	"but this Caddy was built with CGO_ENABLED=0: rebuild it with a C compiler installed and " +
+	"`CGO_ENABLED=1 xcaddy build --with github.com/apitoken/caddy-apitoken/caddymodule`")
+
+// Start implements caddy.App; the store is ready after Provision.
+func (a *App) Start() error { return nil }
+
+// Stop implements caddy.App; the store is released in Cleanup.
+func (a *App) Stop() error { return nil }
+
+// Cleanup drops this config's reference to the token store. The store is
+// closed when no config uses it any more.
+func (a *App) Cleanup() error {
+	if a.store == nil {
+		return nil
+	}
+	a.store = nil
+	_, err := stores.Delete(a.storeKey)
+	return err
+}
+
+// validity returns the app's lifetime rules for policy decisions.
+func (a *App) validity() policy.Validity {
+	return policy.Validity{Default: time.Duration(a.DefaultValidity), Max: time.Duration(a.MaxValidity)}
+}
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

@@ -1,0 +1,223 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/tokenstore"
+)
+
+// captureSink keeps audit events for assertions.
+type captureSink struct {
+	mu     sync.Mutex
+	events []audit.Event
+}
+
+func (c *captureSink) Record(e audit.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.events = append(c.events, e)
+}
+
+func (c *captureSink) last(t *testing.T) audit.Event {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.events) == 0 {
+		t.Fatal("no audit event recorded")
+	}
+	return c.events[len(c.events)-1]
+}
+
+// fakeClock is an injectable clock.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// testHandler returns a handler over a fresh store in a temp dir, without
+// a Caddy server.
+func testHandler(t *testing.T) (*Handler, *tokenstore.Store, *fakeClock, *captureSink) {
+	t.Helper()
+	clock := &fakeClock{now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
+	st, err := tokenstore.Open(context.Background(), filepath.Join(t.TempDir(), "t.db"), tokenstore.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	sink := &captureSink{}
+	app := &App{store: st, now: clock.Now, audit: sink, TokenPrefix: tokenstore.DefaultPrefix}
+	h := &Handler{Realm: "test", Passwords: PasswordsBlock, app: app, logger: zap.NewNop()}
+	return h, st, clock, sink
+}
+
+// serve runs one request through h and reports whether next was called.
+func serve(t *testing.T, h *Handler, req *http.Request) (*httptest.ResponseRecorder, *caddy.Replacer, bool) {
+	t.Helper()
+	w := httptest.NewRecorder()
+	repl := caddy.NewReplacer()
+	req = caddyhttp.PrepareRequest(req, repl, w, nil)
+	caddyhttp.SetVar(req.Context(), caddyhttp.ClientIPVarKey, "198.51.100.4")
+	called := false
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		called = true
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+	if err := h.ServeHTTP(w, req, next); err != nil {
+		t.Fatalf("ServeHTTP returned %v without handle_errors routes", err)
+	}
+	return w, repl, called
+}
+
+func TestHandlerReasons(t *testing.T) {
+	h, st, clock, sink := testHandler(t)
+	ctx := context.Background()
+	tok, secret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked, revokedSecret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "old"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Revoke(ctx, revoked.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, unknownSecret, _ := tokenstore.Generate("caddytok")
+
+	tests := []struct {
+		name    string
+		authz   string
+		advance time.Duration
+		reason  policy.Reason
+		tokenID string
+	}{
+		{"ok", basicAuth("ALICE", secret), 0, policy.ReasonOK, tok.ID},
+		{"no credentials", "", 0, policy.ReasonNoCredentials, ""},
+		{"malformed header", "Basic %%%", 0, policy.ReasonMalformedHeader, ""},
+		{"malformed token", "Bearer caddytok_short", 0, policy.ReasonMalformedToken, ""},
+		{"password", basicAuth("alice", "correct horse"), 0, policy.ReasonPasswordBlocked, ""},
+		{"unknown", "Bearer " + unknownSecret, 0, policy.ReasonUnknownToken, ""},
+		{"wrong user", basicAuth("mallory", secret), 0, policy.ReasonWrongUser, tok.ID},
+		{"revoked", "Bearer " + revokedSecret, 0, policy.ReasonRevoked, revoked.ID},
+		{"expired", "Bearer " + secret, time.Hour, policy.ReasonExpired, tok.ID},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock.Advance(tt.advance)
+			req := httptest.NewRequest(http.MethodGet, "/rest/api/2/issue?jql=secret", nil)
+			if tt.authz != "" {
+				req.Header.Set("Authorization", tt.authz)
+			}
+			w, repl, called := serve(t, h, req)
+			e := sink.last(t)
+			if e.Reason != string(tt.reason) || e.TokenID != tt.tokenID {
+				t.Errorf("audit reason %q token %q, want %q %q", e.Reason, e.TokenID, tt.reason, tt.tokenID)
+			}
+			if e.ClientIP != "198.51.100.4" || e.Path != "/rest/api/2/issue" || e.Method != "GET" {
+				t.Errorf("audit request fields: %+v", e)
+			}
+			for _, s := range []string{secret, revokedSecret, unknownSecret, "correct horse", "jql", tt.authz} {
+				if s != "" && strings.Contains(fmt.Sprintf("%+v", e), s) {
+					t.Errorf("audit event carries a secret or query: %+v", e)
+				}
+			}
+			user, _ := repl.GetString("http.auth.user.id")
+			if tt.reason == policy.ReasonOK {
+				if !called || user != "alice" || w.Code != http.StatusNoContent {
+					t.Errorf("success: called=%v user=%q code=%d", called, user, w.Code)
+				}
+				if id, _ := repl.GetString("http.auth.user.token_id"); id != tok.ID {
+					t.Errorf("token_id placeholder = %q", id)
+				}
+				return
+			}
+			if called || user != "" || w.Code != http.StatusUnauthorized {
+				t.Errorf("denial: called=%v user=%q code=%d", called, user, w.Code)
+			}
+			if got := w.Header().Get("WWW-Authenticate"); got != `Basic realm="test", charset="UTF-8"` {
+				t.Errorf("WWW-Authenticate = %q", got)
+			}
+			if tt.reason != policy.ReasonPasswordBlocked && w.Body.String() != msgUnauthorized+"\n" {
+				t.Errorf("body %q is not the generic text", w.Body.String())
+			}
+		})
+	}
+}
+
+func TestHandlerBearerChallenge(t *testing.T) {
+	h, _, _, _ := testHandler(t)
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.Header.Set("Authorization", "Bearer nope")
+	w, _, _ := serve(t, h, req)
+	got := w.Header().Values("WWW-Authenticate")
+	if len(got) != 2 || got[1] != `Bearer realm="test", error="invalid_token"` {
+		t.Errorf("WWW-Authenticate = %q", got)
+	}
+}
+
+func TestHandlerValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		h    Handler
+		err  string
+	}{
+		{"defaults", Handler{Passwords: PasswordsBlock}, ""},
+		{"pass", Handler{Passwords: PasswordsPass, Header: "X-Api-Token", Query: "api_token"}, ""},
+		{"bad mode", Handler{Passwords: "allow"}, `passwords "allow"`},
+		{"quote in realm", Handler{Passwords: PasswordsBlock, Realm: `a"b`}, "realm"},
+		{"bad header", Handler{Passwords: PasswordsBlock, Header: "X Api"}, `header "X Api"`},
+		{"authorization header", Handler{Passwords: PasswordsBlock, Header: "authorization"}, "always read"},
+		{"bad query", Handler{Passwords: PasswordsBlock, Query: "a&b"}, `query "a&b"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.h.Validate()
+			if (err == nil) != (tt.err == "") || (err != nil && !strings.Contains(err.Error(), tt.err)) {
+				t.Errorf("Validate() = %v, want %q", err, tt.err)
+			}
+		})
+	}
+}
+
+func TestRemoveQueryParam(t *testing.T) {
+	tests := []struct{ raw, name, want string }{
+		{"api_token=x", "api_token", ""},
+		{"a=1&api_token=x&b=2", "api_token", "a=1&b=2"},
+		{"api_token=x&api_token=y&a=%20", "api_token", "a=%20"},
+		{"api%5Ftoken=x&a=1", "api_token", "a=1"},
+		{"api_tokens=x", "api_token", "api_tokens=x"},
+		{"a=1&b", "api_token", "a=1&b"},
+	}
+	for _, tt := range tests {
+		if got := removeQueryParam(tt.raw, tt.name); got != tt.want {
+			t.Errorf("removeQueryParam(%q) = %q, want %q", tt.raw, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,119 @@
+package policy
+
+import (
+	"encoding/base64"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func basic(userPass string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(userPass))
+}
+
+func TestParseAuthorization(t *testing.T) {
+	tests := []struct {
+		name    string
+		header  string
+		want    Credential
+		wantErr error
+	}{
+		{name: "empty", header: "", want: Credential{}},
+		{name: "basic", header: basic("alice:s3cret"), want: Credential{Scheme: SchemeBasic, User: "alice", Secret: "s3cret"}},
+		{name: "basic scheme lowercase", header: "basic " + base64.StdEncoding.EncodeToString([]byte("a:b")), want: Credential{Scheme: SchemeBasic, User: "a", Secret: "b"}},
+		{name: "basic scheme uppercase", header: "BASIC " + base64.StdEncoding.EncodeToString([]byte("a:b")), want: Credential{Scheme: SchemeBasic, User: "a", Secret: "b"}},
+		{name: "basic several spaces", header: "Basic   " + base64.StdEncoding.EncodeToString([]byte("a:b")), want: Credential{Scheme: SchemeBasic, User: "a", Secret: "b"}},
+		{name: "basic password with colons", header: basic("bob:a:b:c"), want: Credential{Scheme: SchemeBasic, User: "bob", Secret: "a:b:c"}},
+		{name: "basic empty password", header: basic("bob:"), want: Credential{Scheme: SchemeBasic, User: "bob", Secret: ""}},
+		{name: "basic empty user", header: basic(":tok"), want: Credential{Scheme: SchemeBasic, User: "", Secret: "tok"}},
+		{name: "basic utf-8 user", header: basic("jürgen:x"), want: Credential{Scheme: SchemeBasic, User: "jürgen", Secret: "x"}},
+		{name: "basic no colon", header: basic("alice"), wantErr: ErrMalformedBasic},
+		{name: "basic bad base64", header: "Basic !!!!", wantErr: ErrMalformedBasic},
+		{name: "basic unpadded base64", header: "Basic YTpiYw", wantErr: ErrMalformedBasic},
+		{name: "basic no parameter", header: "Basic", wantErr: ErrMalformedBasic},
+		{name: "bearer", header: "Bearer caddytok_abc", want: Credential{Scheme: SchemeBearer, Secret: "caddytok_abc"}},
+		{name: "bearer lowercase", header: "bearer caddytok_abc", want: Credential{Scheme: SchemeBearer, Secret: "caddytok_abc"}},
+		{name: "bearer empty", header: "Bearer ", wantErr: ErrEmptyBearer},
+		{name: "bearer no parameter", header: "Bearer", wantErr: ErrEmptyBearer},
+		{name: "bearer two words", header: "Bearer a b", wantErr: ErrEmptyBearer},
+		{name: "digest", header: `Digest username="a"`, wantErr: ErrUnsupportedScheme},
+		{name: "negotiate", header: "Negotiate YII=", wantErr: ErrUnsupportedScheme},
+		{name: "no scheme", header: "caddytok_abc", wantErr: ErrUnsupportedScheme},
+		{name: "basic prefix of longer scheme", header: "Basicx YTpi", wantErr: ErrUnsupportedScheme},
+		{name: "too long", header: "Bearer " + strings.Repeat("a", MaxCredentialLength), wantErr: ErrCredentialTooLong},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseAuthorization(tt.header)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("ParseAuthorization(%q) error = %v, want %v", tt.header, err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Errorf("ParseAuthorization(%q) = %+v, want %+v", tt.header, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestBareToken(t *testing.T) {
+	if c, err := BareToken(SchemeHeader, ""); err != nil || c.Scheme != SchemeNone {
+		t.Errorf("BareToken(empty) = %+v, %v; want SchemeNone, nil", c, err)
+	}
+	if c, err := BareToken(SchemeQuery, "tok"); err != nil || c != (Credential{Scheme: SchemeQuery, Secret: "tok"}) {
+		t.Errorf("BareToken(tok) = %+v, %v", c, err)
+	}
+	if _, err := BareToken(SchemeHeader, strings.Repeat("x", MaxCredentialLength+1)); !errors.Is(err, ErrCredentialTooLong) {
+		t.Errorf("BareToken(long) error = %v, want ErrCredentialTooLong", err)
+	}
+}
+
+func TestSchemeString(t *testing.T) {
+	want := map[Scheme]string{SchemeNone: "none", SchemeBasic: "basic", SchemeBearer: "bearer", SchemeHeader: "header", SchemeQuery: "query"}
+	for s, name := range want {
+		if s.String() != name {
+			t.Errorf("Scheme(%d).String() = %q, want %q", s, s.String(), name)
+		}
+	}
+}
+
+// FuzzParseAuthorization checks that the parser never panics, that errors
+// and credentials are exclusive, and that a Basic credential re-encodes to
+// an equivalent header.
+func FuzzParseAuthorization(f *testing.F) {
+	f.Add(basic("alice:caddytok_x"))         // well-formed Basic
+	f.Add("bEaReR caddytok_x")               // mixed-case scheme
+	f.Add("Basic " + strings.Repeat("=", 8)) // padding only
+	f.Add("Basic Og==")                      // ":" alone: empty user and secret
+	f.Add("Bearer \x00")                     // control byte in a token
+	f.Add("Digest a")                        // unsupported scheme
+	f.Add(" Basic YTpi")                     // leading space: no scheme
+	f.Fuzz(func(t *testing.T, header string) {
+		c, err := ParseAuthorization(header)
+		if err != nil {
+			if c != (Credential{}) {
+				t.Fatalf("error %v came with a credential %+v", err, c)
+			}
+			return
+		}
+		switch c.Scheme {
+		case SchemeNone:
+			if header != "" {
+				t.Fatalf("SchemeNone for non-empty header %q", header)
+			}
+		case SchemeBasic:
+			again, err := ParseAuthorization(basic(c.User + ":" + c.Secret))
+			if err != nil || again != c {
+				t.Fatalf("Basic round trip of %+v gave %+v, %v", c, again, err)
+			}
+			if strings.Contains(c.User, ":") {
+				t.Fatalf("user %q contains a colon", c.User)
+			}
+		case SchemeBearer:
+			if c.Secret == "" || strings.ContainsAny(c.Secret, " \t") {
+				t.Fatalf("bearer secret %q is empty or has blanks", c.Secret)
+			}
+		default:
+			t.Fatalf("unexpected scheme %v", c.Scheme)
+		}
+	})
+}

@@ -1,0 +1,215 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ReasonRateLimited: the token has used up its request rate and is refused
+// (429 with Retry-After) until the next request fits.
+const ReasonRateLimited Reason = "rate_limited"
+
+// Rate is a number of events per period, such as 600 per minute. The zero
+// Rate (or any Rate with Events or Per not positive) means unlimited.
+type Rate struct {
+	Events int
+	Per    time.Duration
+}
+
+// IsZero reports whether r is unlimited.
+func (r Rate) IsZero() bool { return r.Events <= 0 || r.Per <= 0 }
+
+// ParseRate parses "<events>/<period>": a positive decimal number of
+// events, a slash, and a positive period in time.ParseDuration syntax, in
+// which a bare unit counts as one of it. For example "600/1m", "10/s",
+// "100/1h", "5/30s". The period divided by the events must be at least a
+// nanosecond.
+func ParseRate(s string) (Rate, error) {
+	ev, per, ok := strings.Cut(s, "/")
+	if !ok || ev == "" || per == "" {
+		return Rate{}, fmt.Errorf("rate %q: want <events>/<period>, such as 600/1m", s)
+	}
+	for _, c := range []byte(ev) {
+		if c < '0' || c > '9' {
+			return Rate{}, fmt.Errorf("rate %q: events %q is not a decimal number", s, ev)
+		}
+	}
+	n, err := strconv.Atoi(ev)
+	if err != nil {
+		return Rate{}, fmt.Errorf("rate %q: events: %w", s, errors.Unwrap(err))
+	}
+	if n == 0 {
+		return Rate{}, fmt.Errorf("rate %q: events must be positive", s)
+	}
+	if c := per[0]; c != '.' && (c < '0' || c > '9') {
+		if c == '+' || c == '-' {
+			return Rate{}, fmt.Errorf("rate %q: period %q must be an unsigned duration", s, per)
+		}
+		per = "1" + per // a bare unit: "s" is "1s"
+	}
+	d, err := time.ParseDuration(per)
+	if err != nil {
+		return Rate{}, fmt.Errorf("rate %q: period: %w", s, err)
+	}
+	if d <= 0 {
+		return Rate{}, fmt.Errorf("rate %q: period must be positive", s)
+	}
+	if int64(d) < int64(n) {
+		return Rate{}, fmt.Errorf("rate %q: more than one event per nanosecond", s)
+	}
+	return Rate{Events: n, Per: d}, nil
+}
+
+// String formats r as ParseRate reads it, with the period in its largest
+// whole unit ("600/1m", "10/1s", "90/90s"). An unlimited Rate formats as
+// "unlimited", which ParseRate does not accept.
+func (r Rate) String() string {
+	if r.IsZero() {
+		return "unlimited"
+	}
+	units := []struct {
+		d    time.Duration
+		name string
+	}{
+		{time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"},
+		{time.Millisecond, "ms"}, {time.Microsecond, "us"}, {time.Nanosecond, "ns"},
+	}
+	for _, u := range units {
+		if r.Per%u.d == 0 {
+			return strconv.Itoa(r.Events) + "/" + strconv.FormatInt(int64(r.Per/u.d), 10) + u.name
+		}
+	}
+	panic("unreachable")
+}
+
+// DefaultRateLimiterMaxKeys is the key bound of NewRateLimiter(0).
+const DefaultRateLimiterMaxKeys = 1_000_000
+
+// RateLimiter enforces a Rate per key (a token id) with the generic cell
+// rate algorithm: each key holds one theoretical arrival time (TAT), the
+// time at which it would be idle again. A request at now is allowed if
+// TAT - Per + Per/Events <= now, which lets an idle key send a burst of
+// Events requests and then one every Per/Events; an allowed request moves
+// TAT on by Per/Events, a refused one changes nothing. Because the state
+// is a single time, the Rate may change between calls (a token's limit
+// edited) and takes effect at once.
+//
+// It is safe for concurrent use, keeps no clock and starts no goroutines.
+// Keys live in shards with their own locks and share of the key bound.
+// When a new key arrives at a full shard, a clock hand inspects a few keys
+// and replaces the first idle one (TAT not after now, which is the same
+// as never seen, so forgetting it loses nothing), else the one closest to
+// idle, which then gets a fresh burst. Call Allow only for authenticated
+// tokens, so that clients cannot make up keys.
+type RateLimiter struct {
+	seed   maphash.Seed
+	shards []rateShard
+}
+
+type rateEntry struct {
+	key string
+	tat int64 // Unix nanoseconds
+}
+
+type rateShard struct {
+	mu      sync.Mutex
+	index   map[string]int32
+	entries []rateEntry
+	limit   int
+	hand    int
+	_       [64]byte // keep neighbouring shards' locks off one cache line
+}
+
+// NewRateLimiter returns a RateLimiter that holds at most maxKeys keys; a
+// value <= 0 means DefaultRateLimiterMaxKeys.
+func NewRateLimiter(maxKeys int) *RateLimiter {
+	if maxKeys <= 0 {
+		maxKeys = DefaultRateLimiterMaxKeys
+	}
+	l := &RateLimiter{seed: maphash.MakeSeed()}
+	limits := shardLimits(maxKeys)
+	l.shards = make([]rateShard, len(limits))
+	for i, n := range limits {
+		l.shards[i] = rateShard{index: make(map[string]int32), limit: n}
+	}
+	return l
+}
+
+// Allow reports whether a request for key at now fits the rate r and, if
+// not, how long until one would. An unlimited r allows everything and
+// records nothing. It does not allocate for a key already held.
+func (l *RateLimiter) Allow(key string, r Rate, now time.Time) (retryAfter time.Duration, ok bool) {
+	if r.IsZero() {
+		return 0, true
+	}
+	interval := max(int64(r.Per)/int64(r.Events), 1)
+	n := now.UnixNano()
+	s := &l.shards[maphash.String(l.seed, key)&uint64(len(l.shards)-1)]
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, held := s.index[key]
+	tat := n
+	if held {
+		tat = max(tat, s.entries[i].tat)
+	}
+	next := addSat(tat, interval)
+	// allowAt = next - Per; compared as next-n > Per so nothing overflows.
+	if wait := next - n - int64(r.Per); wait > 0 {
+		return time.Duration(wait), false
+	}
+	if !held {
+		i = s.insert(strings.Clone(key), n)
+	}
+	s.entries[i].tat = next
+	return 0, true
+}
+
+// Len returns the number of keys held, idle ones awaiting reuse included.
+// It never exceeds the bound given to NewRateLimiter.
+func (l *RateLimiter) Len() int {
+	total := 0
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		total += len(s.entries)
+		s.mu.Unlock()
+	}
+	return total
+}
+
+// rateScan is how many keys the clock hand inspects for a victim.
+const rateScan = 8
+
+// insert adds key with an idle TAT and returns its index, replacing a key
+// chosen by the clock hand if the shard is full. s.mu is held.
+func (s *rateShard) insert(key string, now int64) int32 {
+	e := rateEntry{key: key, tat: now}
+	if len(s.entries) < s.limit {
+		s.entries = append(s.entries, e)
+		i := int32(len(s.entries) - 1)
+		s.index[key] = i
+		return i
+	}
+	victim, scanned := -1, 0
+	for scanned < min(rateScan, len(s.entries)) {
+		i := (s.hand + scanned) % len(s.entries)
+		scanned++
+		if victim < 0 || s.entries[i].tat < s.entries[victim].tat {
+			victim = i
+		}
+		if s.entries[victim].tat <= now {
+			break
+		}
+	}
+	s.hand = (s.hand + scanned) % len(s.entries)
+	delete(s.index, s.entries[victim].key)
+	s.entries[victim] = e
+	s.index[key] = int32(victim)
+	return int32(victim)
+}

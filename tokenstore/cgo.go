@@ -1,0 +1,19 @@
+//go:build cgo
+
+package tokenstore
+
+import (
+	"errors"
+
+	"github.com/mattn/go-sqlite3"
+)
+
+// cgoEnabled reports whether the SQLite driver is the real one. Without cgo,
+// github.com/mattn/go-sqlite3 compiles to a stub whose every call fails.
+const cgoEnabled = true
+
+// isUniqueViolation reports whether err is a UNIQUE constraint failure.
+func isUniqueViolation(err error) bool {
+	var serr sqlite3.Error
+	return errors.As(err, &serr) && serr.ExtendedCode == sqlite3.ErrConstraintUnique
+}

@@ -1,0 +1,46 @@
+// Package tokenstore keeps personal API tokens in SQLite and answers the
+// gateway's question "which token is this?" from memory.
+//
+// # Token format
+//
+// A token is one string:
+//
+//	<prefix>_<id><secret><checksum>
+//
+//	prefix    1 to 16 characters [a-z0-9], starting with a letter (DefaultPrefix is "caddytok")
+//	id        12 characters of lowercase RFC 4648 base32 [a-z2-7]: 60 random bits, public
+//	secret    43 characters of base62 [0-9A-Za-z]: 256 random bits, drawn from crypto/rand
+//	          with rejection sampling so every character is uniform
+//	checksum  6 characters of base62, the CRC-32 (IEEE) of "<prefix>_<id><secret>",
+//	          most significant digit first, zero padded
+//
+// The body after the last '_' always has 61 characters, so a whole token is
+// 63 to 78 bytes long. Secret scanners can match tokens with
+//
+//	\b[a-z][a-z0-9]{0,15}_[a-z2-7]{12}[0-9A-Za-z]{49}\b
+//
+// or, for the default prefix only, caddytok_[a-z2-7]{12}[0-9A-Za-z]{49}, and
+// weed out false positives by recomputing the checksum as Parse does.
+//
+// Parse checks the shape and the checksum only, so a mistyped or truncated
+// token is refused without a database look-up. The prefix is not needed to
+// verify a token: the stored SHA-256 hash covers the whole string. The store
+// keeps only that hash; the secret is shown once, by Create and Rotate.
+//
+// # Storage
+//
+// Tokens live in one STRICT SQLite table in WAL mode, written through a
+// single connection in BEGIN IMMEDIATE transactions and read through a
+// separate query-only pool. The schema is created and upgraded by the
+// embedded migrations in migrations/, tracked in PRAGMA user_version; a
+// database written by a newer build is refused.
+//
+// # The hot path
+//
+// Open loads every token, revoked ones included, into an in-memory index.
+// Lookup answers from that index only: no database access, no allocation,
+// and a constant-time hash comparison whose cost does not depend on whether
+// the id exists. Writes made through a Store update its index as soon as they
+// commit; writes made by other processes sharing the file are picked up by a
+// poller that watches PRAGMA data_version (Options.PollInterval).
+package tokenstore

@@ -1,0 +1,168 @@
+package tokenstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Entry is what Lookup knows about a token: enough for the gateway to decide,
+// nothing secret.
+type Entry struct {
+	ID        string
+	User      string
+	Name      string
+	ExpiresAt time.Time // zero: never expires
+	Revoked   bool
+}
+
+// State returns the entry's state at now, as Token.State does.
+func (e Entry) State(now time.Time) State {
+	return state(e.Revoked, e.ExpiresAt, now)
+}
+
+// entry is the in-memory form of a token row.
+type entry struct {
+	hash      [sha256.Size]byte
+	id        string
+	user      string
+	name      string
+	expiresAt time.Time
+	revoked   bool
+	seq       int64 // the row's seq when read; newer versions replace it
+}
+
+// index holds every token, revoked ones included, by id.
+type index struct {
+	mu sync.RWMutex
+	m  map[string]entry
+}
+
+// apply stores the given rows, skipping any that is not newer than what the
+// index holds: the poller and the write methods may both deliver a row.
+func (ix *index) apply(recs ...record) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for _, r := range recs {
+		if cur, ok := ix.m[r.ID]; ok && cur.seq >= r.seq {
+			continue
+		}
+		ix.m[r.ID] = entry{
+			hash:      r.hash,
+			id:        r.ID,
+			user:      r.User,
+			name:      r.Name,
+			expiresAt: r.ExpiresAt,
+			revoked:   !r.RevokedAt.IsZero(),
+			seq:       r.seq,
+		}
+	}
+}
+
+// missHash is compared against when no token has the presented id, so that a
+// miss costs what a hit costs and response times don't tell an attacker which
+// ids exist (basicauth's fakePassword does the same). No token hashes to it.
+var missHash = sha256.Sum256([]byte("tokenstore: no token has this id"))
+
+// Lookup finds the token that the full token string names, from memory only.
+// It reports false for a malformed token, an unknown id or a wrong secret,
+// and true, with the token's facts, for a known token, whether active,
+// expired or revoked: judging those is the caller's business (Entry.State).
+// Lookup does not allocate or touch the database, and its comparison of the
+// secret is constant-time.
+func (s *Store) Lookup(token string) (Entry, bool) {
+	id, ok := Parse(token)
+	if !ok {
+		return Entry{}, false
+	}
+	sum := Hash(token)
+
+	s.index.mu.RLock()
+	e, found := s.index.m[id]
+	s.index.mu.RUnlock()
+
+	want := &missHash
+	if found {
+		want = &e.hash
+	}
+	match := subtle.ConstantTimeCompare(sum[:], want[:]) == 1
+	if !found || !match {
+		return Entry{}, false
+	}
+	// e.id, not id: id is a substring of the secret token, which the caller
+	// should be free to forget.
+	return Entry{ID: e.id, User: e.user, Name: e.name, ExpiresAt: e.expiresAt, Revoked: e.revoked}, true
+}
+
+// poller copies rows changed by any connection, including other processes',
+// into the index. It holds one reader connection, asks PRAGMA data_version
+// (which changes when another connection commits), and reads the rows whose
+// seq is above the highest it has seen. Writers assign seq = MAX(seq)+1 under
+// the write lock, so seq grows in commit order and nothing is skipped.
+type poller struct {
+	store   *Store
+	onError func(error)
+
+	conn        *sql.Conn // nil after an error: reconnect on the next tick
+	dataVersion int64     // as of the last successful read; -1 forces a read
+	lastSeq     int64
+}
+
+// run polls every interval until ctx is done, then releases the connection.
+func (p *poller) run(ctx context.Context, interval time.Duration) {
+	defer p.close()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if err := p.poll(ctx); err != nil && ctx.Err() == nil && p.onError != nil {
+			p.onError(fmt.Errorf("polling token store %s: %w", p.store.path, err))
+		}
+	}
+}
+
+// poll applies the changes committed since the last call, if any. The first
+// call loads every row.
+func (p *poller) poll(ctx context.Context) error {
+	if p.conn == nil {
+		conn, err := p.store.reader.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		p.conn, p.dataVersion = conn, -1 // data_version is per connection
+	}
+	var dv int64
+	if err := p.conn.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&dv); err != nil {
+		p.close()
+		return fmt.Errorf("reading data version: %w", err)
+	}
+	if dv == p.dataVersion {
+		return nil
+	}
+	recs, err := changedRecords(ctx, p.conn, p.lastSeq)
+	if err != nil {
+		p.close()
+		return err
+	}
+	p.store.index.apply(recs...)
+	for _, r := range recs {
+		p.lastSeq = max(p.lastSeq, r.seq)
+	}
+	p.dataVersion = dv
+	return nil
+}
+
+func (p *poller) close() {
+	if p.conn != nil {
+		p.conn.Close()
+		p.conn = nil
+	}
+}

@@ -1,0 +1,313 @@
+//go:build cgo
+
+package tokenstore
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// unknownIDToken returns a well-formed token (valid checksum) whose id no
+// stored token has.
+func unknownIDToken(t testing.TB, s *Store) string {
+	t.Helper()
+	for range 100 {
+		id, token, err := Generate(DefaultPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.index.mu.RLock()
+		_, taken := s.index.m[id]
+		s.index.mu.RUnlock()
+		if !taken {
+			return token
+		}
+	}
+	t.Fatal("no free id found")
+	return ""
+}
+
+func TestLookup(t *testing.T) {
+	s, _, _ := newTestStore(t)
+	ctx := t.Context()
+	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
+	revoked, revokedSecret := mustCreate(t, s, NewToken{User: "bob", Name: "old"})
+	if _, err := s.Revoke(ctx, revoked.ID); err != nil {
+		t.Fatal(err)
+	}
+	body := secret[len(DefaultPrefix)+1:]
+	// Same id, another secret, a valid checksum: only the hash can tell.
+	wrongSecret := assemble(DefaultPrefix, tok.ID, strings.Repeat("A", secretLen))
+	// Same id and secret under another prefix: the hash covers the prefix.
+	otherPrefix := assemble("acme", tok.ID, body[idLen:idLen+secretLen])
+
+	tests := []struct {
+		name  string
+		token string
+		want  Entry
+		ok    bool
+	}{
+		{"hit", secret, Entry{ID: tok.ID, User: "alice", Name: "ci"}, true},
+		{"revoked", revokedSecret, Entry{ID: revoked.ID, User: "bob", Name: "old", Revoked: true}, true},
+		{"wrong secret", wrongSecret, Entry{}, false},
+		{"other prefix", otherPrefix, Entry{}, false},
+		{"unknown id", unknownIDToken(t, s), Entry{}, false},
+		{"bad checksum", secret[:len(secret)-1] + "x", Entry{}, false},
+		{"empty", "", Entry{}, false},
+		{"id alone", tok.ID, Entry{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := s.Lookup(tt.token)
+			if ok != tt.ok || got != tt.want {
+				t.Errorf("Lookup = %+v, %v; want %+v, %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+func TestLookupAllocs(t *testing.T) {
+	s, _, _ := newTestStore(t)
+	_, secret := mustCreate(t, s, NewToken{Prefix: "abcdefghijklmnop", User: "alice", Name: "ci"})
+	miss := unknownIDToken(t, s)
+	tests := []struct{ name, token string }{
+		{"hit", secret},
+		{"miss", miss},
+		{"malformed", secret[:len(secret)-1] + "x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if n := testing.AllocsPerRun(100, func() { s.Lookup(tt.token) }); n != 0 {
+				t.Errorf("Lookup allocates %v times, want 0", n)
+			}
+		})
+	}
+}
+
+func TestOpenLoadsIndex(t *testing.T) {
+	path := testDBPath(t)
+	s1, err := Open(t.Context(), path, Options{PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, secret := mustCreate(t, s1, NewToken{User: "alice", Name: "ci"})
+	revoked, revokedSecret := mustCreate(t, s1, NewToken{User: "alice", Name: "old"})
+	if _, err := s1.Revoke(t.Context(), revoked.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := openStore(t, path, Options{PollInterval: -1})
+	if e, ok := s2.Lookup(secret); !ok || e.ID != tok.ID || e.Revoked {
+		t.Errorf("Lookup(active) = %+v, %v", e, ok)
+	}
+	if e, ok := s2.Lookup(revokedSecret); !ok || !e.Revoked {
+		t.Errorf("Lookup(revoked) = %+v, %v; want revoked", e, ok)
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestPollerSeesOtherWriters: changes written through a second Store on the
+// same file (as another process would) reach the first Store's index.
+func TestPollerSeesOtherWriters(t *testing.T) {
+	path := testDBPath(t)
+	var pollErrs atomic.Int32
+	watcher := openStore(t, path, Options{
+		PollInterval: 5 * time.Millisecond,
+		OnPollError:  func(err error) { pollErrs.Add(1); t.Logf("poll error: %v", err) },
+	})
+	writer := openStore(t, path, Options{PollInterval: -1})
+	ctx := t.Context()
+
+	tok, secret := mustCreate(t, writer, NewToken{User: "alice", Name: "ci"})
+	waitFor(t, "the new token is known", func() bool {
+		_, ok := watcher.Lookup(secret)
+		return ok
+	})
+
+	newSecret := ""
+	t.Run("rotate", func(t *testing.T) {
+		var err error
+		_, newSecret, err = writer.Rotate(ctx, tok.ID, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the rotation is seen", func() bool {
+			_, oldOK := watcher.Lookup(secret)
+			_, newOK := watcher.Lookup(newSecret)
+			return !oldOK && newOK
+		})
+	})
+	t.Run("update", func(t *testing.T) {
+		name := "renamed"
+		if _, err := writer.Update(ctx, tok.ID, Patch{Name: &name}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the new name is seen", func() bool {
+			e, _ := watcher.Lookup(newSecret)
+			return e.Name == name
+		})
+	})
+	t.Run("revoke user", func(t *testing.T) {
+		if _, err := writer.RevokeUser(ctx, "ALICE"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the revocation is seen", func() bool {
+			e, ok := watcher.Lookup(newSecret)
+			return ok && e.Revoked
+		})
+	})
+	t.Run("own writes still apply at once", func(t *testing.T) {
+		tok, secret := mustCreate(t, watcher, NewToken{User: "bob", Name: "ci"})
+		if _, ok := watcher.Lookup(secret); !ok {
+			t.Fatal("own Create not visible at once")
+		}
+		if _, err := watcher.Revoke(ctx, tok.ID); err != nil {
+			t.Fatal(err)
+		}
+		if e, _ := watcher.Lookup(secret); !e.Revoked {
+			t.Fatal("own Revoke not visible at once")
+		}
+		waitFor(t, "the writer's store would see it too once reopened", func() bool {
+			got, err := writer.Get(ctx, tok.ID)
+			return err == nil && !got.RevokedAt.IsZero()
+		})
+	})
+	if n := pollErrs.Load(); n != 0 {
+		t.Errorf("%d poll errors", n)
+	}
+}
+
+// TestLookupDuringWrites runs Lookups against concurrent rotations and a
+// revocation, while the poller also applies the same rows; with -race it
+// checks the index's locking. A superseded secret must never be accepted,
+// and a revocation, once seen, must never be undone.
+func TestLookupDuringWrites(t *testing.T) {
+	s := openStore(t, testDBPath(t), Options{PollInterval: time.Millisecond})
+	ctx := t.Context()
+	const tokens = 8
+	type slot struct {
+		mu      sync.Mutex
+		id      string
+		secrets []string // every secret the token has had, newest last
+	}
+	slots := make([]*slot, tokens)
+	for i := range slots {
+		tok, secret := mustCreate(t, s, NewToken{User: fmt.Sprintf("user%d", i), Name: "ci"})
+		slots[i] = &slot{id: tok.ID, secrets: []string{secret}}
+	}
+	victim, victimSecret := mustCreate(t, s, NewToken{User: "victim", Name: "ci"})
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var lookups atomic.Int64
+	stopReaders := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopReaders() // also when a t.Fatal below ends the test early
+	for r := range 4 {
+		wg.Go(func() {
+			sawRevoked := false
+			for i := r; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				sl := slots[i%tokens]
+				sl.mu.Lock()
+				secrets := sl.secrets[:len(sl.secrets):len(sl.secrets)]
+				sl.mu.Unlock()
+				// Every secret but the newest was superseded by a
+				// rotation that had returned, so its index update is done.
+				for j, secret := range secrets[:len(secrets)-1] {
+					if _, ok := s.Lookup(secret); ok {
+						t.Errorf("token %s: secret %d of %d still accepted", sl.id, j+1, len(secrets))
+					}
+				}
+				e, ok := s.Lookup(victimSecret)
+				if !ok {
+					t.Errorf("victim token not found")
+				}
+				if sawRevoked && !e.Revoked {
+					t.Errorf("victim token revoked, then not revoked again")
+				}
+				sawRevoked = e.Revoked
+				lookups.Add(1)
+			}
+		})
+	}
+	for round := range 20 {
+		for _, sl := range slots {
+			_, secret, err := s.Rotate(ctx, sl.id, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sl.mu.Lock()
+			sl.secrets = append(sl.secrets, secret)
+			sl.mu.Unlock()
+		}
+		if round == 10 {
+			if _, err := s.Revoke(ctx, victim.ID); err != nil {
+				t.Fatal(err)
+			}
+			if e, _ := s.Lookup(victimSecret); !e.Revoked {
+				t.Error("revocation not visible when Revoke returned")
+			}
+		}
+	}
+	stopReaders()
+	if lookups.Load() == 0 {
+		t.Error("no lookups ran")
+	}
+}
+
+// TestIndexApplyOrder: the poller may deliver a row after the write method
+// that produced a newer version of it has applied that; the older one must
+// not win.
+func TestIndexApplyOrder(t *testing.T) {
+	ix := index{m: make(map[string]entry)}
+	rec := func(seq int64, revoked bool) record {
+		r := record{Token: Token{ID: "abcdefgh2345", User: "alice", Name: fmt.Sprint("v", seq)}, seq: seq}
+		if revoked {
+			r.RevokedAt = time.Unix(1, 0)
+		}
+		return r
+	}
+	steps := []struct {
+		name        string
+		apply       record
+		wantName    string
+		wantRevoked bool
+	}{
+		{"first", rec(3, false), "v3", false},
+		{"newer", rec(5, true), "v5", true},
+		{"older, late", rec(4, false), "v5", true},
+		{"same again", rec(5, false), "v5", true},
+		{"newest", rec(6, true), "v6", true},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			ix.apply(st.apply)
+			e := ix.m["abcdefgh2345"]
+			if e.name != st.wantName || e.revoked != st.wantRevoked {
+				t.Errorf("entry = %s revoked=%v, want %s revoked=%v", e.name, e.revoked, st.wantName, st.wantRevoked)
+			}
+		})
+	}
+}

@@ -1,0 +1,234 @@
+package tokenstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+)
+
+// Defaults for Options.
+const (
+	DefaultBusyTimeout  = 5 * time.Second
+	DefaultPollInterval = time.Second
+)
+
+// Options tune Open. The zero value is ready to use.
+type Options struct {
+	// Now tells the time; tests inject a fake clock. Default: time.Now.
+	Now func() time.Time
+	// BusyTimeout is how long a statement waits for a lock held by another
+	// connection or process. Default: 5s.
+	BusyTimeout time.Duration
+	// PollInterval is how often changes written by other processes sharing
+	// the file are picked up. Changes made through this Store apply at
+	// once regardless. A negative value disables polling. Default: 1s.
+	PollInterval time.Duration
+	// OnPollError, if set, is called from the poller goroutine when reading
+	// changes fails (the poller retries on its next tick). Default: errors
+	// are dropped.
+	OnPollError func(error)
+}
+
+// Store is a token store backed by one SQLite file. Its methods are safe for
+// concurrent use.
+type Store struct {
+	path string
+	now  func() time.Time
+
+	writer *sql.DB // one connection, BEGIN IMMEDIATE: every write goes here
+	reader *sql.DB // query-only pool for Get, List and the poller
+
+	index index
+
+	stopPoll  context.CancelFunc
+	pollDone  chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens the token store at path, creating the file (mode 0600) and its
+// missing parent directories (mode 0700) if needed, migrates the schema,
+// loads every token into memory and starts the poller. ctx bounds the opening
+// only. Close the Store when done.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if !cgoEnabled {
+		return nil, fmt.Errorf("opening token store %s: %w (rebuild with CGO_ENABLED=1)", path, ErrNoCgo)
+	}
+	if path == "" {
+		return nil, fmt.Errorf("opening token store: %w: path is required", ErrInvalid)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening token store %s: %w", path, err)
+	}
+	s, err := open(ctx, abs, opts)
+	if err != nil {
+		return nil, fmt.Errorf("opening token store %s: %w", abs, err)
+	}
+	return s, nil
+}
+
+func open(ctx context.Context, path string, opts Options) (_ *Store, err error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.BusyTimeout <= 0 {
+		opts.BusyTimeout = DefaultBusyTimeout
+	}
+	if opts.PollInterval == 0 {
+		opts.PollInterval = DefaultPollInterval
+	}
+	if err := createFile(path); err != nil {
+		return nil, err
+	}
+
+	s := &Store{path: path, now: opts.Now, index: index{m: make(map[string]entry)}}
+	defer func() {
+		if err != nil {
+			s.closeDBs()
+		}
+	}()
+
+	busy := strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10)
+	s.writer, err = openDB(ctx, dsn(path, url.Values{
+		"_journal_mode": {"WAL"},
+		"_synchronous":  {"FULL"},
+		"_busy_timeout": {busy},
+		"_foreign_keys": {"on"},
+		"_txlock":       {"immediate"},
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("opening writer: %w", err)
+	}
+	s.writer.SetMaxOpenConns(1)
+	if err := checkJournalMode(ctx, s.writer); err != nil {
+		return nil, err
+	}
+	if err := migrate(ctx, s.writer); err != nil {
+		return nil, err
+	}
+
+	// The journal mode is a property of the file, already WAL.
+	s.reader, err = openDB(ctx, dsn(path, url.Values{
+		"_busy_timeout": {busy},
+		"_query_only":   {"true"},
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("opening reader: %w", err)
+	}
+	// One connection is held by the poller.
+	s.reader.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)) + 1)
+
+	p := &poller{store: s, onError: opts.OnPollError}
+	if err := p.poll(ctx); err != nil {
+		return nil, fmt.Errorf("loading tokens: %w", err)
+	}
+	if opts.PollInterval < 0 {
+		p.close()
+		return s, nil
+	}
+	pollCtx, stop := context.WithCancel(context.Background())
+	s.stopPoll, s.pollDone = stop, make(chan struct{})
+	go func() {
+		defer close(s.pollDone)
+		p.run(pollCtx, opts.PollInterval)
+	}()
+	return s, nil
+}
+
+// Close stops the poller and closes the database. It is safe to call more
+// than once; later calls return the first call's result. Lookup keeps
+// answering from memory after Close; the other methods fail.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		if s.stopPoll != nil {
+			s.stopPoll()
+			<-s.pollDone
+		}
+		if err := s.closeDBs(); err != nil {
+			s.closeErr = fmt.Errorf("closing token store %s: %w", s.path, err)
+		}
+	})
+	return s.closeErr
+}
+
+func (s *Store) closeDBs() error {
+	var errs []error
+	if s.reader != nil {
+		errs = append(errs, s.reader.Close())
+	}
+	if s.writer != nil {
+		errs = append(errs, s.writer.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// createFile creates the missing parent directories of path with mode 0700
+// and an empty database file with mode 0600, so that SQLite, which gives the
+// -wal and -shm files the mode of the database file, never creates anything
+// readable by others. An existing file is left as it is.
+func createFile(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("creating directory: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("creating database file: %w", err)
+	}
+	return f.Close()
+}
+
+// dsn returns a go-sqlite3 data source name for the absolute path: a file:
+// URI, so that characters such as '?', '#' and '%' in the path are escaped,
+// with params, which go-sqlite3 applies to every new connection.
+func dsn(path string, params url.Values) string {
+	p := filepath.ToSlash(path)
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p // a Windows volume: file:///C:/...
+	}
+	u := url.URL{Scheme: "file", Path: p, RawQuery: params.Encode()}
+	return u.String()
+}
+
+// openDB opens a pool and pings it: sql.Open alone connects to nothing, and
+// a failure would otherwise surface on the first request.
+func openDB(ctx context.Context, dsn string) (*sql.DB, error) {
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, err
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connecting: %w", err)
+	}
+	return db, nil
+}
+
+// checkJournalMode makes sure the file really is in WAL mode, which the
+// single-writer, many-readers design depends on: SQLite keeps the old mode
+// silently when it can't switch (e.g. on some network file systems).
+func checkJournalMode(ctx context.Context, db *sql.DB) error {
+	var mode string
+	if err := db.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
+		return fmt.Errorf("reading journal mode: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("journal mode is %q, want \"wal\"", mode)
+	}
+	return nil
+}

@@ -1,0 +1,426 @@
+package tokenstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// record is a whole row: the public Token plus what only the store sees.
+type record struct {
+	Token
+	hash [32]byte
+	seq  int64
+}
+
+// SQL. Column order of every SELECT is tokenColumns, read by scanRecord.
+const (
+	tokenColumns = `id, user, name, description, hint, created_at, updated_at, expires_at, revoked_at, rotated_at, secret_hash, seq`
+
+	selectTokenByID = `SELECT ` + tokenColumns + ` FROM tokens WHERE id = ?`
+
+	// ?1 user key or '' for any, ?2 state or '' for any, ?3 now in ms.
+	selectTokens = `SELECT ` + tokenColumns + ` FROM tokens
+WHERE (?1 = '' OR user_key = ?1)
+  AND CASE ?2
+        WHEN '' THEN 1
+        WHEN 'revoked' THEN revoked_at IS NOT NULL
+        WHEN 'expired' THEN revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?3
+        WHEN 'active'  THEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?3)
+      END
+ORDER BY created_at DESC, rowid DESC`
+
+	selectUnrevokedByUser = `SELECT ` + tokenColumns + ` FROM tokens
+WHERE user_key = ? AND revoked_at IS NULL
+ORDER BY created_at DESC, rowid DESC`
+
+	selectChangedSince = `SELECT ` + tokenColumns + ` FROM tokens WHERE seq > ? ORDER BY seq`
+
+	selectNextSeq = `SELECT COALESCE(MAX(seq), 0) + 1 FROM tokens`
+
+	insertToken = `INSERT INTO tokens
+(id, user, user_key, name, description, secret_hash, hint, created_at, updated_at, expires_at, revoked_at, rotated_at, seq)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+	// The user never changes, so neither does user_key.
+	updateToken = `UPDATE tokens SET
+name = ?, description = ?, secret_hash = ?, hint = ?,
+updated_at = ?, expires_at = ?, revoked_at = ?, rotated_at = ?, seq = ?
+WHERE id = ?`
+)
+
+// Create stores a new token and returns it with its secret, the full token
+// string, which is not stored and can't be shown again.
+//
+// The user is required, at most 256 bytes of UTF-8 without ':' (HTTP Basic
+// can't carry it), control characters, or leading or trailing spaces; users
+// compare case-insensitively. The name is required, at most 128 bytes
+// without control characters, and unique among the user's unrevoked tokens
+// (ErrConflict otherwise). The description is at most 1024 bytes of UTF-8.
+// An empty prefix means DefaultPrefix.
+func (s *Store) Create(ctx context.Context, nt NewToken) (Token, string, error) {
+	if nt.Prefix == "" {
+		nt.Prefix = DefaultPrefix
+	}
+	if err := validateNewToken(nt); err != nil {
+		return Token{}, "", fmt.Errorf("creating token: %w", err)
+	}
+	id, secret, err := Generate(nt.Prefix)
+	if err != nil {
+		return Token{}, "", fmt.Errorf("creating token: %w", err)
+	}
+	now := millis(s.now())
+	rec := record{
+		Token: Token{
+			ID:          id,
+			User:        nt.User,
+			Name:        nt.Name,
+			Description: nt.Description,
+			Hint:        Hint(secret),
+			CreatedAt:   now,
+			UpdatedAt:   now,
+			ExpiresAt:   millis(nt.ExpiresAt),
+		},
+		hash: Hash(secret),
+	}
+
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return Token{}, "", fmt.Errorf("creating token: %w", err)
+	}
+	defer tx.Rollback()
+	if rec.seq, err = nextSeq(ctx, tx); err != nil {
+		return Token{}, "", fmt.Errorf("creating token: %w", err)
+	}
+	if err := insertRecord(ctx, tx, rec); err != nil {
+		return Token{}, "", fmt.Errorf("creating token: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Token{}, "", fmt.Errorf("creating token: %w", err)
+	}
+	s.index.apply(rec)
+	return rec.Token, secret, nil
+}
+
+// Get returns the token with the given id, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (Token, error) {
+	if !ValidID(id) {
+		return Token{}, fmt.Errorf("getting token %q: %w", id, ErrNotFound)
+	}
+	tx, err := s.reader.BeginTx(ctx, nil)
+	if err != nil {
+		return Token{}, fmt.Errorf("getting token %s: %w", id, err)
+	}
+	defer tx.Rollback()
+	rec, err := findRecord(ctx, tx, id)
+	if err != nil {
+		return Token{}, fmt.Errorf("getting token %s: %w", id, err)
+	}
+	return rec.Token, nil
+}
+
+// List returns the tokens that match f, newest first. The slice is never nil.
+func (s *Store) List(ctx context.Context, f Filter) ([]Token, error) {
+	if err := validateFilter(f); err != nil {
+		return nil, fmt.Errorf("listing tokens: %w", err)
+	}
+	tx, err := s.reader.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("listing tokens: %w", err)
+	}
+	defer tx.Rollback()
+	recs, err := queryRecords(ctx, tx, selectTokens, userKey(f.User), string(f.State), s.now().UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("listing tokens: %w", err)
+	}
+	return tokens(recs), nil
+}
+
+// Update changes the fields set in p. A revoked token can't be updated
+// (ErrConflict); an expired one can, e.g. to extend it. An empty Patch is
+// ErrInvalid.
+func (s *Store) Update(ctx context.Context, id string, p Patch) (Token, error) {
+	if err := validatePatch(p); err != nil {
+		return Token{}, fmt.Errorf("updating token %q: %w", id, err)
+	}
+	if !ValidID(id) {
+		return Token{}, fmt.Errorf("updating token %q: %w", id, ErrNotFound)
+	}
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
+	}
+	defer tx.Rollback()
+	rec, err := findRecord(ctx, tx, id)
+	if err != nil {
+		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
+	}
+	if !rec.RevokedAt.IsZero() {
+		return Token{}, fmt.Errorf("updating token %s: %w: the token is revoked", id, ErrConflict)
+	}
+	if p.Name != nil {
+		rec.Name = *p.Name
+	}
+	if p.Description != nil {
+		rec.Description = *p.Description
+	}
+	if p.ExpiresAt != nil {
+		rec.ExpiresAt = millis(*p.ExpiresAt)
+	}
+	rec.UpdatedAt = millis(s.now())
+	if err := updateRecord(ctx, tx, &rec); err != nil {
+		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
+	}
+	s.index.apply(rec)
+	return rec.Token, nil
+}
+
+// Revoke revokes the token for good. Revoking a revoked token changes
+// nothing and returns it as it is.
+func (s *Store) Revoke(ctx context.Context, id string) (Token, error) {
+	if !ValidID(id) {
+		return Token{}, fmt.Errorf("revoking token %q: %w", id, ErrNotFound)
+	}
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return Token{}, fmt.Errorf("revoking token %s: %w", id, err)
+	}
+	defer tx.Rollback()
+	rec, err := findRecord(ctx, tx, id)
+	if err != nil {
+		return Token{}, fmt.Errorf("revoking token %s: %w", id, err)
+	}
+	if !rec.RevokedAt.IsZero() {
+		return rec.Token, nil
+	}
+	now := millis(s.now())
+	rec.RevokedAt, rec.UpdatedAt = now, now
+	if err := updateRecord(ctx, tx, &rec); err != nil {
+		return Token{}, fmt.Errorf("revoking token %s: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Token{}, fmt.Errorf("revoking token %s: %w", id, err)
+	}
+	s.index.apply(rec)
+	return rec.Token, nil
+}
+
+// RevokeUser revokes every unrevoked token of user, compared
+// case-insensitively, and returns the tokens it revoked, newest first (an
+// empty slice if there were none).
+func (s *Store) RevokeUser(ctx context.Context, user string) ([]Token, error) {
+	if err := validateUser(user); err != nil {
+		return nil, fmt.Errorf("revoking tokens of user: %w", err)
+	}
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("revoking tokens of user %q: %w", user, err)
+	}
+	defer tx.Rollback()
+	recs, err := queryRecords(ctx, tx, selectUnrevokedByUser, userKey(user))
+	if err != nil {
+		return nil, fmt.Errorf("revoking tokens of user %q: %w", user, err)
+	}
+	if len(recs) == 0 {
+		return []Token{}, nil
+	}
+	now := millis(s.now())
+	for i := range recs {
+		recs[i].RevokedAt, recs[i].UpdatedAt = now, now
+		if err := updateRecord(ctx, tx, &recs[i]); err != nil {
+			return nil, fmt.Errorf("revoking tokens of user %q: %w", user, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("revoking tokens of user %q: %w", user, err)
+	}
+	s.index.apply(recs...)
+	return tokens(recs), nil
+}
+
+// Rotate gives the token a new secret, keeping its id and settings, and
+// returns it with the new secret. The old secret stops working at once. A
+// revoked or expired token can't be rotated (ErrConflict). An empty prefix
+// means DefaultPrefix.
+func (s *Store) Rotate(ctx context.Context, id, prefix string) (Token, string, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if err := ValidPrefix(prefix); err != nil {
+		return Token{}, "", fmt.Errorf("rotating token %q: %w", id, err)
+	}
+	if !ValidID(id) {
+		return Token{}, "", fmt.Errorf("rotating token %q: %w", id, ErrNotFound)
+	}
+	secret, err := newToken(prefix, id)
+	if err != nil {
+		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
+	}
+
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
+	}
+	defer tx.Rollback()
+	rec, err := findRecord(ctx, tx, id)
+	if err != nil {
+		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
+	}
+	now := s.now()
+	if st := rec.State(now); st != StateActive {
+		return Token{}, "", fmt.Errorf("rotating token %s: %w: the token is %s", id, ErrConflict, st)
+	}
+	rec.hash, rec.Hint = Hash(secret), Hint(secret)
+	rec.RotatedAt, rec.UpdatedAt = millis(now), millis(now)
+	if err := updateRecord(ctx, tx, &rec); err != nil {
+		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
+	}
+	s.index.apply(rec)
+	return rec.Token, secret, nil
+}
+
+// queryer is what the read helpers need: a *sql.Tx or a *sql.Conn.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// findRecord returns the row with the given id, or ErrNotFound.
+func findRecord(ctx context.Context, q queryer, id string) (record, error) {
+	rec, err := scanRecord(q.QueryRowContext(ctx, selectTokenByID, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return record{}, ErrNotFound
+	}
+	return rec, err
+}
+
+// changedRecords returns the rows written after seq, in seq order.
+func changedRecords(ctx context.Context, q queryer, seq int64) ([]record, error) {
+	return queryRecords(ctx, q, selectChangedSince, seq)
+}
+
+func queryRecords(ctx context.Context, q queryer, query string, args ...any) ([]record, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var recs []record
+	for rows.Next() {
+		rec, err := scanRecord(rows)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, rec)
+	}
+	return recs, rows.Err()
+}
+
+// nextSeq returns the seq for this transaction's writes. Writers hold the
+// write lock from BEGIN IMMEDIATE, so seq grows in commit order.
+func nextSeq(ctx context.Context, tx *sql.Tx) (int64, error) {
+	var seq int64
+	if err := tx.QueryRowContext(ctx, selectNextSeq).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("reading sequence: %w", err)
+	}
+	return seq, nil
+}
+
+func insertRecord(ctx context.Context, tx *sql.Tx, rec record) error {
+	_, err := tx.ExecContext(ctx, insertToken,
+		rec.ID, rec.User, userKey(rec.User), rec.Name, rec.Description, rec.hash[:], rec.Hint,
+		rec.CreatedAt.UnixMilli(), rec.UpdatedAt.UnixMilli(),
+		nullMillis(rec.ExpiresAt), nullMillis(rec.RevokedAt), nullMillis(rec.RotatedAt), rec.seq)
+	return conflict(err, rec)
+}
+
+// updateRecord writes the mutable fields of rec and gives it the next seq.
+func updateRecord(ctx context.Context, tx *sql.Tx, rec *record) error {
+	seq, err := nextSeq(ctx, tx)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, updateToken,
+		rec.Name, rec.Description, rec.hash[:], rec.Hint,
+		rec.UpdatedAt.UnixMilli(), nullMillis(rec.ExpiresAt), nullMillis(rec.RevokedAt), nullMillis(rec.RotatedAt),
+		seq, rec.ID)
+	if err != nil {
+		return conflict(err, *rec)
+	}
+	rec.seq = seq
+	return nil
+}
+
+// conflict turns a violation of the unique (user, name) index into
+// ErrConflict.
+func conflict(err error, rec record) error {
+	if err != nil && isUniqueViolation(err) {
+		return fmt.Errorf("%w: user %q already has an unrevoked token named %q", ErrConflict, rec.User, rec.Name)
+	}
+	return err
+}
+
+func scanRecord(row interface{ Scan(...any) error }) (record, error) {
+	var (
+		rec                       record
+		created, updated          int64
+		expires, revoked, rotated sql.NullInt64
+		hash                      []byte
+	)
+	err := row.Scan(&rec.ID, &rec.User, &rec.Name, &rec.Description, &rec.Hint,
+		&created, &updated, &expires, &revoked, &rotated, &hash, &rec.seq)
+	if err != nil {
+		return record{}, err
+	}
+	if len(hash) != len(rec.hash) {
+		return record{}, fmt.Errorf("token %s: secret hash is %d bytes, want %d", rec.ID, len(hash), len(rec.hash))
+	}
+	copy(rec.hash[:], hash)
+	rec.CreatedAt = fromMillis(created)
+	rec.UpdatedAt = fromMillis(updated)
+	rec.ExpiresAt = fromNullMillis(expires)
+	rec.RevokedAt = fromNullMillis(revoked)
+	rec.RotatedAt = fromNullMillis(rotated)
+	return rec, nil
+}
+
+func tokens(recs []record) []Token {
+	ts := make([]Token, len(recs))
+	for i, r := range recs {
+		ts[i] = r.Token
+	}
+	return ts
+}
+
+// millis rounds t down to what the database keeps: UTC milliseconds. The
+// zero time stays zero.
+func millis(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return fromMillis(t.UnixMilli())
+}
+
+func fromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+
+func nullMillis(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixMilli(), Valid: true}
+}
+
+func fromNullMillis(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return fromMillis(n.Int64)
+}
