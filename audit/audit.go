@@ -23,10 +23,17 @@ const (
 	TypeTokenRotated       Type = "token_rotated"
 	TypeTokenRevoked       Type = "token_revoked"
 	TypeUserTokensRevoked  Type = "user_tokens_revoked"
+	TypeGroupMemberAdded   Type = "group_member_added"
+	TypeGroupMemberRemoved Type = "group_member_removed"
 	TypeAuthSucceeded      Type = "auth_succeeded"
 	TypeAuthFailed         Type = "auth_failed"
 	TypePasswordPassedOn   Type = "password_passed"
-	TypeAdminRequestFailed Type = "admin_request_failed"
+	// TypeDenied: the request was refused for a reason other than its
+	// credential: path, client IP, holder, scope, throttling, rate limit.
+	TypeDenied Type = "denied"
+	// TypeWouldDeny: report_only let through a request that would have
+	// been refused; Reason and Status say how.
+	TypeWouldDeny Type = "would_deny"
 )
 
 // Outcome is the verdict an event records.
@@ -39,6 +46,10 @@ const (
 	// OutcomePassed: the gate let the request through without deciding,
 	// as with passwords pass.
 	OutcomePassed Outcome = "passed"
+	// OutcomeDenied: refused by policy rather than for a bad credential.
+	OutcomeDenied Outcome = "denied"
+	// OutcomeReported: report_only let through what it would have refused.
+	OutcomeReported Outcome = "reported"
 )
 
 // Event is one audit record. Reason is a policy reason constant.
@@ -65,6 +76,10 @@ type Event struct {
 	Changed []string
 	// Count is the number of tokens affected, for bulk admin events.
 	Count int
+	// Group is the group of a membership event.
+	Group string
+	// Rule names the path rule that refused a request.
+	Rule string
 }
 
 // Sink records events. Record must be safe for concurrent use and must not
@@ -105,6 +120,8 @@ func (s ZapSink) Record(e Event) {
 	add("host", e.Host)
 	add("path", e.Path)
 	add("actor", e.Actor)
+	add("group", e.Group)
+	add("rule", e.Rule)
 	if e.Status != 0 {
 		fields = append(fields, zap.Int("status", e.Status))
 	}

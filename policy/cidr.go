@@ -116,7 +116,8 @@ func ParseClientIP(s string) (netip.Addr, bool) {
 		case perr == nil:
 			a = ap.Addr()
 		case len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']':
-			if a, err = netip.ParseAddr(s[1 : len(s)-1]); err != nil {
+			// Brackets belong to IPv6 only, as in ParseAddrPort.
+			if a, err = netip.ParseAddr(s[1 : len(s)-1]); err != nil || !a.Is6() {
 				return netip.Addr{}, false
 			}
 		default:

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"math/bits"
+	pathpkg "path"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -18,7 +19,8 @@ const ReasonPathBlocked Reason = "path_blocked"
 type PathRule string
 
 // Path rule groups, in the order Inspect reports them when several fire.
-// The first five are hard rules: an exempt path is still held to them.
+// control_char through invalid_utf8 are hard rules: an exempt path is still
+// held to them. The rest are soft: PathConfig.Exempt lifts them.
 const (
 	// PathRuleNone is what Inspect returns with ReasonOK.
 	PathRuleNone PathRule = ""
@@ -57,7 +59,10 @@ const (
 	// PathRulePathParameter: a ";" in the path, raw or encoded. Tomcat strips
 	// ";…" from each segment while filters such as Seraph see the raw URI,
 	// so "/..;/", "/;/" and "x.jspa;" bypass checks (CVE-2021-26086,
-	// CVE-2022-0540). ";jsessionid=" is no exception: see Inspect.
+	// CVE-2022-0540). ";jsessionid=" is no exception: see Inspect. %3b is
+	// refused too, as Spring Security's StrictHttpFirewall does, since a
+	// proxy that decodes turns it into a parameter; an attachment whose name
+	// holds ";" then needs this group disabled or its path exempted.
 	PathRulePathParameter PathRule = "path_parameter"
 	// PathRuleEncodedSlash: a "/" produced by decoding (%2f, %252f,
 	// %u002f). Tomcat rejects it by default; proxies and Spring disagree
@@ -151,8 +156,8 @@ type PathConfig struct {
 // after CompilePathRules and safe for concurrent use.
 type PathRules struct {
 	disabled pathRuleMask
-	deny     []pathPattern
-	exempt   []pathPattern
+	deny     []PathPattern
+	exempt   []PathPattern
 }
 
 // CompilePathRules checks and compiles c. Errors name the bad item and its
@@ -754,20 +759,50 @@ const (
 	pathPatSuffix
 	pathPatContains
 	pathPatAll
+	pathPatGlob
 )
 
-// pathPattern is a compiled Caddy-style path pattern; text is lower-case
-// and stripped of its wildcards.
-type pathPattern struct {
+// PathPattern is a compiled Caddy-style path pattern, matched
+// case-insensitively against a normalised path:
+//
+//	/exact        the path itself
+//	/prefix/*     paths starting with /prefix/
+//	*.suffix      paths ending in .suffix
+//	*contains*    paths containing the text
+//	/a/*/b        a glob: each * matches within one segment
+//	*             every path
+//
+// Its text is lower-case and stripped of the wildcards that select the
+// kind (a glob keeps them).
+type PathPattern struct {
 	kind pathPatternKind
 	text string
 }
 
-func compilePathPatterns(field string, items []string) ([]pathPattern, error) {
+// ParsePathPattern compiles one pattern; the error names it.
+func ParsePathPattern(s string) (PathPattern, error) {
+	pp, err := compilePathPattern(s)
+	if err != nil {
+		return PathPattern{}, fmt.Errorf("path pattern %q: %w", s, err)
+	}
+	return pp, nil
+}
+
+// Match reports whether the cleaned path matches. Paths up to 512 bytes are
+// matched without allocating.
+func (pp PathPattern) Match(cleanPath string) bool {
+	var stack [512]byte
+	if len(cleanPath) <= len(stack) {
+		return pp.match(append(stack[:0], cleanPath...))
+	}
+	return pp.match([]byte(cleanPath))
+}
+
+func compilePathPatterns(field string, items []string) ([]PathPattern, error) {
 	if len(items) == 0 {
 		return nil, nil
 	}
-	out := make([]pathPattern, len(items))
+	out := make([]PathPattern, len(items))
 	for i, s := range items {
 		pp, err := compilePathPattern(s)
 		if err != nil {
@@ -778,46 +813,48 @@ func compilePathPatterns(field string, items []string) ([]pathPattern, error) {
 	return out, nil
 }
 
-func compilePathPattern(s string) (pathPattern, error) {
+func compilePathPattern(s string) (PathPattern, error) {
 	if s == "" {
-		return pathPattern{}, fmt.Errorf("empty pattern")
+		return PathPattern{}, fmt.Errorf("empty pattern")
 	}
 	if s == "*" {
-		return pathPattern{kind: pathPatAll}, nil
+		return PathPattern{kind: pathPatAll}, nil
 	}
 	if !utf8.ValidString(s) {
-		return pathPattern{}, fmt.Errorf("not valid UTF-8")
+		return PathPattern{}, fmt.Errorf("not valid UTF-8")
 	}
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f {
-			return pathPattern{}, fmt.Errorf("control character %q", r)
+			return PathPattern{}, fmt.Errorf("control character %q", r)
 		}
 	}
 	if i := strings.IndexAny(s, `%{}?[]\`); i >= 0 {
-		return pathPattern{}, fmt.Errorf("unsupported character %q: write the decoded path, without placeholders, escapes or glob classes", s[i])
+		return PathPattern{}, fmt.Errorf("unsupported character %q: write the decoded path, without placeholders, escapes or glob classes", s[i])
 	}
 	lead, trail := s[0] == '*', s[len(s)-1] == '*'
-	var pp pathPattern
+	var pp PathPattern
 	switch stars := strings.Count(s, "*"); {
 	case stars == 0:
-		pp = pathPattern{kind: pathPatExact, text: s}
+		pp = PathPattern{kind: pathPatExact, text: s}
 	case stars == 1 && trail:
-		pp = pathPattern{kind: pathPatPrefix, text: s[:len(s)-1]}
+		pp = PathPattern{kind: pathPatPrefix, text: s[:len(s)-1]}
 	case stars == 1 && lead:
-		pp = pathPattern{kind: pathPatSuffix, text: s[1:]}
+		pp = PathPattern{kind: pathPatSuffix, text: s[1:]}
 	case stars == 2 && lead && trail && len(s) > 2:
-		pp = pathPattern{kind: pathPatContains, text: s[1 : len(s)-1]}
+		pp = PathPattern{kind: pathPatContains, text: s[1 : len(s)-1]}
+	case !lead:
+		pp = PathPattern{kind: pathPatGlob, text: s}
 	default:
-		return pathPattern{}, fmt.Errorf(`a wildcard "*" may stand only at the start, at the end, or at both`)
+		return PathPattern{}, fmt.Errorf(`a pattern starting with "*" may have another "*" only at its end`)
 	}
 	if !lead && pp.text[0] != '/' {
-		return pathPattern{}, fmt.Errorf(`must start with "/" or "*"`)
+		return PathPattern{}, fmt.Errorf(`must start with "/" or "*"`)
 	}
 	pp.text = strings.ToLower(pp.text)
 	return pp, nil
 }
 
-func matchPathPatterns(patterns []pathPattern, path []byte) bool {
+func matchPathPatterns(patterns []PathPattern, path []byte) bool {
 	for _, pp := range patterns {
 		if pp.match(path) {
 			return true
@@ -826,7 +863,7 @@ func matchPathPatterns(patterns []pathPattern, path []byte) bool {
 	return false
 }
 
-func (pp pathPattern) match(path []byte) bool {
+func (pp PathPattern) match(path []byte) bool {
 	switch pp.kind {
 	case pathPatAll:
 		return true
@@ -838,6 +875,9 @@ func (pp pathPattern) match(path []byte) bool {
 		return ok
 	case pathPatSuffix:
 		return foldPathSuffix(path, pp.text)
+	case pathPatGlob:
+		ok, _ := pathpkg.Match(pp.text, strings.ToLower(string(path)))
+		return ok
 	case pathPatContains:
 		first := pp.text[0]
 		for i := 0; i < len(path); {

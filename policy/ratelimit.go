@@ -104,8 +104,10 @@ const DefaultRateLimiterMaxKeys = 1_000_000
 // When a new key arrives at a full shard, a clock hand inspects a few keys
 // and replaces the first idle one (TAT not after now, which is the same
 // as never seen, so forgetting it loses nothing), else the one closest to
-// idle, which then gets a fresh burst. Call Allow only for authenticated
-// tokens, so that clients cannot make up keys.
+// idle, which then gets a fresh burst. A key of a dozen bytes takes about
+// 110 bytes with its index, so a full default limiter holds some 110 MB:
+// the bound is for safety, and call Allow only for authenticated tokens,
+// so that clients cannot make up keys.
 type RateLimiter struct {
 	seed   maphash.Seed
 	shards []rateShard
@@ -141,8 +143,9 @@ func NewRateLimiter(maxKeys int) *RateLimiter {
 }
 
 // Allow reports whether a request for key at now fits the rate r and, if
-// not, how long until one would. An unlimited r allows everything and
-// records nothing. It does not allocate for a key already held.
+// not, how long until one would (round it up to whole seconds for a
+// Retry-After header). An unlimited r allows everything and records
+// nothing. It does not allocate for a key already held.
 func (l *RateLimiter) Allow(key string, r Rate, now time.Time) (retryAfter time.Duration, ok bool) {
 	if r.IsZero() {
 		return 0, true

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"fmt"
-	"path"
 	"strings"
 )
 
@@ -30,8 +29,8 @@ type Scope struct {
 	// Methods, if set, are the only methods allowed (case-insensitive).
 	Methods []string `json:"methods,omitempty"`
 	// Paths, if set, are path patterns in Caddy's path-matcher syntax
-	// (/exact, /prefix/*, *.suffix, *contains*, /a/*/b); the request path
-	// must match one of them, case-insensitively.
+	// (see PathPattern); the request path must match one of them,
+	// case-insensitively.
 	Paths []string `json:"paths,omitempty"`
 	// Hosts, if set, are host names (api.example.com) or one-label
 	// wildcards (*.example.com); the request's host must match one.
@@ -120,90 +119,6 @@ func containsFold(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// PathPattern is one pattern in Caddy's path-matcher syntax, matched
-// case-insensitively against a cleaned path:
-//
-//	/exact        the path itself
-//	/prefix/*     paths starting with /prefix/
-//	*.suffix      paths ending in .suffix
-//	*contains*    paths containing the text
-//	/a/*/b        a glob (path.Match syntax; * does not cross /)
-type PathPattern struct {
-	kind    patternKind
-	pattern string // lowercase; without the stars that select the kind
-}
-
-type patternKind uint8
-
-const (
-	patternExact patternKind = iota
-	patternPrefix
-	patternSuffix
-	patternContains
-	patternGlob
-)
-
-// ParsePathPattern parses one pattern. It must start with / or *.
-func ParsePathPattern(p string) (PathPattern, error) {
-	switch {
-	case p == "":
-		return PathPattern{}, fmt.Errorf("path pattern %q: empty", p)
-	case p[0] != '/' && p[0] != '*':
-		return PathPattern{}, fmt.Errorf("path pattern %q: must start with / or *", p)
-	case strings.ContainsAny(p, "\x00\r\n"):
-		return PathPattern{}, fmt.Errorf("path pattern %q: control characters", p)
-	}
-	lower := strings.ToLower(p)
-	if p == "*" {
-		return PathPattern{kind: patternPrefix, pattern: ""}, nil
-	}
-	inner := strings.Trim(lower, "*")
-	leading, trailing := strings.HasPrefix(lower, "*"), strings.HasSuffix(lower, "*")
-	if strings.Contains(inner, "*") || strings.ContainsAny(inner, "?[") {
-		if _, err := path.Match(lower, ""); err != nil {
-			return PathPattern{}, fmt.Errorf("path pattern %q: %v", p, err)
-		}
-		return PathPattern{kind: patternGlob, pattern: lower}, nil
-	}
-	switch {
-	case leading && trailing:
-		return PathPattern{kind: patternContains, pattern: inner}, nil
-	case leading:
-		return PathPattern{kind: patternSuffix, pattern: inner}, nil
-	case trailing:
-		return PathPattern{kind: patternPrefix, pattern: inner}, nil
-	}
-	return PathPattern{kind: patternExact, pattern: lower}, nil
-}
-
-// Match reports whether the cleaned path matches, ignoring case.
-func (p *PathPattern) Match(cleanPath string) bool {
-	switch p.kind {
-	case patternExact:
-		return strings.EqualFold(cleanPath, p.pattern)
-	case patternPrefix:
-		return len(cleanPath) >= len(p.pattern) && strings.EqualFold(cleanPath[:len(p.pattern)], p.pattern)
-	case patternSuffix:
-		return len(cleanPath) >= len(p.pattern) && strings.EqualFold(cleanPath[len(cleanPath)-len(p.pattern):], p.pattern)
-	case patternContains:
-		return indexFold(cleanPath, p.pattern) >= 0
-	case patternGlob:
-		ok, _ := path.Match(p.pattern, strings.ToLower(cleanPath))
-		return ok
-	}
-	return false
-}
-
-// indexFold is strings.Index ignoring ASCII case, without allocating.
-func indexFold(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if strings.EqualFold(s[i:i+len(sub)], sub) {
-			return i
-		}
-	}
-	return -1
 }
 
 // checkHostPattern accepts a host name or a one-label wildcard.

@@ -19,6 +19,7 @@ func TestPathPattern(t *testing.T) {
 		{"*attachment*", []string{"/rest/api/content/1/child/attachment", "/ATTACHMENTS"}, []string{"/rest/api/content"}},
 		{"/rest/api/*/issue", []string{"/rest/api/2/issue", "/rest/api/latest/issue"}, []string{"/rest/api/2/x/issue", "/rest/api/2/issue/1"}},
 		{"*", []string{"/", "/anything"}, nil},
+		{"/rest/api/*/issue/*", []string{"/rest/api/2/issue/X-1", "/REST/api/latest/issue/a"}, []string{"/rest/api/2/search/issue/x"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.pattern, func(t *testing.T) {
@@ -41,7 +42,7 @@ func TestPathPattern(t *testing.T) {
 }
 
 func TestParsePathPatternErrors(t *testing.T) {
-	for _, p := range []string{"", "rest/*", "/a[", "/a\x00"} {
+	for _, p := range []string{"", "rest/*", "/a[", "/a\x00", "*a*b", "/a%2f"} {
 		if _, err := ParsePathPattern(p); err == nil || !strings.Contains(err.Error(), "path pattern") {
 			t.Errorf("ParsePathPattern(%q) error = %v", p, err)
 		}
@@ -81,6 +82,19 @@ func TestScope(t *testing.T) {
 				t.Errorf("Check(%s %s %s) = %q, want %q", tt.method, tt.host, tt.path, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestDenyGlob(t *testing.T) {
+	rules, err := CompilePathRules(PathConfig{Deny: []string{"/rest/api/*/user/password"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rule, reason := rules.Inspect("/rest/api/2/user/password?x=1"); reason != ReasonPathBlocked || rule != PathRuleDenyPattern {
+		t.Errorf("glob deny: %q %q", rule, reason)
+	}
+	if _, reason := rules.Inspect("/rest/api/2/user"); reason != ReasonOK {
+		t.Errorf("glob deny overreaches: %q", reason)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,8 +32,11 @@ type ThrottleConfig struct {
 	MaxFailures int
 	// Window is how long failures are counted. It opens with the first
 	// failure of a client and lasts Window; the first failure after it has
-	// closed opens a new one, counting from one. A value <= 0 takes the
-	// default. Default: 1m.
+	// closed opens a new one, counting from one. So MaxFailures failures
+	// within Window of a first one always block, while a client that
+	// straddles two windows may fit up to 2*MaxFailures-2 failures into
+	// one Window unblocked: the price of one counter per client. A value
+	// <= 0 takes the default. Default: 1m.
 	Window time.Duration
 	// Cooldown is how long a blocked client stays blocked. A value <= 0
 	// takes the default. Default: 5m.
@@ -44,7 +48,8 @@ type ThrottleConfig struct {
 
 // Throttle counts failed authentication attempts per client and blocks
 // clients that fail too often. It is safe for concurrent use, keeps no
-// clock (every method takes now) and starts no goroutines.
+// clock (every method takes now, compared as Unix nanoseconds) and starts
+// no goroutines.
 //
 // Clients are keyed by network, not by address: an IPv4 address (also in
 // its IPv4-mapped IPv6 form, which is unmapped first) by its /32, an IPv6
@@ -66,8 +71,9 @@ type ThrottleConfig struct {
 // oldest on a tie), and only if every inspected entry is blocked, the one
 // whose cool-down ends first. To unblock a client by eviction an attacker
 // must therefore first get a shard's worth of other networks blocked,
-// MaxFailures failures each. An entry takes about 70 bytes including the
-// index, so the default bound costs under 10 MB.
+// MaxFailures failures each. An entry takes 110 to 180 bytes including the
+// index (the more after long churn), so the default bound costs under
+// 20 MB.
 type Throttle struct {
 	maxFailures int32 // < 0: disabled
 	window      int64 // nanoseconds
@@ -104,6 +110,11 @@ type throttleEntry struct {
 }
 
 type throttleShard struct {
+	// lastUnblock is the latest blockedUntil ever set in the shard. While
+	// now is past it, nothing in the shard is blocked and Blocked answers
+	// without the lock. Written under mu.
+	lastUnblock atomic.Int64
+
 	mu      sync.Mutex
 	index   map[throttleKey]int32
 	entries []throttleEntry
@@ -142,21 +153,27 @@ func NewThrottle(c ThrottleConfig) *Throttle {
 }
 
 // Blocked reports whether ip is blocked at now and, if so, how long until
-// it may try again. It is meant to run before a token is checked, so it is
-// cheap: one shard lock, one map lookup, no allocation.
+// it may try again (round it up to whole seconds for a Retry-After
+// header). It is meant to run before a token is checked, so it is cheap
+// and does not allocate: one atomic load when no client in ip's shard is
+// blocked, else one shard lock and one map lookup.
 func (t *Throttle) Blocked(ip netip.Addr, now time.Time) (retryAfter time.Duration, blocked bool) {
 	if t.maxFailures < 0 {
 		return 0, false
 	}
 	k := throttleKeyOf(ip)
 	s := t.shard(k)
+	n := now.UnixNano()
+	if n >= s.lastUnblock.Load() {
+		return 0, false
+	}
 	var until int64
 	s.mu.Lock()
 	if i, ok := s.index[k]; ok {
 		until = s.entries[i].blockedUntil
 	}
 	s.mu.Unlock()
-	if n := now.UnixNano(); n < until {
+	if n < until {
 		return time.Duration(until - n), true
 	}
 	return 0, false
@@ -193,6 +210,9 @@ func (t *Throttle) Fail(ip netip.Addr, now time.Time) (retryAfter time.Duration,
 	e.failures++
 	if e.failures >= t.maxFailures {
 		e.blockedUntil = addSat(n, t.cooldown)
+		if e.blockedUntil > s.lastUnblock.Load() {
+			s.lastUnblock.Store(e.blockedUntil)
+		}
 		return time.Duration(e.blockedUntil - n), true
 	}
 	return 0, false

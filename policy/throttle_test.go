@@ -395,17 +395,33 @@ func BenchmarkThrottleBlockedParallel(b *testing.B) {
 	})
 }
 
+// BenchmarkThrottleBlockedMiss checks an address the throttle does not
+// know: quiet, with no block in force (the usual case), and under attack,
+// with a blocked network in every shard, so the lookup cannot be skipped.
 func BenchmarkThrottleBlockedMiss(b *testing.B) {
-	th := NewThrottle(ThrottleConfig{})
-	for i := range 10_000 {
-		th.Fail(floodAddr(i), throttleT0)
+	tests := []struct {
+		name  string
+		fails int
+	}{
+		{"quiet", 1},
+		{"under_attack", 10},
 	}
-	ip := netip.MustParseAddr("192.0.2.1")
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, blocked := th.Blocked(ip, throttleT0); blocked {
-			b.Fatal("blocked")
-		}
+	for _, tt := range tests {
+		b.Run(tt.name, func(b *testing.B) {
+			th := NewThrottle(ThrottleConfig{})
+			for i := range 10_000 {
+				for range tt.fails {
+					th.Fail(floodAddr(i), throttleT0)
+				}
+			}
+			ip := netip.MustParseAddr("192.0.2.1")
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, blocked := th.Blocked(ip, throttleT0); blocked {
+					b.Fatal("blocked")
+				}
+			}
+		})
 	}
 }
 
