@@ -33,6 +33,10 @@ func init() {
 //	DELETE /api_tokens/tokens/{id}            revoke (the record is kept)
 //	POST   /api_tokens/tokens/{id}/rotate     new secret; 201 with it in "token"
 //	DELETE /api_tokens/users/{user}/tokens    revoke all of a user's tokens
+//	GET    /api_tokens/groups                 groups with their member counts
+//	GET    /api_tokens/groups/{group}/members list a group's members
+//	PUT    /api_tokens/groups/{group}/members/{user}  add a member
+//	DELETE /api_tokens/groups/{group}/members/{user}  remove a member
 type adminAPI struct {
 	ctx caddy.Context
 }
@@ -100,6 +104,24 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			return methodNotAllowed(w, r, "DELETE")
 		}
 		return a.revokeUser(w, r, app, parts[1])
+	case len(parts) == 1 && parts[0] == "groups":
+		if r.Method != http.MethodGet {
+			return methodNotAllowed(w, r, "GET")
+		}
+		return a.listGroups(w, r, app)
+	case len(parts) == 3 && parts[0] == "groups" && parts[2] == "members":
+		if r.Method != http.MethodGet {
+			return methodNotAllowed(w, r, "GET")
+		}
+		return a.listMembers(w, r, app, parts[1])
+	case len(parts) == 4 && parts[0] == "groups" && parts[2] == "members":
+		switch r.Method {
+		case http.MethodPut:
+			return a.addMember(w, r, app, parts[1], parts[3])
+		case http.MethodDelete:
+			return a.removeMember(w, r, app, parts[1], parts[3])
+		}
+		return methodNotAllowed(w, r, "PUT, DELETE")
 	}
 	return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("resource not found: %s", r.URL.Path)}
 }
@@ -135,6 +157,12 @@ type tokenJSON struct {
 	ExpiresAt   *time.Time `json:"expires_at"` // null: never expires
 	RevokedAt   *time.Time `json:"revoked_at,omitempty"`
 	RotatedAt   *time.Time `json:"rotated_at,omitempty"`
+	AllowedIPs  []string   `json:"allowed_ips,omitempty"`
+	ReadOnly    bool       `json:"read_only,omitempty"`
+	Methods     []string   `json:"methods,omitempty"`
+	Paths       []string   `json:"paths,omitempty"`
+	Hosts       []string   `json:"hosts,omitempty"`
+	RateLimit   string     `json:"rate_limit,omitempty"`
 	Token       string     `json:"token,omitempty"`
 }
 
@@ -158,6 +186,12 @@ func toJSON(t tokenstore.Token, now time.Time) tokenJSON {
 		ExpiresAt:   opt(t.ExpiresAt),
 		RevokedAt:   opt(t.RevokedAt),
 		RotatedAt:   opt(t.RotatedAt),
+		AllowedIPs:  t.AllowedIPs,
+		ReadOnly:    t.Scope.ReadOnly,
+		Methods:     t.Scope.Methods,
+		Paths:       t.Scope.Paths,
+		Hosts:       t.Scope.Hosts,
+		RateLimit:   t.RateLimit,
 	}
 }
 
@@ -198,13 +232,13 @@ func (e expiryJSON) request() (policy.ExpiryRequest, error) {
 	return req, nil
 }
 
-// resolveExpiry applies the app's validity rules to an expiry request.
-func (app *App) resolveExpiry(now time.Time, e expiryJSON) (time.Time, error) {
+// resolveExpiry applies the user's validity rules to an expiry request.
+func (app *App) resolveExpiry(now time.Time, user string, e expiryJSON) (time.Time, error) {
 	req, err := e.request()
 	if err != nil {
 		return time.Time{}, err
 	}
-	v := app.validity()
+	v := app.validity(user)
 	exp, reason := policy.ResolveExpiry(now, req, v)
 	switch reason {
 	case policy.ReasonOK:
@@ -222,10 +256,28 @@ func (app *App) resolveExpiry(now time.Time, e expiryJSON) (time.Time, error) {
 }
 
 type createRequest struct {
-	User        string `json:"user"`
-	Name        string `json:"name"`
-	Description string `json:"description"`
+	User        string   `json:"user"`
+	Name        string   `json:"name"`
+	Description string   `json:"description"`
+	AllowedIPs  []string `json:"allowed_ips"`
+	ReadOnly    bool     `json:"read_only"`
+	Methods     []string `json:"methods"`
+	Paths       []string `json:"paths"`
+	Hosts       []string `json:"hosts"`
+	RateLimit   string   `json:"rate_limit"`
 	expiryJSON
+}
+
+// checkHolder refuses with 403 a user who may not hold tokens.
+func (app *App) checkHolder(user string) error {
+	key := strings.ToLower(user)
+	if app.holders.Check(key, app.store.GroupsOf(key)) != policy.ReasonOK {
+		return caddy.APIError{
+			HTTPStatus: http.StatusForbidden,
+			Err:        fmt.Errorf("user %q may not hold tokens: not among the holders (%s)", user, strings.Join(app.Holders, ", ")),
+		}
+	}
+	return nil
 }
 
 func (a *adminAPI) create(w http.ResponseWriter, r *http.Request, app *App) error {
@@ -233,8 +285,13 @@ func (a *adminAPI) create(w http.ResponseWriter, r *http.Request, app *App) erro
 	if err := decodeBody(w, r, &req); err != nil {
 		return err
 	}
+	if req.User != "" {
+		if err := app.checkHolder(req.User); err != nil {
+			return err
+		}
+	}
 	now := app.now()
-	exp, err := app.resolveExpiry(now, req.expiryJSON)
+	exp, err := app.resolveExpiry(now, req.User, req.expiryJSON)
 	if err != nil {
 		return err
 	}
@@ -244,6 +301,9 @@ func (a *adminAPI) create(w http.ResponseWriter, r *http.Request, app *App) erro
 		Name:        req.Name,
 		Description: req.Description,
 		ExpiresAt:   exp,
+		AllowedIPs:  req.AllowedIPs,
+		Scope:       policy.Scope{ReadOnly: req.ReadOnly, Methods: req.Methods, Paths: req.Paths, Hosts: req.Hosts},
+		RateLimit:   req.RateLimit,
 	})
 	if err != nil {
 		return storeError("creating token", err)
@@ -288,8 +348,14 @@ func (a *adminAPI) show(w http.ResponseWriter, r *http.Request, app *App, id str
 }
 
 type updateRequest struct {
-	Name        *string `json:"name"`
-	Description *string `json:"description"`
+	Name        *string   `json:"name"`
+	Description *string   `json:"description"`
+	AllowedIPs  *[]string `json:"allowed_ips"`
+	ReadOnly    *bool     `json:"read_only"`
+	Methods     *[]string `json:"methods"`
+	Paths       *[]string `json:"paths"`
+	Hosts       *[]string `json:"hosts"`
+	RateLimit   *string   `json:"rate_limit"`
 	expiryJSON
 }
 
@@ -298,25 +364,48 @@ func (a *adminAPI) update(w http.ResponseWriter, r *http.Request, app *App, id s
 	if err := decodeBody(w, r, &req); err != nil {
 		return err
 	}
-	p := tokenstore.Patch{Name: req.Name, Description: req.Description}
-	var changed []string
-	if req.Name != nil {
-		changed = append(changed, "name")
+	cur, err := app.store.Get(r.Context(), id)
+	if err != nil {
+		return storeError("updating token", err)
 	}
-	if req.Description != nil {
-		changed = append(changed, "description")
+	p := tokenstore.Patch{Name: req.Name, Description: req.Description, AllowedIPs: req.AllowedIPs, RateLimit: req.RateLimit}
+	var changed []string
+	note := func(given bool, field string) bool {
+		if given {
+			changed = append(changed, field)
+		}
+		return given
+	}
+	note(req.Name != nil, "name")
+	note(req.Description != nil, "description")
+	note(req.AllowedIPs != nil, "allowed_ips")
+	note(req.RateLimit != nil, "rate_limit")
+	scope := cur.Scope
+	if note(req.ReadOnly != nil, "read_only") {
+		scope.ReadOnly = *req.ReadOnly
+	}
+	if note(req.Methods != nil, "methods") {
+		scope.Methods = *req.Methods
+	}
+	if note(req.Paths != nil, "paths") {
+		scope.Paths = *req.Paths
+	}
+	if note(req.Hosts != nil, "hosts") {
+		scope.Hosts = *req.Hosts
+	}
+	if req.ReadOnly != nil || req.Methods != nil || req.Paths != nil || req.Hosts != nil {
+		p.Scope = &scope
 	}
 	now := app.now()
-	if req.given() {
-		exp, err := app.resolveExpiry(now, req.expiryJSON)
+	if note(req.given(), "expires_at") {
+		exp, err := app.resolveExpiry(now, cur.User, req.expiryJSON)
 		if err != nil {
 			return err
 		}
 		p.ExpiresAt = &exp
-		changed = append(changed, "expires_at")
 	}
 	if len(changed) == 0 {
-		return badRequest(errors.New("nothing to update: give name, description, expires_in or expires_at"))
+		return badRequest(errors.New("nothing to update: give name, description, expires_in, expires_at, allowed_ips, read_only, methods, paths, hosts or rate_limit"))
 	}
 	tok, err := app.store.Update(r.Context(), id, p)
 	if err != nil {
@@ -337,6 +426,13 @@ func (a *adminAPI) revoke(w http.ResponseWriter, r *http.Request, app *App, id s
 
 func (a *adminAPI) rotate(w http.ResponseWriter, r *http.Request, app *App, id string) error {
 	if err := decodeEmptyBody(w, r); err != nil {
+		return err
+	}
+	cur, err := app.store.Get(r.Context(), id)
+	if err != nil {
+		return storeError("rotating token", err)
+	}
+	if err := app.checkHolder(cur.User); err != nil {
 		return err
 	}
 	tok, secret, err := app.store.Rotate(r.Context(), id, app.TokenPrefix)
@@ -370,20 +466,95 @@ func (a *adminAPI) revokeUser(w http.ResponseWriter, r *http.Request, app *App, 
 	return writeJSON(w, http.StatusOK, out)
 }
 
+// memberJSON is a group membership as the admin API shows it.
+type memberJSON struct {
+	Group   string    `json:"group"`
+	User    string    `json:"user"`
+	AddedAt time.Time `json:"added_at"`
+}
+
+// groupJSON is a group as the admin API lists it.
+type groupJSON struct {
+	Name    string `json:"name"`
+	Members int    `json:"members"`
+}
+
+func (a *adminAPI) listGroups(w http.ResponseWriter, r *http.Request, app *App) error {
+	groups, err := app.store.Groups(r.Context())
+	if err != nil {
+		return storeError("listing groups", err)
+	}
+	out := make([]groupJSON, 0, len(groups))
+	for _, g := range groups {
+		out = append(out, groupJSON{Name: g.Name, Members: g.Members})
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (a *adminAPI) listMembers(w http.ResponseWriter, r *http.Request, app *App, group string) error {
+	if err := policy.ValidGroupName(group); err != nil {
+		return badRequest(err)
+	}
+	members, err := app.store.Members(r.Context(), group)
+	if err != nil {
+		return storeError("listing group members", err)
+	}
+	out := make([]memberJSON, 0, len(members))
+	for _, m := range members {
+		out = append(out, memberJSON{Group: m.Group, User: m.User, AddedAt: m.AddedAt.UTC()})
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (a *adminAPI) addMember(w http.ResponseWriter, r *http.Request, app *App, group, user string) error {
+	if err := decodeEmptyBody(w, r); err != nil {
+		return err
+	}
+	m, added, err := app.store.AddMember(r.Context(), group, user)
+	if err != nil {
+		return storeError("adding group member", err)
+	}
+	status := http.StatusOK
+	if added {
+		status = http.StatusCreated
+		app.recordAdminEvent(r, audit.Event{Type: audit.TypeGroupMemberAdded, User: m.User, Group: m.Group})
+	}
+	return writeJSON(w, status, memberJSON{Group: m.Group, User: m.User, AddedAt: m.AddedAt.UTC()})
+}
+
+func (a *adminAPI) removeMember(w http.ResponseWriter, r *http.Request, app *App, group, user string) error {
+	if err := policy.ValidGroupName(group); err != nil {
+		return badRequest(err)
+	}
+	removed, err := app.store.RemoveMember(r.Context(), group, user)
+	if err != nil {
+		return storeError("removing group member", err)
+	}
+	if !removed {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("user %q is not a member of group %q", user, group)}
+	}
+	app.recordAdminEvent(r, audit.Event{Type: audit.TypeGroupMemberRemoved, User: user, Group: group})
+	return writeJSON(w, http.StatusOK, struct {
+		Group   string `json:"group"`
+		User    string `json:"user"`
+		Removed bool   `json:"removed"`
+	}{group, user, true})
+}
+
 // recordAdmin audits a change made through the admin API.
 func (app *App) recordAdmin(r *http.Request, typ audit.Type, user, tokenID string, changed []string, count int) {
-	app.audit.Record(audit.Event{
-		Time:    app.now(),
-		Type:    typ,
-		Outcome: audit.OutcomeSuccess,
-		User:    user,
-		TokenID: tokenID,
-		Actor:   r.RemoteAddr,
-		Method:  r.Method,
-		Path:    r.URL.Path,
-		Changed: changed,
-		Count:   count,
-	})
+	app.recordAdminEvent(r, audit.Event{Type: typ, User: user, TokenID: tokenID, Changed: changed, Count: count})
+}
+
+// recordAdminEvent completes an admin audit event with the request's
+// details and records it.
+func (app *App) recordAdminEvent(r *http.Request, e audit.Event) {
+	e.Time = app.now()
+	e.Outcome = audit.OutcomeSuccess
+	e.Actor = r.RemoteAddr
+	e.Method = r.Method
+	e.Path = r.URL.Path
+	app.audit.Record(e)
 }
 
 // pathParts splits the request path below prefix into unescaped segments.

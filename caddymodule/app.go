@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -65,11 +66,35 @@ type App struct {
 	// Default: `caddytok`.
 	TokenPrefix string `json:"token_prefix,omitempty"`
 
+	// Who may own tokens: user names and `group:<name>` entries (groups
+	// are managed through the admin API). Enforced when a token is created
+	// and on every use, so a user who leaves the list or the group loses
+	// the use of their tokens on the next request. Default: anyone.
+	Holders []string `json:"holders,omitempty"`
+
+	// Lifetime rules per group, overriding default_validity and
+	// max_validity for the group's members. A member of several such
+	// groups gets the most generous one. Default: none.
+	Groups map[string]*GroupRules `json:"groups,omitempty"`
+
 	store    *tokenstore.Store
 	storeKey string
 	audit    audit.Sink
 	logger   *zap.Logger
 	now      func() time.Time
+	holders  policy.Holders
+	perGroup map[string]policy.Validity
+}
+
+// GroupRules are a group's own lifetime rules.
+type GroupRules struct {
+	// Lifetime of a member's token whose create call names no expiry.
+	// Default: the app's default_validity (cut to this group's
+	// max_validity).
+	DefaultValidity caddy.Duration `json:"default_validity,omitempty"`
+	// Longest lifetime of a member's token; negative for unlimited.
+	// Default: the app's max_validity.
+	MaxValidity caddy.Duration `json:"max_validity,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -95,6 +120,20 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	if a.TokenPrefix == "" {
 		a.TokenPrefix = tokenstore.DefaultPrefix
+	}
+	var err error
+	if a.holders, err = policy.ParseHolders(a.Holders); err != nil {
+		return err
+	}
+	a.perGroup = make(map[string]policy.Validity, len(a.Groups))
+	for name, g := range a.Groups {
+		if err := policy.ValidGroupName(name); err != nil {
+			return fmt.Errorf("groups: %w", err)
+		}
+		if g == nil {
+			return fmt.Errorf("groups: group %q has no rules", name)
+		}
+		a.perGroup[name] = policy.Validity{Default: time.Duration(g.DefaultValidity), Max: time.Duration(g.MaxValidity)}
 	}
 
 	path := a.Database
@@ -132,6 +171,15 @@ func (a *App) Validate() error {
 		return fmt.Errorf("default_validity %s exceeds max_validity %s",
 			time.Duration(a.DefaultValidity), time.Duration(a.MaxValidity))
 	}
+	for name, g := range a.Groups {
+		if g.DefaultValidity < 0 {
+			return fmt.Errorf("group %q: default_validity %s: must be positive", name, time.Duration(g.DefaultValidity))
+		}
+		if g.MaxValidity > 0 && g.DefaultValidity > g.MaxValidity {
+			return fmt.Errorf("group %q: default_validity %s exceeds max_validity %s",
+				name, time.Duration(g.DefaultValidity), time.Duration(g.MaxValidity))
+		}
+	}
 	return nil
 }
 
@@ -157,9 +205,14 @@ func (a *App) Cleanup() error {
 	return err
 }
 
-// validity returns the app's lifetime rules for policy decisions.
-func (a *App) validity() policy.Validity {
-	return policy.Validity{Default: time.Duration(a.DefaultValidity), Max: time.Duration(a.MaxValidity)}
+// validity returns the lifetime rules for a user's tokens: the app's,
+// or those of the user's most generous group that has its own.
+func (a *App) validity(user string) policy.Validity {
+	global := policy.Validity{Default: time.Duration(a.DefaultValidity), Max: time.Duration(a.MaxValidity)}
+	if len(a.perGroup) == 0 {
+		return global
+	}
+	return policy.ValidityFor(global, a.store.GroupsOf(strings.ToLower(user)), a.perGroup)
 }
 
 // Interface guards

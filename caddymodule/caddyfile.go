@@ -1,11 +1,15 @@
 package caddymodule
 
 import (
+	"strconv"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/apitoken/caddy-apitoken/policy"
 )
 
 func init() {
@@ -25,13 +29,27 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //
 //	api_token [<matcher>] {
 //	    realm             <name>
-//	    passwords         block|pass
+//	    passwords         block|pass|pass_from <cidr...>
 //	    header            <name>
 //	    query             <param>
 //	    strip_credentials
+//	    user_header       <name>
+//	    protect           <pattern...>
+//	    allow_ips         <cidr...>
+//	    block_paths       off
+//	    block_paths {
+//	        allow  <rule...>
+//	        deny   <pattern...>
+//	        exempt <pattern...>
+//	    }
+//	    throttle          off|<max_failures> <window> <cooldown>
+//	    rate_limit        <requests>/<duration>
+//	    report_only
 //	}
 //
-// Every subdirective is optional and may appear once.
+// Every subdirective is optional and may appear once. CIDR lists take
+// CIDRs, IPs and private_ranges; patterns are in Caddy's path-matcher
+// syntax.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -50,16 +68,71 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "passwords":
-			var mode string
-			if !d.AllArgs(&mode) {
+			if !d.NextArg() {
 				return d.ArgErr()
 			}
-			switch PasswordMode(mode) {
-			case PasswordsBlock, PasswordsPass:
+			switch mode := d.Val(); mode {
+			case string(PasswordsBlock), string(PasswordsPass):
 				h.Passwords = PasswordMode(mode)
+				if d.NextArg() {
+					return d.Errf("passwords %s takes no further arguments, got %q", mode, d.Val())
+				}
+			case "pass_from":
+				h.Passwords = PasswordsPass
+				h.PasswordsFrom = d.RemainingArgs()
+				if len(h.PasswordsFrom) == 0 {
+					return d.Errf("passwords pass_from needs at least one CIDR")
+				}
+				if _, err := policy.ParsePrefixes(h.PasswordsFrom); err != nil {
+					return d.Errf("passwords pass_from: %v", err)
+				}
 			default:
-				return d.Errf("passwords %q: must be %q or %q", mode, PasswordsBlock, PasswordsPass)
+				return d.Errf("passwords %q: must be %q, %q or pass_from <cidr...>", mode, PasswordsBlock, PasswordsPass)
 			}
+		case "user_header":
+			if !d.AllArgs(&h.UserHeader) {
+				return d.ArgErr()
+			}
+		case "protect":
+			h.Protect = d.RemainingArgs()
+			if len(h.Protect) == 0 {
+				return d.Errf("protect needs at least one path pattern")
+			}
+			if _, err := policy.CompilePathSet("protect", h.Protect); err != nil {
+				return d.Errf("%v", err)
+			}
+		case "allow_ips":
+			h.AllowIPs = d.RemainingArgs()
+			if len(h.AllowIPs) == 0 {
+				return d.Errf("allow_ips needs at least one CIDR")
+			}
+			if _, err := policy.ParsePrefixes(h.AllowIPs); err != nil {
+				return d.Errf("allow_ips: %v", err)
+			}
+		case "block_paths":
+			cfg, err := parseBlockPaths(d)
+			if err != nil {
+				return err
+			}
+			h.BlockPaths = cfg
+		case "throttle":
+			cfg, err := parseThrottle(d)
+			if err != nil {
+				return err
+			}
+			h.Throttle = cfg
+		case "rate_limit":
+			if !d.AllArgs(&h.RateLimit) {
+				return d.ArgErr()
+			}
+			if _, err := policy.ParseRate(h.RateLimit); err != nil {
+				return d.Errf("rate_limit: %v", err)
+			}
+		case "report_only":
+			if d.NextArg() {
+				return d.Errf("report_only takes no arguments, got %q", d.Val())
+			}
+			h.ReportOnly = true
 		case "header":
 			if !d.AllArgs(&h.Header) {
 				return d.ArgErr()
@@ -78,6 +151,75 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// parseBlockPaths parses `block_paths off` or a block_paths block.
+func parseBlockPaths(d *caddyfile.Dispenser) (*PathsConfig, error) {
+	cfg := new(PathsConfig)
+	if d.NextArg() {
+		if d.Val() != "off" {
+			return nil, d.Errf("block_paths %q: the only argument is off (options go in a block)", d.Val())
+		}
+		if d.NextArg() {
+			return nil, d.Errf("block_paths off takes no further arguments, got %q", d.Val())
+		}
+		cfg.Off = true
+		return cfg, nil
+	}
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return nil, d.Errf("block_paths: duplicate option %q", opt)
+		}
+		seen[opt] = true
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return nil, d.Errf("block_paths %s needs at least one value", opt)
+		}
+		switch opt {
+		case "allow":
+			cfg.Allow = args
+		case "deny":
+			cfg.Deny = args
+		case "exempt":
+			cfg.Exempt = args
+		default:
+			return nil, d.Errf("unrecognized block_paths option %q", opt)
+		}
+	}
+	pc := policy.PathConfig{Deny: cfg.Deny, Exempt: cfg.Exempt}
+	for _, r := range cfg.Allow {
+		pc.Disable = append(pc.Disable, policy.PathRule(r))
+	}
+	if _, err := policy.CompilePathRules(pc); err != nil {
+		return nil, d.Errf("block_paths: %v", err)
+	}
+	return cfg, nil
+}
+
+// parseThrottle parses `throttle off` or `throttle <max_failures> <window> <cooldown>`.
+func parseThrottle(d *caddyfile.Dispenser) (*ThrottleConfig, error) {
+	args := d.RemainingArgs()
+	if len(args) == 1 && args[0] == "off" {
+		return &ThrottleConfig{Off: true}, nil
+	}
+	if len(args) != 3 {
+		return nil, d.Errf("throttle takes off, or <max_failures> <window> <cooldown> such as 10 1m 5m")
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n <= 0 {
+		return nil, d.Errf("throttle max_failures %q: must be a positive whole number", args[0])
+	}
+	window, err := parsePositiveDuration(d, "throttle window", args[1])
+	if err != nil {
+		return nil, err
+	}
+	cooldown, err := parsePositiveDuration(d, "throttle cooldown", args[2])
+	if err != nil {
+		return nil, err
+	}
+	return &ThrottleConfig{MaxFailures: n, Window: window, Cooldown: cooldown}, nil
 }
 
 // parseGlobalOption sets up the api_tokens app from the global option of
@@ -101,6 +243,11 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //	        default_validity <duration>
 //	        max_validity     <duration>|unlimited
 //	        token_prefix     <prefix>
+//	        holders          <user|group:name...>
+//	        group <name> {
+//	            default_validity <duration>
+//	            max_validity     <duration>|unlimited
+//	        }
 //	    }
 //	}
 //
@@ -113,10 +260,26 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := make(map[string]bool)
 	for d.NextBlock(0) {
 		opt := d.Val()
-		if seen[opt] {
+		if seen[opt] && opt != "group" { // several groups; unmarshalGroup refuses duplicate names
 			return d.Errf("duplicate option %q", opt)
 		}
 		seen[opt] = true
+		switch opt {
+		case "holders":
+			a.Holders = d.RemainingArgs()
+			if len(a.Holders) == 0 {
+				return d.Errf("holders needs at least one user or group:<name>")
+			}
+			if _, err := policy.ParseHolders(a.Holders); err != nil {
+				return d.Errf("%v", err)
+			}
+			continue
+		case "group":
+			if err := a.unmarshalGroup(d); err != nil {
+				return err
+			}
+			continue
+		}
 		var val string
 		if !d.AllArgs(&val) {
 			return d.ArgErr()
@@ -131,11 +294,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.DefaultValidity = dur
 		case "max_validity":
-			if val == "unlimited" {
-				a.MaxValidity = -1
-				continue
-			}
-			dur, err := parsePositiveDuration(d, opt, val)
+			dur, err := parseMaxValidity(d, opt, val)
 			if err != nil {
 				return err
 			}
@@ -147,6 +306,68 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// unmarshalGroup parses a `group <name> { … }` block of the app.
+func (a *App) unmarshalGroup(d *caddyfile.Dispenser) error {
+	var name string
+	if !d.Args(&name) {
+		return d.ArgErr()
+	}
+	if err := policy.ValidGroupName(name); err != nil {
+		return d.Errf("group: %v", err)
+	}
+	if d.NextArg() {
+		return d.Errf("group %s takes a block, got %q", name, d.Val())
+	}
+	if _, dup := a.Groups[name]; dup {
+		return d.Errf("duplicate group %q", name)
+	}
+	g := new(GroupRules)
+	groupSeen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if groupSeen[opt] {
+			return d.Errf("group %s: duplicate option %q", name, opt)
+		}
+		groupSeen[opt] = true
+		var val string
+		if !d.AllArgs(&val) {
+			return d.ArgErr()
+		}
+		switch opt {
+		case "default_validity":
+			dur, err := parsePositiveDuration(d, opt, val)
+			if err != nil {
+				return err
+			}
+			g.DefaultValidity = dur
+		case "max_validity":
+			dur, err := parseMaxValidity(d, opt, val)
+			if err != nil {
+				return err
+			}
+			g.MaxValidity = dur
+		default:
+			return d.Errf("group %s: unrecognized option %q", name, opt)
+		}
+	}
+	if len(groupSeen) == 0 {
+		return d.Errf("group %s: needs default_validity or max_validity", name)
+	}
+	if a.Groups == nil {
+		a.Groups = make(map[string]*GroupRules)
+	}
+	a.Groups[name] = g
+	return nil
+}
+
+// parseMaxValidity parses a duration or `unlimited` (stored as -1).
+func parseMaxValidity(d *caddyfile.Dispenser, opt, val string) (caddy.Duration, error) {
+	if val == "unlimited" {
+		return -1, nil
+	}
+	return parsePositiveDuration(d, opt, val)
 }
 
 // parsePositiveDuration parses a Caddyfile duration that must be above zero.

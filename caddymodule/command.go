@@ -21,11 +21,12 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "api-token",
-		Usage: "create|list|show|revoke|rotate [--address <listen>] [--config <path> [--adapter <name>]] [--json]",
+		Usage: "create|list|show|update|revoke|rotate|group [--address <listen>] [--config <path> [--adapter <name>]] [--json]",
 		Short: "Manages API tokens of the api_token gate",
 		Long: `
-Creates, lists, shows, revokes and rotates the API tokens that the api_token
-handler accepts, through the admin API of a running Caddy (routes under
+Creates, lists, shows, updates, revokes and rotates the API tokens that the
+api_token handler accepts, and manages the groups named in the holders
+option, through the admin API of a running Caddy (routes under
 /api_tokens/). The secret of a token is printed once, by create and rotate;
 it cannot be shown again.
 
@@ -36,11 +37,15 @@ what the admin API answered, for scripts.
 
 Examples:
   caddy api-token create --user alice --name jira-sync --expires-in 30d
+  caddy api-token create --user ci --name deploy --allow-ip 10.0.0.0/8 --read-only --path '/rest/api/*'
   caddy api-token list --user alice --state active
   caddy api-token show <id>
+  caddy api-token update <id> --expires-in 60d --rate-limit 600/1m
   caddy api-token rotate <id>
   caddy api-token revoke <id>
-  caddy api-token revoke --user alice`,
+  caddy api-token revoke --user alice
+  caddy api-token group add jira-users alice
+  caddy api-token group list jira-users`,
 		CobraFunc: configureCommand,
 	})
 }
@@ -51,7 +56,49 @@ func configureCommand(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringP("config", "c", "", "Configuration file (if --address is not used)")
 	cmd.PersistentFlags().StringP("adapter", "a", "", "Name of config adapter to apply (if --config is used)")
 	cmd.PersistentFlags().Bool("json", false, "Print the admin API's JSON answer instead of text")
-	cmd.AddCommand(createCommand(), listCommand(), showCommand(), revokeCommand(), rotateCommand())
+	cmd.AddCommand(createCommand(), listCommand(), showCommand(), updateCommand(), revokeCommand(), rotateCommand(), groupCommand())
+}
+
+// ruleFlags are the flags that set a token's rules, on create and update.
+func ruleFlags(cmd *cobra.Command) {
+	cmd.Flags().StringSlice("allow-ip", nil, "Client IP range the token may be used from (CIDR, IP or private_ranges); repeat or comma-separate")
+	cmd.Flags().Bool("read-only", false, "Allow only GET, HEAD and OPTIONS")
+	cmd.Flags().StringSlice("method", nil, "HTTP method the token may use; repeat or comma-separate")
+	cmd.Flags().StringSlice("path", nil, "Path pattern the token may use (Caddy path-matcher syntax); repeat")
+	cmd.Flags().StringSlice("host", nil, "Host the token may be used for (*.example.com allowed); repeat")
+	cmd.Flags().String("rate-limit", "", "Requests allowed per token, as <requests>/<duration>, e.g. 600/1m")
+}
+
+// ruleBody adds the rule flags the user gave to a request body.
+func ruleBody(cmd *cobra.Command, body map[string]any) {
+	lists := map[string]string{"allow-ip": "allowed_ips", "method": "methods", "path": "paths", "host": "hosts"}
+	for flag, field := range lists {
+		if cmd.Flags().Changed(flag) {
+			v, _ := cmd.Flags().GetStringSlice(flag)
+			if v == nil {
+				v = []string{}
+			}
+			body[field] = v
+		}
+	}
+	if cmd.Flags().Changed("read-only") {
+		v, _ := cmd.Flags().GetBool("read-only")
+		body["read_only"] = v
+	}
+	if cmd.Flags().Changed("rate-limit") {
+		v, _ := cmd.Flags().GetString("rate-limit")
+		body["rate_limit"] = v
+	}
+}
+
+// stringBody adds the string flags the user gave to a request body.
+func stringBody(cmd *cobra.Command, body map[string]any, flags ...string) {
+	for _, f := range flags {
+		if cmd.Flags().Changed(f) {
+			v, _ := cmd.Flags().GetString(f)
+			body[strings.ReplaceAll(f, "-", "_")] = v
+		}
+	}
 }
 
 func createCommand() *cobra.Command {
@@ -60,13 +107,9 @@ func createCommand() *cobra.Command {
 		Short: "Creates a token and prints its secret, once",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			body := map[string]string{}
-			for _, f := range []string{"user", "name", "description", "expires-in", "expires-at"} {
-				if cmd.Flags().Changed(f) {
-					v, _ := cmd.Flags().GetString(f)
-					body[strings.ReplaceAll(f, "-", "_")] = v
-				}
-			}
+			body := map[string]any{}
+			stringBody(cmd, body, "user", "name", "description", "expires-in", "expires-at")
+			ruleBody(cmd, body)
 			var tok tokenJSON
 			raw, err := adminCall(cmd, http.MethodPost, "/api_tokens/tokens", body, &tok)
 			if err != nil {
@@ -80,9 +123,116 @@ func createCommand() *cobra.Command {
 	cmd.Flags().String("description", "", "What the token is for")
 	cmd.Flags().String("expires-in", "", "Lifetime, such as 30d or 12h, or never (default: the app's default_validity)")
 	cmd.Flags().String("expires-at", "", "Expiry time in RFC 3339, such as 2027-01-31T00:00:00Z")
+	ruleFlags(cmd)
 	_ = cmd.MarkFlagRequired("user")
 	_ = cmd.MarkFlagRequired("name")
 	return cmd
+}
+
+func updateCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "update <id> [--name <name>] [--description <text>] [--expires-in <duration> | --expires-at <RFC 3339>] [rule flags]",
+		Short: "Changes a token's name, description, expiry or rules",
+		Long: `Changes what the flags name and nothing else. A list flag given with an
+empty value (--allow-ip "") clears that list.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body := map[string]any{}
+			stringBody(cmd, body, "name", "description", "expires-in", "expires-at")
+			ruleBody(cmd, body)
+			if len(body) == 0 {
+				return errors.New("nothing to update: give at least one flag")
+			}
+			var tok tokenJSON
+			raw, err := adminCall(cmd, http.MethodPatch, "/api_tokens/tokens/"+url.PathEscape(args[0]), body, &tok)
+			if err != nil {
+				return err
+			}
+			if jsonOutput(cmd) {
+				_, err := cmd.OutOrStdout().Write(raw)
+				return err
+			}
+			printDetails(cmd.OutOrStdout(), tok)
+			return nil
+		},
+	}
+	cmd.Flags().String("name", "", "New name")
+	cmd.Flags().String("description", "", "New description")
+	cmd.Flags().String("expires-in", "", "New lifetime from now, such as 30d, or never")
+	cmd.Flags().String("expires-at", "", "New expiry time in RFC 3339")
+	ruleFlags(cmd)
+	return cmd
+}
+
+func groupCommand() *cobra.Command {
+	group := &cobra.Command{
+		Use:   "group add|remove|list",
+		Short: "Manages the groups that the holders option names",
+	}
+	member := func(use, short, method string, done func(g, u string) string) *cobra.Command {
+		return &cobra.Command{
+			Use:   use + " <group> <user>",
+			Short: short,
+			Args:  cobra.ExactArgs(2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				var out map[string]any
+				raw, err := adminCall(cmd, method, "/api_tokens/groups/"+url.PathEscape(args[0])+"/members/"+url.PathEscape(args[1]), nil, &out)
+				if err != nil {
+					return err
+				}
+				if jsonOutput(cmd) {
+					_, err := cmd.OutOrStdout().Write(raw)
+					return err
+				}
+				_, err = fmt.Fprintln(cmd.OutOrStdout(), done(args[0], args[1]))
+				return err
+			},
+		}
+	}
+	list := &cobra.Command{
+		Use:   "list [<group>]",
+		Short: "Lists groups, or the members of one",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			w := cmd.OutOrStdout()
+			if len(args) == 0 {
+				var groups []groupJSON
+				raw, err := adminCall(cmd, http.MethodGet, "/api_tokens/groups", nil, &groups)
+				if err != nil || jsonOutput(cmd) {
+					if err == nil {
+						_, err = w.Write(raw)
+					}
+					return err
+				}
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "GROUP\tMEMBERS")
+				for _, g := range groups {
+					fmt.Fprintf(tw, "%s\t%d\n", g.Name, g.Members)
+				}
+				return tw.Flush()
+			}
+			var members []memberJSON
+			raw, err := adminCall(cmd, http.MethodGet, "/api_tokens/groups/"+url.PathEscape(args[0])+"/members", nil, &members)
+			if err != nil || jsonOutput(cmd) {
+				if err == nil {
+					_, err = w.Write(raw)
+				}
+				return err
+			}
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "USER\tADDED")
+			for _, m := range members {
+				fmt.Fprintf(tw, "%s\t%s\n", m.User, shortTime(&m.AddedAt, ""))
+			}
+			return tw.Flush()
+		},
+	}
+	group.AddCommand(
+		member("add", "Adds a user to a group", http.MethodPut, func(g, u string) string { return "Added " + u + " to " + g + "." }),
+		member("remove", "Removes a user from a group", http.MethodDelete, func(g, u string) string { return "Removed " + u + " from " + g + "." }),
+		list,
+	)
+	return group
 }
 
 func listCommand() *cobra.Command {
@@ -290,6 +440,21 @@ func printDetails(w io.Writer, t tokenJSON) {
 	fmt.Fprintf(tw, "Hint:\t%s\n", t.Hint)
 	fmt.Fprintf(tw, "Created:\t%s\n", shortTime(&t.CreatedAt, ""))
 	fmt.Fprintf(tw, "Expires:\t%s\n", shortTime(t.ExpiresAt, "never"))
+	rules := []struct{ label, value string }{
+		{"Allowed IPs", strings.Join(t.AllowedIPs, ", ")},
+		{"Methods", strings.Join(t.Methods, ", ")},
+		{"Paths", strings.Join(t.Paths, ", ")},
+		{"Hosts", strings.Join(t.Hosts, ", ")},
+		{"Rate limit", t.RateLimit},
+	}
+	if t.ReadOnly {
+		fmt.Fprintf(tw, "Read-only:\tyes\n")
+	}
+	for _, r := range rules {
+		if r.value != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", r.label, r.value)
+		}
+	}
 	if t.RotatedAt != nil {
 		fmt.Fprintf(tw, "Rotated:\t%s\n", shortTime(t.RotatedAt, ""))
 	}

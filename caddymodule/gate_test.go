@@ -40,6 +40,7 @@ func gateConfig(db, handlerOpts, extraSite string) string {
 }
 http://localhost:9080 {
 	api_token /rest/* {
+		throttle off
 		%s
 	}
 	%s

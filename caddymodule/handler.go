@@ -3,10 +3,13 @@ package caddymodule
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -38,19 +41,27 @@ const (
 // carries a valid, unexpired, unrevoked API token of the api_tokens app,
 // presented as HTTP Basic `user:token` (the user must own the token; user
 // names compare case-insensitively), as `Authorization: Bearer <token>`, or,
-// when configured, in a request header or query parameter.
+// when configured, in a request header or query parameter; and only if the
+// request passes the gate's and the token's policy. In order:
 //
-// It answers:
-//
+//	425  TLS early data (0-RTT): the client IP is not yet verified
+//	400  the request-target fails path inspection (before authentication)
+//	429  the client IP failed authentication too often (Retry-After)
 //	401  no credentials, a malformed one, an unknown, expired or revoked
 //	     token, a token presented with another user's name, or a password
-//	     while passwords are blocked; always with WWW-Authenticate
+//	     while passwords are blocked (or come from outside pass_from);
+//	     always with WWW-Authenticate
+//	403  a valid token used from outside allow_ips or its allowed_ips, by
+//	     an owner no longer among the holders, or outside its scope
+//	429  the token's rate limit is exceeded (Retry-After)
 //
 // The body is a short fixed text; the precise reason goes to the audit log
-// (logger `api_tokens.audit`), never to the client. Denials are returned as
+// (logger `api_tokens.audit`), never to the client. Refusals are returned as
 // handler errors, so `handle_errors` routes see `{err.status_code}` and can
 // replace the response; a server without `handle_errors` routes gets the
-// short text from the gate itself.
+// short text from the gate itself. With report_only, every refusal but 425
+// is only logged (as would_deny) and the request goes on; a request that
+// fails authentication goes on without an identity.
 //
 // On success it sets these placeholders, and nothing on failure:
 //
@@ -58,6 +69,9 @@ const (
 //	{http.auth.user.id}             the token's owner (also the access log's user_id)
 //	{http.auth.user.token_id}       the token's public id
 //	{http.auth.user.token_name}     the token's name
+//
+// With user_header, the user also goes to the backend in that header, which
+// the gate removes from every request it did not authenticate.
 type Handler struct {
 	// Realm sent in the WWW-Authenticate challenge.
 	// Default: `restricted`.
@@ -68,6 +82,11 @@ type Handler struct {
 	// disabled; `pass` hands the request on untouched for the backend to
 	// check. Default: `block`.
 	Passwords PasswordMode `json:"passwords,omitempty"`
+
+	// With passwords `pass`, password Basic auth goes on only from these
+	// client IP ranges (CIDRs, IPs, or `private_ranges`) and is blocked
+	// elsewhere. Default: from anywhere.
+	PasswordsFrom []string `json:"passwords_from,omitempty"`
 
 	// Name of a request header that may carry a bare token, as in
 	// `X-API-Token: <token>`. Default: none.
@@ -82,9 +101,88 @@ type Handler struct {
 	// the backend never sees the token. Default: false.
 	StripCredentials bool `json:"strip_credentials,omitempty"`
 
-	app    *App
-	logger *zap.Logger
+	// Name of a request header that carries the authenticated user to the
+	// backend, such as X-Remote-User. The gate removes it from every
+	// request it sees and sets it only after accepting a token, so a
+	// client can never choose its own identity. Default: none.
+	UserHeader string `json:"user_header,omitempty"`
+
+	// Only requests whose path matches one of these patterns need a token;
+	// the others are inspected (block_paths) and go on untouched. Patterns
+	// are in Caddy's path-matcher syntax but matched on the path as the
+	// backend resolves it (decoded, ";params" dropped, dot-segments
+	// resolved), so no path trick reaches a protected path unchecked,
+	// unlike a route matcher. Default: every request needs a token.
+	Protect []string `json:"protect,omitempty"`
+
+	// Tokens are accepted only from these client IP ranges (CIDRs, IPs, or
+	// `private_ranges`), in addition to each token's own allowed_ips. The
+	// client IP is Caddy's, so the server's trusted_proxies apply.
+	// Default: from anywhere.
+	AllowIPs []string `json:"allow_ips,omitempty"`
+
+	// Path inspection of every request the handler sees, before
+	// authentication. Default: on, with every rule group.
+	BlockPaths *PathsConfig `json:"block_paths,omitempty"`
+
+	// Throttling of client IPs that fail authentication.
+	// Default: 10 failures within 1m block the IP for 5m.
+	Throttle *ThrottleConfig `json:"throttle,omitempty"`
+
+	// Request rate allowed per token when the token sets none, as
+	// `<requests>/<duration>` (600/1m). Default: unlimited.
+	RateLimit string `json:"rate_limit,omitempty"`
+
+	// Run every check and log every refusal it would make (as would_deny),
+	// but let requests through. Default: false.
+	ReportOnly bool `json:"report_only,omitempty"`
+
+	app         *App
+	logger      *zap.Logger
+	allowIPs    []netip.Prefix
+	passFrom    []netip.Prefix
+	paths       *policy.PathRules
+	protect     policy.PathSet
+	throttle    *policy.Throttle
+	throttleKey string
+	limiter     *policy.RateLimiter
+	rate        policy.Rate
+	provisioned bool
 }
+
+// PathsConfig configures path inspection.
+type PathsConfig struct {
+	// Off turns path inspection off. Default: false.
+	Off bool `json:"off,omitempty"`
+	// Rule groups to switch off, e.g. `encoded_slash` for a backend that
+	// needs encoded slashes. Default: none.
+	Allow []string `json:"allow,omitempty"`
+	// Extra path patterns to refuse (Caddy path-matcher syntax, matched
+	// case-insensitively on the normalised path). Default: none.
+	Deny []string `json:"deny,omitempty"`
+	// Path patterns exempt from inspection. Default: none.
+	Exempt []string `json:"exempt,omitempty"`
+}
+
+// ThrottleConfig configures throttling of failed authentication.
+type ThrottleConfig struct {
+	// Off turns throttling off. Default: false.
+	Off bool `json:"off,omitempty"`
+	// Failures from one client IP within Window that block it.
+	// Default: 10.
+	MaxFailures int `json:"max_failures,omitempty"`
+	// The window failures are counted in. Default: 1m.
+	Window caddy.Duration `json:"window,omitempty"`
+	// How long a blocked IP stays blocked. Default: 5m.
+	Cooldown caddy.Duration `json:"cooldown,omitempty"`
+}
+
+// Throttle defaults.
+const (
+	DefaultMaxFailures = 10
+	DefaultWindow      = time.Minute
+	DefaultCooldown    = 5 * time.Minute
+)
 
 // CaddyModule returns the Caddy module information.
 func (Handler) CaddyModule() caddy.ModuleInfo {
@@ -94,8 +192,27 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision gets the api_tokens app, loading it with its defaults if the
-// config does not set it up.
+// throttles and limiters keep throttling and rate-limit state across
+// config reloads and share it between handlers with the same settings.
+var (
+	throttles = caddy.NewUsagePool()
+	limiters  = caddy.NewUsagePool()
+)
+
+type throttleHandle struct{ *policy.Throttle }
+
+func (throttleHandle) Destruct() error { return nil }
+
+type limiterHandle struct{ *policy.RateLimiter }
+
+func (limiterHandle) Destruct() error { return nil }
+
+// limiterKey names the one rate limiter all handlers share; it is keyed by
+// token id, and each call passes the rate that applies.
+const limiterKey = "api_token_rate_limits"
+
+// Provision parses the handler's options and gets the api_tokens app,
+// loading it with its defaults if the config does not set it up.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if h.Realm == "" {
@@ -104,6 +221,65 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Passwords == "" {
 		h.Passwords = PasswordsBlock
 	}
+	var err error
+	if h.allowIPs, err = policy.ParsePrefixes(h.AllowIPs); err != nil {
+		return fmt.Errorf("allow_ips: %w", err)
+	}
+	if h.passFrom, err = policy.ParsePrefixes(h.PasswordsFrom); err != nil {
+		return fmt.Errorf("passwords pass_from: %w", err)
+	}
+	if h.BlockPaths == nil || !h.BlockPaths.Off {
+		pc := policy.PathConfig{}
+		if h.BlockPaths != nil {
+			for _, r := range h.BlockPaths.Allow {
+				pc.Disable = append(pc.Disable, policy.PathRule(r))
+			}
+			pc.Deny, pc.Exempt = h.BlockPaths.Deny, h.BlockPaths.Exempt
+		}
+		if h.paths, err = policy.CompilePathRules(pc); err != nil {
+			return fmt.Errorf("block_paths: %w", err)
+		}
+	}
+	if h.protect, err = policy.CompilePathSet("protect", h.Protect); err != nil {
+		return err
+	}
+	if h.RateLimit != "" {
+		if h.rate, err = policy.ParseRate(h.RateLimit); err != nil {
+			return fmt.Errorf("rate_limit: %w", err)
+		}
+	}
+
+	if h.Throttle == nil || !h.Throttle.Off {
+		tc := policy.ThrottleConfig{MaxFailures: DefaultMaxFailures, Window: DefaultWindow, Cooldown: DefaultCooldown}
+		if h.Throttle != nil {
+			if h.Throttle.MaxFailures != 0 {
+				tc.MaxFailures = h.Throttle.MaxFailures
+			}
+			if h.Throttle.Window != 0 {
+				tc.Window = time.Duration(h.Throttle.Window)
+			}
+			if h.Throttle.Cooldown != 0 {
+				tc.Cooldown = time.Duration(h.Throttle.Cooldown)
+			}
+		}
+		h.throttleKey = fmt.Sprintf("throttle/%d/%s/%s", tc.MaxFailures, tc.Window, tc.Cooldown)
+		v, _, err := throttles.LoadOrNew(h.throttleKey, func() (caddy.Destructor, error) {
+			return throttleHandle{policy.NewThrottle(tc)}, nil
+		})
+		if err != nil {
+			return err
+		}
+		h.throttle = v.(throttleHandle).Throttle
+	}
+	v, _, err := limiters.LoadOrNew(limiterKey, func() (caddy.Destructor, error) {
+		return limiterHandle{policy.NewRateLimiter(0)}, nil
+	})
+	if err != nil {
+		return err
+	}
+	h.limiter = v.(limiterHandle).RateLimiter
+	h.provisioned = true
+
 	app, err := ctx.App("api_tokens")
 	if err != nil {
 		return fmt.Errorf("getting api_tokens app: %w", err)
@@ -117,6 +293,9 @@ func (h *Handler) Validate() error {
 	if h.Passwords != PasswordsBlock && h.Passwords != PasswordsPass {
 		return fmt.Errorf("passwords %q: must be %q or %q", h.Passwords, PasswordsBlock, PasswordsPass)
 	}
+	if len(h.PasswordsFrom) > 0 && h.Passwords != PasswordsPass {
+		return fmt.Errorf("passwords_from needs passwords %q", PasswordsPass)
+	}
 	if strings.ContainsAny(h.Realm, "\"\\\r\n") {
 		return fmt.Errorf("realm %q: must not contain quotes, backslashes or line breaks", h.Realm)
 	}
@@ -128,10 +307,38 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("header %q: Authorization is always read; name another header", h.Header)
 		}
 	}
+	if h.UserHeader != "" {
+		if !validHeaderName(h.UserHeader) {
+			return fmt.Errorf("user_header %q: not a valid header field name", h.UserHeader)
+		}
+		if strings.EqualFold(h.UserHeader, "Authorization") || strings.EqualFold(h.UserHeader, h.Header) {
+			return fmt.Errorf("user_header %q: must differ from the headers that carry credentials", h.UserHeader)
+		}
+	}
 	if h.Query != "" && strings.ContainsAny(h.Query, "&=#? ") {
 		return fmt.Errorf("query %q: not a valid parameter name", h.Query)
 	}
+	if t := h.Throttle; t != nil && !t.Off {
+		if t.MaxFailures < 0 || t.Window < 0 || t.Cooldown < 0 {
+			return errors.New("throttle: max_failures, window and cooldown must be positive")
+		}
+	}
 	return nil
+}
+
+// Cleanup releases the shared throttling and rate-limit state.
+func (h *Handler) Cleanup() error {
+	if !h.provisioned {
+		return nil
+	}
+	h.provisioned = false
+	if h.throttle != nil {
+		if _, err := throttles.Delete(h.throttleKey); err != nil {
+			return err
+		}
+	}
+	_, err := limiters.Delete(limiterKey)
+	return err
 }
 
 // Short texts for the client. They are fixed: the precise reason is only
@@ -139,49 +346,206 @@ func (h *Handler) Validate() error {
 const (
 	msgUnauthorized    = "a valid API token is required"
 	msgPasswordBlocked = "password authentication is disabled: use an API token instead of your password"
+	msgPathBlocked     = "request refused: the request path is not allowed"
+	msgForbidden       = "access denied: this token may not be used for this request"
+	msgTooMany         = "too many requests: try again later"
 )
 
-var (
-	errUnauthorized    = errors.New(msgUnauthorized)
-	errPasswordBlocked = errors.New(msgPasswordBlocked)
-)
+// refusal is a decision to refuse a request.
+type refusal struct {
+	status     int
+	reason     policy.Reason
+	rule       policy.PathRule
+	retryAfter time.Duration
+}
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if r.TLS != nil && !r.TLS.HandshakeComplete {
+		// As Caddy's client_ip matcher: early data may be replayed and its
+		// client IP is not verified yet.
+		return caddyhttp.Error(http.StatusTooEarly, errors.New("TLS handshake not complete, remote IP cannot be verified"))
+	}
+	if h.UserHeader != "" {
+		r.Header.Del(h.UserHeader)
+	}
+	now := h.app.now()
+	var cred policy.Credential
+
+	if h.paths != nil {
+		if rule, reason := h.inspectPath(r); reason != policy.ReasonOK {
+			if err, stop := h.refuse(w, r, refusal{status: http.StatusBadRequest, reason: reason, rule: rule}, cred, tokenstore.Entry{}); stop {
+				return err
+			}
+		}
+	}
+
+	if !h.protect.IsZero() && !h.protects(r) {
+		return next.ServeHTTP(w, r)
+	}
+
+	clientIP, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	ip, ipOK := policy.ParseClientIP(clientIP)
+	if h.throttle != nil {
+		if retry, blocked := h.throttle.Blocked(ip, now); blocked {
+			if err, stop := h.refuse(w, r, refusal{status: http.StatusTooManyRequests, reason: policy.ReasonThrottled, retryAfter: retry}, cred, tokenstore.Entry{}); stop {
+				return err
+			}
+		}
+	}
+
 	cred, err := h.credential(r)
 	switch {
 	case err != nil:
-		return h.deny(w, r, cred, policy.ReasonMalformedHeader, tokenstore.Entry{})
+		return h.authFailed(w, r, next, policy.ReasonMalformedHeader, cred, tokenstore.Entry{}, ip, now)
 	case cred.Scheme == policy.SchemeNone:
-		return h.deny(w, r, cred, policy.ReasonNoCredentials, tokenstore.Entry{})
+		return h.authFailed(w, r, next, policy.ReasonNoCredentials, cred, tokenstore.Entry{}, ip, now)
 	}
 
 	if _, ok := tokenstore.Parse(cred.Secret); !ok {
-		if cred.Scheme != policy.SchemeBasic {
-			return h.deny(w, r, cred, policy.ReasonMalformedToken, tokenstore.Entry{})
+		switch {
+		case cred.Scheme != policy.SchemeBasic:
+			return h.authFailed(w, r, next, policy.ReasonMalformedToken, cred, tokenstore.Entry{}, ip, now)
+		case h.Passwords == PasswordsPass && (len(h.passFrom) == 0 || policy.CheckIP(ip, ipOK, h.passFrom) == policy.ReasonOK):
+			h.record(r, audit.TypePasswordPassedOn, audit.OutcomePassed, policy.ReasonPasswordPassed, cred, tokenstore.Entry{}, 0, "")
+			return h.passPassword(w, r, next, ip)
 		}
-		if h.Passwords == PasswordsPass {
-			h.record(r, audit.TypePasswordPassedOn, audit.OutcomePassed, policy.ReasonPasswordPassed, cred, tokenstore.Entry{}, 0)
-			return next.ServeHTTP(w, r)
-		}
-		return h.deny(w, r, cred, policy.ReasonPasswordBlocked, tokenstore.Entry{})
+		return h.authFailed(w, r, next, policy.ReasonPasswordBlocked, cred, tokenstore.Entry{}, ip, now)
 	}
 
 	entry, found := h.app.store.Lookup(cred.Secret)
 	facts := policy.TokenFacts{Found: found, Revoked: entry.Revoked, Owner: entry.User, ExpiresAt: entry.ExpiresAt}
-	if reason := policy.CheckToken(h.app.now(), facts, cred); reason != policy.ReasonOK {
-		return h.deny(w, r, cred, reason, entry)
+	if reason := policy.CheckToken(now, facts, cred); reason != policy.ReasonOK {
+		return h.authFailed(w, r, next, reason, cred, entry, ip, now)
+	}
+
+	// The token is authentic: the rest is authorisation.
+	for _, ref := range h.authorize(r, entry, ip, ipOK, now) {
+		if err, stop := h.refuse(w, r, ref, cred, entry); stop {
+			return err
+		}
 	}
 
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.auth.user.id", entry.User)
 	repl.Set("http.auth.user.token_id", entry.ID)
 	repl.Set("http.auth.user.token_name", entry.Name)
+	if h.UserHeader != "" {
+		r.Header.Set(h.UserHeader, entry.User)
+	}
 	if h.StripCredentials {
 		h.strip(r, cred.Scheme)
 	}
-	h.record(r, audit.TypeAuthSucceeded, audit.OutcomeSuccess, policy.ReasonOK, cred, entry, 0)
+	h.record(r, audit.TypeAuthSucceeded, audit.OutcomeSuccess, policy.ReasonOK, cred, entry, 0, "")
 	return next.ServeHTTP(w, r)
+}
+
+// targets returns the raw request-target, and the path the backend will
+// get if an earlier handler (rewrite, uri) changed it ("" if not).
+func targets(r *http.Request) (raw, rewritten string) {
+	raw = r.RequestURI
+	if raw == "" {
+		raw = r.URL.RequestURI()
+	}
+	if p := r.URL.EscapedPath(); !strings.HasPrefix(raw, p) || (len(raw) > len(p) && raw[len(p)] != '?') {
+		rewritten = p
+	}
+	return raw, rewritten
+}
+
+// inspectPath judges the raw request-target, and the rewritten path if any.
+func (h *Handler) inspectPath(r *http.Request) (policy.PathRule, policy.Reason) {
+	raw, rewritten := targets(r)
+	if rule, reason := h.paths.Inspect(raw); reason != policy.ReasonOK || rewritten == "" {
+		return rule, reason
+	}
+	return h.paths.Inspect(rewritten)
+}
+
+// protects reports whether the request needs a token under protect: if
+// either the raw target or the rewritten path resolves to a protected path.
+func (h *Handler) protects(r *http.Request) bool {
+	raw, rewritten := targets(r)
+	return h.protect.MatchTarget(raw) || (rewritten != "" && h.protect.MatchTarget(rewritten))
+}
+
+// authorize runs the checks a valid token must pass and returns every
+// refusal in order (only the first matters unless report_only).
+func (h *Handler) authorize(r *http.Request, e tokenstore.Entry, ip netip.Addr, ipOK bool, now time.Time) []refusal {
+	var out []refusal
+	forbid := func(reason policy.Reason) {
+		out = append(out, refusal{status: http.StatusForbidden, reason: reason})
+	}
+	if reason := policy.CheckIP(ip, ipOK, h.allowIPs); reason != policy.ReasonOK {
+		forbid(reason)
+	}
+	if reason := policy.CheckIP(ip, ipOK, e.AllowedIPs); reason != policy.ReasonOK {
+		forbid(reason)
+	}
+	if reason := h.app.holders.Check(e.UserKey, h.app.store.GroupsOf(e.UserKey)); reason != policy.ReasonOK {
+		forbid(reason)
+	}
+	if e.Scope != nil {
+		if reason := e.Scope.Check(r.Method, hostOnly(r.Host), caddyhttp.CleanPath(r.URL.Path, true)); reason != policy.ReasonOK {
+			forbid(reason)
+		}
+	}
+	if len(out) > 0 && !h.ReportOnly {
+		return out // a refused request does not use up the token's rate
+	}
+	rate := e.RateLimit
+	if rate == (policy.Rate{}) {
+		rate = h.rate
+	}
+	if rate != (policy.Rate{}) {
+		if retry, ok := h.limiter.Allow(e.ID, rate, now); !ok {
+			out = append(out, refusal{status: http.StatusTooManyRequests, reason: policy.ReasonRateLimited, retryAfter: retry})
+		}
+	}
+	return out
+}
+
+// authFailed handles a request whose credential did not authenticate: it
+// counts the failure against the client IP and refuses with 401 (or, with
+// report_only, lets the request go on without an identity).
+func (h *Handler) authFailed(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, reason policy.Reason, cred policy.Credential, e tokenstore.Entry, ip netip.Addr, now time.Time) error {
+	if h.throttle != nil && reason != policy.ReasonNoCredentials {
+		h.throttle.Fail(ip, now)
+	}
+	err, stop := h.refuse(w, r, refusal{status: http.StatusUnauthorized, reason: reason}, cred, e)
+	if stop {
+		return err
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// passPassword hands a password request on; if the backend answers 401,
+// the failure counts against the client IP, so password guessing through
+// the gate is throttled too.
+func (h *Handler) passPassword(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ip netip.Addr) error {
+	if h.throttle == nil {
+		return next.ServeHTTP(w, r)
+	}
+	rec := &statusRecorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	err := next.ServeHTTP(rec, r)
+	var he caddyhttp.HandlerError
+	if rec.status == http.StatusUnauthorized || (errors.As(err, &he) && he.StatusCode == http.StatusUnauthorized) {
+		h.throttle.Fail(ip, h.app.now())
+	}
+	return err
+}
+
+// statusRecorder notes the status a backend answers with.
+type statusRecorder struct {
+	*caddyhttp.ResponseWriterWrapper
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriterWrapper.WriteHeader(code)
 }
 
 // credential reads the request's credential: the Authorization header
@@ -203,27 +567,51 @@ func (h *Handler) credential(r *http.Request) (policy.Credential, error) {
 	return policy.Credential{}, nil
 }
 
-// deny records the refusal and answers 401 with a challenge.
-func (h *Handler) deny(w http.ResponseWriter, r *http.Request, cred policy.Credential, reason policy.Reason, e tokenstore.Entry) error {
-	status := http.StatusUnauthorized
-	h.record(r, audit.TypeAuthFailed, audit.OutcomeFailure, reason, cred, e, status)
+// refuse records a refusal and answers it, unless report_only lets the
+// request go on: then it records a would_deny event and stop is false.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ref refusal, cred policy.Credential, e tokenstore.Entry) (err error, stop bool) {
+	if h.ReportOnly {
+		h.record(r, audit.TypeWouldDeny, audit.OutcomeReported, ref.reason, cred, e, ref.status, ref.rule)
+		return nil, false
+	}
+	typ, outcome := audit.TypeDenied, audit.OutcomeDenied
+	if ref.status == http.StatusUnauthorized {
+		typ, outcome = audit.TypeAuthFailed, audit.OutcomeFailure
+	}
+	h.record(r, typ, outcome, ref.reason, cred, e, ref.status, ref.rule)
 
-	w.Header().Set("WWW-Authenticate", `Basic realm="`+h.Realm+`", charset="UTF-8"`)
-	if cred.Scheme == policy.SchemeBearer {
-		w.Header().Add("WWW-Authenticate", `Bearer realm="`+h.Realm+`", error="invalid_token"`)
+	msg := msgForbidden
+	switch ref.status {
+	case http.StatusUnauthorized:
+		msg = msgUnauthorized
+		if ref.reason == policy.ReasonPasswordBlocked {
+			msg = msgPasswordBlocked
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="`+h.Realm+`", charset="UTF-8"`)
+		if cred.Scheme == policy.SchemeBearer {
+			w.Header().Add("WWW-Authenticate", `Bearer realm="`+h.Realm+`", error="invalid_token"`)
+		}
+	case http.StatusBadRequest:
+		msg = msgPathBlocked
+	case http.StatusTooManyRequests:
+		msg = msgTooMany
+		secs := int((ref.retryAfter + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
 	}
-	err := errUnauthorized
-	if reason == policy.ReasonPasswordBlocked {
-		err = errPasswordBlocked
-	}
+	return respond(w, r, ref.status, msg), true
+}
+
+// respond answers a refusal: as a handler error when the server has
+// handle_errors routes to render it, otherwise with the short text.
+func respond(w http.ResponseWriter, r *http.Request, status int, msg string) error {
 	if hasErrorRoutes(r) {
-		return caddyhttp.Error(status, err)
+		return caddyhttp.Error(status, errors.New(msg))
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Content-Length", strconv.Itoa(len(err.Error())+1))
+	w.Header().Set("Content-Length", strconv.Itoa(len(msg)+1))
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = w.Write([]byte(err.Error() + "\n"))
+	_, _ = w.Write([]byte(msg + "\n"))
 	return nil
 }
 
@@ -235,7 +623,7 @@ func hasErrorRoutes(r *http.Request) bool {
 }
 
 // record hands an audit event to the app's sink.
-func (h *Handler) record(r *http.Request, typ audit.Type, outcome audit.Outcome, reason policy.Reason, cred policy.Credential, e tokenstore.Entry, status int) {
+func (h *Handler) record(r *http.Request, typ audit.Type, outcome audit.Outcome, reason policy.Reason, cred policy.Credential, e tokenstore.Entry, status int, rule policy.PathRule) {
 	user := e.User
 	if user == "" {
 		user = cred.User
@@ -254,6 +642,7 @@ func (h *Handler) record(r *http.Request, typ audit.Type, outcome audit.Outcome,
 		Host:     r.Host,
 		Path:     r.URL.Path,
 		Status:   status,
+		Rule:     string(rule),
 	})
 }
 
@@ -286,6 +675,14 @@ func removeQueryParam(raw, name string) string {
 	return b.String()
 }
 
+// hostOnly strips a port from a Host header value.
+func hostOnly(hostport string) string {
+	if host, _, err := net.SplitHostPort(hostport); err == nil {
+		return host
+	}
+	return hostport
+}
+
 // validHeaderName reports whether s is an RFC 9110 field name (a token).
 func validHeaderName(s string) bool {
 	for i := 0; i < len(s); i++ {
@@ -304,5 +701,6 @@ func validHeaderName(s string) bool {
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

@@ -177,10 +177,10 @@ func CompilePathRules(c PathConfig) (*PathRules, error) {
 	}
 	var err error
 	if p.deny, err = compilePathPatterns("deny", c.Deny); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("compiling path rules: %w", err)
 	}
 	if p.exempt, err = compilePathPatterns("exempt", c.Exempt); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("compiling path rules: %w", err)
 	}
 	return p, nil
 }
@@ -806,7 +806,7 @@ func compilePathPatterns(field string, items []string) ([]PathPattern, error) {
 	for i, s := range items {
 		pp, err := compilePathPattern(s)
 		if err != nil {
-			return nil, fmt.Errorf("compiling path rules: %s[%d] %q: %w", field, i, s, err)
+			return nil, fmt.Errorf("%s[%d] %q: %w", field, i, s, err)
 		}
 		out[i] = pp
 	}
@@ -937,4 +937,40 @@ func foldPathSuffix(path []byte, text string) bool {
 		j -= wn
 	}
 	return true
+}
+
+// PathSet is a list of path patterns matched against a request-target the
+// way a backend resolves it: the query cut off, decoded once, ";params"
+// dropped, "\" read as "/", slashes merged, "." and ".." resolved. So
+// /rest/* also covers /x/..;/rest/api and /REST//api, which Caddy's own
+// path matcher (it cleans the decoded path but knows nothing of ";")
+// would miss. The zero PathSet matches nothing.
+type PathSet struct {
+	patterns []PathPattern
+}
+
+// CompilePathSet compiles patterns; errors name the field, the item and
+// its value.
+func CompilePathSet(field string, items []string) (PathSet, error) {
+	p, err := compilePathPatterns(field, items)
+	return PathSet{patterns: p}, err
+}
+
+// IsZero reports whether the set has no patterns.
+func (s PathSet) IsZero() bool { return len(s.patterns) == 0 }
+
+// MatchTarget reports whether the resolved path of a raw request-target
+// matches a pattern. It allocates nothing for paths up to 1 KiB.
+func (s PathSet) MatchTarget(requestTarget string) bool {
+	if len(s.patterns) == 0 {
+		return false
+	}
+	path := requestTargetPath(requestTarget)
+	var decStack, normStack [stackPathLen]byte
+	buf := decStack[:]
+	if len(path) > len(buf) {
+		buf = make([]byte, len(path))
+	}
+	buf = buf[:decodePathOnce(buf, path)]
+	return matchPathPatterns(s.patterns, normalisePath(normalisedPathBuf(&normStack, len(buf)), buf))
 }

@@ -188,3 +188,40 @@ func TestValidityFor(t *testing.T) {
 		})
 	}
 }
+
+func TestPathSetMatchTarget(t *testing.T) {
+	set, err := CompilePathSet("protect", []string{"/rest/*", "/plugins/servlet/*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		target string
+		want   bool
+	}{
+		{"/rest/api/2/issue?x=/public", true},
+		{"/REST/api", true},
+		{"/x/..;/rest/api/2/user", true},
+		{"/x/%2e%2e/rest/api", true},
+		{"/public/..%2frest/api", true},
+		{"//rest//api", true},
+		{"/rest;jsessionid=1/api", true},
+		{"/plugins/servlet/a", true},
+		{"/secure/Dashboard.jspa", false},
+		{"/restricted", false},
+		{"/s/x/_/rest/x.js?/rest/", false},
+	}
+	for _, tt := range tests {
+		if got := set.MatchTarget(tt.target); got != tt.want {
+			t.Errorf("MatchTarget(%q) = %v, want %v", tt.target, got, tt.want)
+		}
+	}
+	if (PathSet{}).MatchTarget("/rest/x") {
+		t.Error("the zero set matches")
+	}
+	if _, err := CompilePathSet("protect", []string{"rest"}); err == nil || !strings.Contains(err.Error(), `protect[0] "rest"`) {
+		t.Errorf("bad pattern error = %v", err)
+	}
+	if n := testing.AllocsPerRun(100, func() { set.MatchTarget("/x/..;/rest/api/2/user") }); n != 0 {
+		t.Errorf("MatchTarget allocates %v times", n)
+	}
+}

@@ -5,6 +5,8 @@ package tokenstore
 import (
 	"fmt"
 	"testing"
+
+	"github.com/apitoken/caddy-apitoken/policy"
 )
 
 // benchStore returns a store holding 1000 tokens and the secret of one.
@@ -24,6 +26,44 @@ func BenchmarkLookupHit(b *testing.B) {
 	for b.Loop() {
 		if _, ok := s.Lookup(secret); !ok {
 			b.Fatal("Lookup failed")
+		}
+	}
+}
+
+// BenchmarkLookupHitWithRules: every token has allowed IPs, a scope and a
+// rate; Lookup hands out the parsed rules without copying them.
+func BenchmarkLookupHitWithRules(b *testing.B) {
+	s := openStore(b, b.TempDir()+"/tokens.db", Options{PollInterval: -1})
+	var secret string
+	for i := range 1000 {
+		_, secret = mustCreate(b, s, NewToken{
+			User: fmt.Sprintf("user%d", i%50), Name: fmt.Sprintf("token%d", i),
+			AllowedIPs: []string{"private_ranges", "203.0.113.0/24"},
+			Scope:      policy.Scope{Methods: []string{"GET", "POST"}, Paths: []string{"/api/*", "*.json"}, Hosts: []string{"*.example.com"}},
+			RateLimit:  "600/1m",
+		})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if e, ok := s.Lookup(secret); !ok || e.Scope == nil {
+			b.Fatal("Lookup failed")
+		}
+	}
+}
+
+// BenchmarkGroupsOf: the holders check's membership look-up, among 1000
+// users in 20 groups.
+func BenchmarkGroupsOf(b *testing.B) {
+	s := openStore(b, b.TempDir()+"/tokens.db", Options{PollInterval: -1})
+	for i := range 1000 {
+		for g := range 3 {
+			mustAddMember(b, s, fmt.Sprintf("group%d", (i+g*7)%20), fmt.Sprintf("user%d", i))
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(s.GroupsOf("user500")) != 3 {
+			b.Fatal("GroupsOf failed")
 		}
 	}
 }

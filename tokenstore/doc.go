@@ -35,12 +35,22 @@
 // embedded migrations in migrations/, tracked in PRAGMA user_version; a
 // database written by a newer build is refused.
 //
+// # Rules and groups
+//
+// A token may carry rules (Token.AllowedIPs, Scope, RateLimit), checked with
+// the policy package's parsers when written and stored in canonical form.
+// Groups and their members live in the same file (AddMember, RemoveMember):
+// the gateway's holders list names users and "group:<name>" entries, and
+// asks GroupsOf on every request.
+//
 // # The hot path
 //
-// Open loads every token, revoked ones included, into an in-memory index.
-// Lookup answers from that index only: no database access, no allocation,
-// and a constant-time hash comparison whose cost does not depend on whether
-// the id exists. Writes made through a Store update its index as soon as they
+// Open loads every token, revoked ones included, into an in-memory index,
+// with its rules parsed once (prefixes, compiled scope, rate), and every
+// group membership into a second one. Lookup and GroupsOf answer from those
+// indexes only: no database access, no allocation, and for Lookup a
+// constant-time hash comparison whose cost does not depend on whether the id
+// exists. Writes made through a Store update its indexes as soon as they
 // commit; writes made by other processes sharing the file are picked up by a
 // poller that watches PRAGMA data_version (Options.PollInterval).
 package tokenstore

@@ -6,18 +6,28 @@ import (
 	"crypto/subtle"
 	"database/sql"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/apitoken/caddy-apitoken/policy"
 )
 
 // Entry is what Lookup knows about a token: enough for the gateway to decide,
-// nothing secret.
+// nothing secret. The rules are parsed once, when the token's row is written
+// or read, and shared by every Entry for that version of the row: callers
+// must not modify AllowedIPs or the scope.
 type Entry struct {
 	ID        string
 	User      string
+	UserKey   string // strings.ToLower(User), for policy.Holders.Check and GroupsOf
 	Name      string
 	ExpiresAt time.Time // zero: never expires
 	Revoked   bool
+
+	AllowedIPs []netip.Prefix        // nil: any client address (policy.CheckIP)
+	Scope      *policy.CompiledScope // nil: unrestricted
+	RateLimit  policy.Rate           // zero: none set, the gate's default applies
 }
 
 // State returns the entry's state at now, as Token.State does.
@@ -27,13 +37,9 @@ func (e Entry) State(now time.Time) State {
 
 // entry is the in-memory form of a token row.
 type entry struct {
-	hash      [sha256.Size]byte
-	id        string
-	user      string
-	name      string
-	expiresAt time.Time
-	revoked   bool
-	seq       int64 // the row's seq when read; newer versions replace it
+	Entry // what Lookup returns
+	hash  [sha256.Size]byte
+	seq   int64 // the row's seq when read; newer versions replace it
 }
 
 // index holds every token, revoked ones included, by id.
@@ -52,13 +58,19 @@ func (ix *index) apply(recs ...record) {
 			continue
 		}
 		ix.m[r.ID] = entry{
-			hash:      r.hash,
-			id:        r.ID,
-			user:      r.User,
-			name:      r.Name,
-			expiresAt: r.ExpiresAt,
-			revoked:   !r.RevokedAt.IsZero(),
-			seq:       r.seq,
+			Entry: Entry{
+				ID:         r.ID,
+				User:       r.User,
+				UserKey:    userKey(r.User),
+				Name:       r.Name,
+				ExpiresAt:  r.ExpiresAt,
+				Revoked:    !r.RevokedAt.IsZero(),
+				AllowedIPs: r.rules.prefixes,
+				Scope:      r.rules.scope,
+				RateLimit:  r.rules.rate,
+			},
+			hash: r.hash,
+			seq:  r.seq,
 		}
 	}
 }
@@ -70,10 +82,10 @@ var missHash = sha256.Sum256([]byte("tokenstore: no token has this id"))
 
 // Lookup finds the token that the full token string names, from memory only.
 // It reports false for a malformed token, an unknown id or a wrong secret,
-// and true, with the token's facts, for a known token, whether active,
-// expired or revoked: judging those is the caller's business (Entry.State).
-// Lookup does not allocate or touch the database, and its comparison of the
-// secret is constant-time.
+// and true, with the token's facts and rules, for a known token, whether
+// active, expired or revoked: judging those is the caller's business
+// (Entry.State, the policy package). Lookup does not allocate or touch the
+// database, and its comparison of the secret is constant-time.
 func (s *Store) Lookup(token string) (Entry, bool) {
 	id, ok := Parse(token)
 	if !ok {
@@ -93,9 +105,9 @@ func (s *Store) Lookup(token string) (Entry, bool) {
 	if !found || !match {
 		return Entry{}, false
 	}
-	// e.id, not id: id is a substring of the secret token, which the caller
+	// e.ID, not id: id is a substring of the secret token, which the caller
 	// should be free to forget.
-	return Entry{ID: e.id, User: e.user, Name: e.name, ExpiresAt: e.expiresAt, Revoked: e.revoked}, true
+	return e.Entry, true
 }
 
 // poller copies rows changed by any connection, including other processes',
@@ -103,6 +115,10 @@ func (s *Store) Lookup(token string) (Entry, bool) {
 // (which changes when another connection commits), and reads the rows whose
 // seq is above the highest it has seen. Writers assign seq = MAX(seq)+1 under
 // the write lock, so seq grows in commit order and nothing is skipped.
+//
+// Group memberships have no seq, and a removal leaves no row to find, so on
+// every change the poller reloads the whole group_members table (it is
+// small) and swaps the membership index; see memberIndex.reload.
 type poller struct {
 	store   *Store
 	onError func(error)
@@ -130,7 +146,7 @@ func (p *poller) run(ctx context.Context, interval time.Duration) {
 }
 
 // poll applies the changes committed since the last call, if any. The first
-// call loads every row.
+// call loads every row and every membership.
 func (p *poller) poll(ctx context.Context) error {
 	if p.conn == nil {
 		conn, err := p.store.reader.Conn(ctx)
@@ -155,6 +171,13 @@ func (p *poller) poll(ctx context.Context) error {
 	p.store.index.apply(recs...)
 	for _, r := range recs {
 		p.lastSeq = max(p.lastSeq, r.seq)
+	}
+	err = p.store.members.reload(func() (map[string][]string, error) {
+		return loadMemberships(ctx, p.conn)
+	})
+	if err != nil {
+		p.close()
+		return fmt.Errorf("loading group members: %w", err)
 	}
 	p.dataVersion = dv
 	return nil

@@ -4,11 +4,15 @@ package tokenstore
 
 import (
 	"fmt"
+	"net/netip"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/apitoken/caddy-apitoken/policy"
 )
 
 // unknownIDToken returns a well-formed token (valid checksum) whose id no
@@ -39,6 +43,14 @@ func TestLookup(t *testing.T) {
 	if _, err := s.Revoke(ctx, revoked.ID); err != nil {
 		t.Fatal(err)
 	}
+	scope := policy.Scope{ReadOnly: true, Methods: []string{"get"}, Paths: []string{"/api/*"}}
+	ruled, ruledSecret := mustCreate(t, s, NewToken{
+		User: "Carol", Name: "ruled", AllowedIPs: []string{"10.1.2.3", "2001:db8::/32"}, Scope: scope, RateLimit: "600/60s",
+	})
+	compiled, err := policy.CompileScope(scope)
+	if err != nil {
+		t.Fatal(err)
+	}
 	body := secret[len(DefaultPrefix)+1:]
 	// Same id, another secret, a valid checksum: only the hash can tell.
 	wrongSecret := assemble(DefaultPrefix, tok.ID, strings.Repeat("A", secretLen))
@@ -51,8 +63,14 @@ func TestLookup(t *testing.T) {
 		want  Entry
 		ok    bool
 	}{
-		{"hit", secret, Entry{ID: tok.ID, User: "alice", Name: "ci"}, true},
-		{"revoked", revokedSecret, Entry{ID: revoked.ID, User: "bob", Name: "old", Revoked: true}, true},
+		{"hit", secret, Entry{ID: tok.ID, User: "alice", UserKey: "alice", Name: "ci"}, true},
+		{"revoked", revokedSecret, Entry{ID: revoked.ID, User: "bob", UserKey: "bob", Name: "old", Revoked: true}, true},
+		{"with rules", ruledSecret, Entry{
+			ID: ruled.ID, User: "Carol", UserKey: "carol", Name: "ruled",
+			AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/32"), netip.MustParsePrefix("2001:db8::/32")},
+			Scope:      &compiled,
+			RateLimit:  policy.Rate{Events: 600, Per: time.Minute},
+		}, true},
 		{"wrong secret", wrongSecret, Entry{}, false},
 		{"other prefix", otherPrefix, Entry{}, false},
 		{"unknown id", unknownIDToken(t, s), Entry{}, false},
@@ -63,7 +81,7 @@ func TestLookup(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, ok := s.Lookup(tt.token)
-			if ok != tt.ok || got != tt.want {
+			if ok != tt.ok || !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Lookup = %+v, %v; want %+v, %v", got, ok, tt.want, tt.ok)
 			}
 		})
@@ -73,9 +91,14 @@ func TestLookup(t *testing.T) {
 func TestLookupAllocs(t *testing.T) {
 	s, _, _ := newTestStore(t)
 	_, secret := mustCreate(t, s, NewToken{Prefix: "abcdefghijklmnop", User: "alice", Name: "ci"})
+	_, ruledSecret := mustCreate(t, s, NewToken{User: "alice", Name: "ruled",
+		AllowedIPs: []string{"private_ranges"}, RateLimit: "600/1m",
+		Scope: policy.Scope{ReadOnly: true, Methods: []string{"GET"}, Paths: []string{"/api/*"}, Hosts: []string{"*.example.com"}},
+	})
 	miss := unknownIDToken(t, s)
 	tests := []struct{ name, token string }{
 		{"hit", secret},
+		{"hit with rules", ruledSecret},
 		{"miss", miss},
 		{"malformed", secret[:len(secret)-1] + "x"},
 	}
@@ -305,8 +328,8 @@ func TestIndexApplyOrder(t *testing.T) {
 		t.Run(st.name, func(t *testing.T) {
 			ix.apply(st.apply)
 			e := ix.m["abcdefgh2345"]
-			if e.name != st.wantName || e.revoked != st.wantRevoked {
-				t.Errorf("entry = %s revoked=%v, want %s revoked=%v", e.name, e.revoked, st.wantName, st.wantRevoked)
+			if e.Name != st.wantName || e.Revoked != st.wantRevoked {
+				t.Errorf("entry = %s revoked=%v, want %s revoked=%v", e.Name, e.Revoked, st.wantName, st.wantRevoked)
 			}
 		})
 	}

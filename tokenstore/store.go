@@ -41,8 +41,8 @@ type Options struct {
 	OnPollError func(error)
 }
 
-// Store is a token store backed by one SQLite file. Its methods are safe for
-// concurrent use.
+// Store is a token store, with the groups that may hold tokens, backed by
+// one SQLite file. Its methods are safe for concurrent use.
 type Store struct {
 	path string
 	now  func() time.Time
@@ -50,7 +50,8 @@ type Store struct {
 	writer *sql.DB // one connection, BEGIN IMMEDIATE: every write goes here
 	reader *sql.DB // query-only pool for Get, List and the poller
 
-	index index
+	index   index
+	members memberIndex
 
 	stopPoll  context.CancelFunc
 	pollDone  chan struct{}
@@ -60,7 +61,7 @@ type Store struct {
 
 // Open opens the token store at path, creating the file (mode 0600) and its
 // missing parent directories (mode 0700) if needed, migrates the schema,
-// loads every token into memory and starts the poller. ctx bounds the opening
+// loads every token and group membership into memory and starts the poller. ctx bounds the opening
 // only. Close the Store when done.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if !cgoEnabled {
@@ -94,7 +95,12 @@ func open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 		return nil, err
 	}
 
-	s := &Store{path: path, now: opts.Now, index: index{m: make(map[string]entry)}}
+	s := &Store{
+		path:    path,
+		now:     opts.Now,
+		index:   index{m: make(map[string]entry)},
+		members: memberIndex{m: make(map[string][]string)},
+	}
 	defer func() {
 		if err != nil {
 			s.closeDBs()

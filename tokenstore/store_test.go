@@ -11,10 +11,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/apitoken/caddy-apitoken/policy"
 )
 
 // fakeClock is an injectable Options.Now.
@@ -92,7 +95,18 @@ func rawDB(t *testing.T, path string) *sql.DB {
 // failed call wrote nothing.
 func dumpTable(t *testing.T, path string) string {
 	t.Helper()
-	rows, err := rawDB(t, path).Query(`SELECT * FROM tokens ORDER BY id`)
+	return dumpQuery(t, path, `SELECT * FROM tokens ORDER BY id`)
+}
+
+// dumpMembers is dumpTable for group_members.
+func dumpMembers(t *testing.T, path string) string {
+	t.Helper()
+	return dumpQuery(t, path, `SELECT * FROM group_members ORDER BY group_name, user_key`)
+}
+
+func dumpQuery(t *testing.T, path, query string) string {
+	t.Helper()
+	rows, err := rawDB(t, path).Query(query)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +174,7 @@ func TestCreateGet(t *testing.T) {
 				UpdatedAt:   now,
 				ExpiresAt:   millis(tt.nt.ExpiresAt),
 			}
-			if tok != want {
+			if !reflect.DeepEqual(tok, want) {
 				t.Errorf("Create returned\n%+v, want\n%+v", tok, want)
 			}
 			if !strings.HasPrefix(secret, tt.wantPrefix) {
@@ -176,12 +190,12 @@ func TestCreateGet(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Get: %v", err)
 			}
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("Get returned\n%+v, want\n%+v", got, want)
 			}
 			e, ok := s.Lookup(secret)
-			wantEntry := Entry{ID: tok.ID, User: tok.User, Name: tok.Name, ExpiresAt: tok.ExpiresAt}
-			if !ok || e != wantEntry {
+			wantEntry := Entry{ID: tok.ID, User: tok.User, UserKey: strings.ToLower(tok.User), Name: tok.Name, ExpiresAt: tok.ExpiresAt}
+			if !ok || !reflect.DeepEqual(e, wantEntry) {
 				t.Errorf("Lookup = %+v, %v; want %+v, true", e, ok, wantEntry)
 			}
 			clock.Advance(time.Second)
@@ -362,7 +376,7 @@ func TestList(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(got) != 2 || got[0] != b2 || got[1] != b1 {
+		if !reflect.DeepEqual(got, []Token{b2, b1}) {
 			t.Errorf("List = %+v, want %+v", got, []Token{b2, b1})
 		}
 	})
@@ -439,10 +453,10 @@ func TestUpdate(t *testing.T) {
 		want := tok
 		want.Name, want.Description, want.ExpiresAt = "build", "new", millis(expires)
 		want.UpdatedAt = millis(clock.Now())
-		if got != want {
+		if !reflect.DeepEqual(got, want) {
 			t.Errorf("Update returned\n%+v, want\n%+v", got, want)
 		}
-		if stored, err := s.Get(ctx, tok.ID); err != nil || stored != want {
+		if stored, err := s.Get(ctx, tok.ID); err != nil || !reflect.DeepEqual(stored, want) {
 			t.Errorf("Get = %+v, %v; want %+v", stored, err, want)
 		}
 		if e, ok := s.Lookup(secret); !ok || e.Name != "build" || !e.ExpiresAt.Equal(millis(expires)) {
@@ -529,7 +543,7 @@ func TestRevoke(t *testing.T) {
 	now := millis(clock.Now())
 	want := tok
 	want.RevokedAt, want.UpdatedAt = now, now
-	if revoked != want {
+	if !reflect.DeepEqual(revoked, want) {
 		t.Errorf("Revoke returned\n%+v, want\n%+v", revoked, want)
 	}
 	if revoked.State(clock.Now()) != StateRevoked {
@@ -547,7 +561,7 @@ func TestRevoke(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if again != want {
+		if !reflect.DeepEqual(again, want) {
 			t.Errorf("second Revoke returned\n%+v, want it unchanged\n%+v", again, want)
 		}
 		if after := dumpTable(t, path); after != before {
@@ -604,10 +618,10 @@ func TestRevokeUser(t *testing.T) {
 	if e, ok := s.Lookup(sb); !ok || e.Revoked {
 		t.Errorf("bob's token: Lookup = %+v, %v; want not revoked", e, ok)
 	}
-	if got, _ := s.Get(ctx, a3.ID); got != a3 {
+	if got, _ := s.Get(ctx, a3.ID); !reflect.DeepEqual(got, a3) {
 		t.Errorf("a3 changed: %+v, want %+v", got, a3)
 	}
-	if got, _ := s.Get(ctx, b1.ID); got != b1 {
+	if got, _ := s.Get(ctx, b1.ID); !reflect.DeepEqual(got, b1) {
 		t.Errorf("b1 changed: %+v, want %+v", got, b1)
 	}
 
@@ -648,7 +662,7 @@ func TestRotate(t *testing.T) {
 	now := millis(clock.Now())
 	want := tok
 	want.Hint, want.RotatedAt, want.UpdatedAt = Hint(newSecret), now, now
-	if rotated != want {
+	if !reflect.DeepEqual(rotated, want) {
 		t.Errorf("Rotate returned\n%+v, want\n%+v", rotated, want)
 	}
 	if newSecret == oldSecret || !strings.HasPrefix(newSecret, "acme_") {
@@ -663,7 +677,7 @@ func TestRotate(t *testing.T) {
 	if e, ok := s.Lookup(newSecret); !ok || e.ID != tok.ID || e.Revoked {
 		t.Errorf("Lookup(new secret) = %+v, %v", e, ok)
 	}
-	if got, _ := s.Get(ctx, tok.ID); got != want {
+	if got, _ := s.Get(ctx, tok.ID); !reflect.DeepEqual(got, want) {
 		t.Errorf("Get = %+v, want %+v", got, want)
 	}
 
@@ -867,7 +881,7 @@ func TestMigrations(t *testing.T) {
 		if after := dumpTable(t, path); after != before {
 			t.Errorf("reopening changed the table")
 		}
-		if got, err := s2.Get(t.Context(), tok.ID); err != nil || got != tok {
+		if got, err := s2.Get(t.Context(), tok.ID); err != nil || !reflect.DeepEqual(got, tok) {
 			t.Errorf("Get after reopen = %+v, %v; want %+v", got, err, tok)
 		}
 		if _, ok := s2.Lookup(secret); !ok {
@@ -894,6 +908,58 @@ func TestMigrations(t *testing.T) {
 		}
 		if got := userVersion(t, path); got != latest {
 			t.Errorf("user_version = %d, want %d", got, latest)
+		}
+	})
+	t.Run("from version 1", func(t *testing.T) {
+		path := testDBPath(t)
+		ctx := t.Context()
+		db := rawDB(t, path)
+		if err := applyMigration(ctx, db, migrations[0]); err != nil {
+			t.Fatal(err)
+		}
+		if got := userVersion(t, path); got != 1 {
+			t.Fatalf("user_version = %d, want 1", got)
+		}
+		// A token as a version 1 build wrote it.
+		id, secret, err := Generate(DefaultPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hash := Hash(secret)
+		_, err = db.ExecContext(ctx, `INSERT INTO tokens
+(id, user, user_key, name, description, secret_hash, hint, created_at, updated_at, seq)
+VALUES (?, 'Alice', 'alice', 'ci', 'old', ?, ?, 1000, 1000, 1)`, id, hash[:], Hint(secret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+
+		s := openStore(t, path, Options{PollInterval: -1})
+		if got := userVersion(t, path); got != latest {
+			t.Errorf("user_version = %d, want %d", got, latest)
+		}
+		want := Token{
+			ID: id, User: "Alice", Name: "ci", Description: "old", Hint: Hint(secret),
+			CreatedAt: fromMillis(1000), UpdatedAt: fromMillis(1000),
+		}
+		if got, err := s.Get(ctx, id); err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("Get = %+v, %v; want %+v (no rules)", got, err, want)
+		}
+		e, ok := s.Lookup(secret)
+		if !ok || e.ID != id || e.UserKey != "alice" || e.AllowedIPs != nil || e.Scope != nil || !e.RateLimit.IsZero() {
+			t.Errorf("Lookup = %+v, %v; want the token without rules", e, ok)
+		}
+		if _, err := s.Update(ctx, id, Patch{RateLimit: ptr("10/1s")}); err != nil {
+			t.Errorf("Update of a migrated token: %v", err)
+		}
+		if e, _ := s.Lookup(secret); e.RateLimit != (policy.Rate{Events: 10, Per: time.Second}) {
+			t.Errorf("RateLimit after Update = %+v", e.RateLimit)
+		}
+		mustAddMember(t, s, "eng", "alice")
+		if got := s.GroupsOf("alice"); !reflect.DeepEqual(got, []string{"eng"}) {
+			t.Errorf("GroupsOf(alice) = %q", got)
 		}
 	})
 	t.Run("newer schema is refused", func(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/apitoken/caddy-apitoken/policy"
 )
 
 // Limits on the fields of a token, in bytes.
@@ -39,6 +41,12 @@ type Token struct {
 	ExpiresAt time.Time // zero: never expires
 	RevokedAt time.Time // zero: not revoked
 	RotatedAt time.Time // zero: never rotated
+
+	// The token's rules, in canonical form; the zero values restrict
+	// nothing. See NewToken.
+	AllowedIPs []string     // masked prefixes, e.g. "10.1.2.3/32"; nil: any address
+	Scope      policy.Scope // methods uppercased, empty lists nil
+	RateLimit  string       // e.g. "600/1m" (policy.Rate.String); "": none set
 }
 
 // State returns the token's state at now. A token expires at ExpiresAt
@@ -65,13 +73,28 @@ type NewToken struct {
 	Name        string    // required; unique among the user's unrevoked tokens
 	Description string    // optional
 	ExpiresAt   time.Time // zero: never expires (limits are the caller's policy)
+
+	// AllowedIPs are the client address ranges the token may be used
+	// from: CIDRs, bare addresses (read as /32 or /128) and
+	// "private_ranges", at most 100 prefixes once expanded (see
+	// policy.ParsePrefixes). Empty: any address.
+	AllowedIPs []string
+	// Scope restricts the methods, paths and hosts the token may be used
+	// for, at most 50 of each (see policy.CompileScope). Zero: unrestricted.
+	Scope policy.Scope
+	// RateLimit is the token's own request rate, e.g. "600/1m" (see
+	// policy.ParseRate). Empty: none, the gate's default applies.
+	RateLimit string
 }
 
 // Patch lists the fields Update changes; a nil field stays as it is.
 type Patch struct {
 	Name        *string
 	Description *string
-	ExpiresAt   *time.Time // pointer to the zero time: never expires
+	ExpiresAt   *time.Time    // pointer to the zero time: never expires
+	AllowedIPs  *[]string     // pointer to an empty list: any address
+	Scope       *policy.Scope // pointer to the zero Scope: unrestricted
+	RateLimit   *string       // pointer to "": none
 }
 
 // Filter selects tokens for List; an empty field matches any token.
@@ -83,32 +106,40 @@ type Filter struct {
 // userKey is the form of a user name that comparisons use.
 func userKey(user string) string { return strings.ToLower(user) }
 
-func validateNewToken(nt NewToken) error {
+// validateNewToken checks nt and returns its rules, parsed.
+func validateNewToken(nt NewToken) (rules, error) {
 	if err := ValidPrefix(nt.Prefix); err != nil {
-		return err
+		return rules{}, err
 	}
 	if err := validateUser(nt.User); err != nil {
-		return err
+		return rules{}, err
 	}
 	if err := validateName(nt.Name); err != nil {
-		return err
+		return rules{}, err
 	}
-	return validateDescription(nt.Description)
+	if err := validateDescription(nt.Description); err != nil {
+		return rules{}, err
+	}
+	return parseRules(nt.AllowedIPs, nt.Scope, nt.RateLimit)
 }
 
-func validatePatch(p Patch) error {
-	if p.Name == nil && p.Description == nil && p.ExpiresAt == nil {
-		return fmt.Errorf("%w: nothing to update", ErrInvalid)
+// validatePatch checks p and returns the rules it sets, parsed.
+func validatePatch(p Patch) (rules, error) {
+	if p.Name == nil && p.Description == nil && p.ExpiresAt == nil &&
+		p.AllowedIPs == nil && p.Scope == nil && p.RateLimit == nil {
+		return rules{}, fmt.Errorf("%w: nothing to update", ErrInvalid)
 	}
 	if p.Name != nil {
 		if err := validateName(*p.Name); err != nil {
-			return err
+			return rules{}, err
 		}
 	}
 	if p.Description != nil {
-		return validateDescription(*p.Description)
+		if err := validateDescription(*p.Description); err != nil {
+			return rules{}, err
+		}
 	}
-	return nil
+	return parsePatchRules(p)
 }
 
 func validateFilter(f Filter) error {

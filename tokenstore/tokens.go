@@ -11,13 +11,15 @@ import (
 // record is a whole row: the public Token plus what only the store sees.
 type record struct {
 	Token
-	hash [32]byte
-	seq  int64
+	hash  [32]byte
+	seq   int64
+	rules compiled // Token's rules, parsed
 }
 
 // SQL. Column order of every SELECT is tokenColumns, read by scanRecord.
 const (
-	tokenColumns = `id, user, name, description, hint, created_at, updated_at, expires_at, revoked_at, rotated_at, secret_hash, seq`
+	tokenColumns = `id, user, name, description, hint, created_at, updated_at, expires_at, revoked_at, rotated_at, secret_hash, seq,
+allowed_ips, scope, rate_limit`
 
 	selectTokenByID = `SELECT ` + tokenColumns + ` FROM tokens WHERE id = ?`
 
@@ -41,13 +43,15 @@ ORDER BY created_at DESC, rowid DESC`
 	selectNextSeq = `SELECT COALESCE(MAX(seq), 0) + 1 FROM tokens`
 
 	insertToken = `INSERT INTO tokens
-(id, user, user_key, name, description, secret_hash, hint, created_at, updated_at, expires_at, revoked_at, rotated_at, seq)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+(id, user, user_key, name, description, secret_hash, hint, created_at, updated_at, expires_at, revoked_at, rotated_at, seq,
+ allowed_ips, scope, rate_limit)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 	// The user never changes, so neither does user_key.
 	updateToken = `UPDATE tokens SET
 name = ?, description = ?, secret_hash = ?, hint = ?,
-updated_at = ?, expires_at = ?, revoked_at = ?, rotated_at = ?, seq = ?
+updated_at = ?, expires_at = ?, revoked_at = ?, rotated_at = ?, seq = ?,
+allowed_ips = ?, scope = ?, rate_limit = ?
 WHERE id = ?`
 )
 
@@ -59,12 +63,15 @@ WHERE id = ?`
 // compare case-insensitively. The name is required, at most 128 bytes
 // without control characters, and unique among the user's unrevoked tokens
 // (ErrConflict otherwise). The description is at most 1024 bytes of UTF-8.
-// An empty prefix means DefaultPrefix.
+// An empty prefix means DefaultPrefix. The rules (see NewToken) are checked
+// and stored in canonical form: "10.1.2.3" becomes "10.1.2.3/32",
+// "private_ranges" its prefixes, methods upper case.
 func (s *Store) Create(ctx context.Context, nt NewToken) (Token, string, error) {
 	if nt.Prefix == "" {
 		nt.Prefix = DefaultPrefix
 	}
-	if err := validateNewToken(nt); err != nil {
+	parsed, err := validateNewToken(nt)
+	if err != nil {
 		return Token{}, "", fmt.Errorf("creating token: %w", err)
 	}
 	id, secret, err := Generate(nt.Prefix)
@@ -85,6 +92,7 @@ func (s *Store) Create(ctx context.Context, nt NewToken) (Token, string, error) 
 		},
 		hash: Hash(secret),
 	}
+	rec.setRules(parsed)
 
 	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
@@ -138,11 +146,12 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Token, error) {
 	return tokens(recs), nil
 }
 
-// Update changes the fields set in p. A revoked token can't be updated
-// (ErrConflict); an expired one can, e.g. to extend it. An empty Patch is
-// ErrInvalid.
+// Update changes the fields set in p, rules as Create checks them. A revoked
+// token can't be updated (ErrConflict); an expired one can, e.g. to extend
+// it. An empty Patch is ErrInvalid. The new rules apply to the next Lookup.
 func (s *Store) Update(ctx context.Context, id string, p Patch) (Token, error) {
-	if err := validatePatch(p); err != nil {
+	parsed, err := validatePatch(p)
+	if err != nil {
 		return Token{}, fmt.Errorf("updating token %q: %w", id, err)
 	}
 	if !ValidID(id) {
@@ -169,6 +178,7 @@ func (s *Store) Update(ctx context.Context, id string, p Patch) (Token, error) {
 	if p.ExpiresAt != nil {
 		rec.ExpiresAt = millis(*p.ExpiresAt)
 	}
+	rec.patchRules(p, parsed)
 	rec.UpdatedAt = millis(s.now())
 	if err := updateRecord(ctx, tx, &rec); err != nil {
 		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
@@ -243,7 +253,7 @@ func (s *Store) RevokeUser(ctx context.Context, user string) ([]Token, error) {
 	return tokens(recs), nil
 }
 
-// Rotate gives the token a new secret, keeping its id and settings, and
+// Rotate gives the token a new secret, keeping its id, settings and rules, and
 // returns it with the new secret. The old secret stops working at once. A
 // revoked or expired token can't be rotated (ErrConflict). An empty prefix
 // means DefaultPrefix.
@@ -335,15 +345,24 @@ func nextSeq(ctx context.Context, tx *sql.Tx) (int64, error) {
 }
 
 func insertRecord(ctx context.Context, tx *sql.Tx, rec record) error {
-	_, err := tx.ExecContext(ctx, insertToken,
+	allowedIPs, scope, err := encodeRules(rec)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, insertToken,
 		rec.ID, rec.User, userKey(rec.User), rec.Name, rec.Description, rec.hash[:], rec.Hint,
 		rec.CreatedAt.UnixMilli(), rec.UpdatedAt.UnixMilli(),
-		nullMillis(rec.ExpiresAt), nullMillis(rec.RevokedAt), nullMillis(rec.RotatedAt), rec.seq)
+		nullMillis(rec.ExpiresAt), nullMillis(rec.RevokedAt), nullMillis(rec.RotatedAt), rec.seq,
+		allowedIPs, scope, rec.RateLimit)
 	return conflict(err, rec)
 }
 
 // updateRecord writes the mutable fields of rec and gives it the next seq.
 func updateRecord(ctx context.Context, tx *sql.Tx, rec *record) error {
+	allowedIPs, scope, err := encodeRules(*rec)
+	if err != nil {
+		return err
+	}
 	seq, err := nextSeq(ctx, tx)
 	if err != nil {
 		return err
@@ -351,7 +370,7 @@ func updateRecord(ctx context.Context, tx *sql.Tx, rec *record) error {
 	_, err = tx.ExecContext(ctx, updateToken,
 		rec.Name, rec.Description, rec.hash[:], rec.Hint,
 		rec.UpdatedAt.UnixMilli(), nullMillis(rec.ExpiresAt), nullMillis(rec.RevokedAt), nullMillis(rec.RotatedAt),
-		seq, rec.ID)
+		seq, allowedIPs, scope, rec.RateLimit, rec.ID)
 	if err != nil {
 		return conflict(err, *rec)
 	}
@@ -374,9 +393,11 @@ func scanRecord(row interface{ Scan(...any) error }) (record, error) {
 		created, updated          int64
 		expires, revoked, rotated sql.NullInt64
 		hash                      []byte
+		allowedIPs, scope, rate   string
 	)
 	err := row.Scan(&rec.ID, &rec.User, &rec.Name, &rec.Description, &rec.Hint,
-		&created, &updated, &expires, &revoked, &rotated, &hash, &rec.seq)
+		&created, &updated, &expires, &revoked, &rotated, &hash, &rec.seq,
+		&allowedIPs, &scope, &rate)
 	if err != nil {
 		return record{}, err
 	}
@@ -389,6 +410,9 @@ func scanRecord(row interface{ Scan(...any) error }) (record, error) {
 	rec.ExpiresAt = fromNullMillis(expires)
 	rec.RevokedAt = fromNullMillis(revoked)
 	rec.RotatedAt = fromNullMillis(rotated)
+	if err := decodeRules(&rec, allowedIPs, scope, rate); err != nil {
+		return record{}, err
+	}
 	return rec, nil
 }
 

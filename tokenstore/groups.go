@@ -1,0 +1,324 @@
+package tokenstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/apitoken/caddy-apitoken/policy"
+)
+
+// Member is one user's membership of a group.
+type Member struct {
+	Group   string
+	User    string    // as first given; users compare case-insensitively
+	AddedAt time.Time // UTC, millisecond precision
+}
+
+// GroupInfo describes a group that has members.
+type GroupInfo struct {
+	Name    string
+	Members int
+}
+
+// SQL for group_members.
+const (
+	selectMember = `SELECT group_name, user, added_at FROM group_members WHERE group_name = ? AND user_key = ?`
+
+	selectMembers = `SELECT group_name, user, added_at FROM group_members WHERE group_name = ? ORDER BY user_key`
+
+	selectGroups = `SELECT group_name, COUNT(*) FROM group_members GROUP BY group_name ORDER BY group_name`
+
+	selectMemberships = `SELECT user_key, group_name FROM group_members ORDER BY user_key, group_name`
+
+	insertMember = `INSERT INTO group_members (group_name, user_key, user, added_at) VALUES (?, ?, ?, ?)`
+
+	deleteMember = `DELETE FROM group_members WHERE group_name = ? AND user_key = ?`
+)
+
+// AddMember puts user in group and reports whether it was added: false if
+// the user, compared case-insensitively, already was a member, in which case
+// the stored Member, with the spelling first given, is returned. The group
+// name must pass policy.ValidGroupName and the user the rules of Create
+// (ErrInvalid otherwise). A group exists while it has members. GroupsOf
+// reflects the change when AddMember returns.
+func (s *Store) AddMember(ctx context.Context, group, user string) (Member, bool, error) {
+	if err := validateMember(group, user); err != nil {
+		return Member{}, false, fmt.Errorf("adding member to group: %w", err)
+	}
+	key := userKey(user)
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
+	}
+	defer tx.Rollback()
+	m, found, err := findMember(ctx, tx, group, key)
+	if err != nil {
+		return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
+	}
+	if !found {
+		m = Member{Group: group, User: user, AddedAt: millis(s.now())}
+		if err := insertMemberRow(ctx, tx, m); err != nil {
+			return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
+		}
+	}
+	if err := s.members.commit(tx, key, group, true); err != nil {
+		return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
+	}
+	return m, !found, nil
+}
+
+// RemoveMember takes user, compared case-insensitively, out of group and
+// reports whether it was a member. GroupsOf reflects the change when
+// RemoveMember returns.
+func (s *Store) RemoveMember(ctx context.Context, group, user string) (bool, error) {
+	if err := validateMember(group, user); err != nil {
+		return false, fmt.Errorf("removing member from group: %w", err)
+	}
+	key := userKey(user)
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("removing %q from group %s: %w", user, group, err)
+	}
+	defer tx.Rollback()
+	removed, err := deleteMemberRow(ctx, tx, group, key)
+	if err != nil {
+		return false, fmt.Errorf("removing %q from group %s: %w", user, group, err)
+	}
+	if err := s.members.commit(tx, key, group, false); err != nil {
+		return false, fmt.Errorf("removing %q from group %s: %w", user, group, err)
+	}
+	return removed, nil
+}
+
+// Members returns the members of group sorted by user, ignoring case. The
+// slice is empty, never nil, for a group without members.
+func (s *Store) Members(ctx context.Context, group string) ([]Member, error) {
+	if err := policy.ValidGroupName(group); err != nil {
+		return nil, fmt.Errorf("listing group members: %w: %w", ErrInvalid, err)
+	}
+	tx, err := s.reader.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("listing members of group %s: %w", group, err)
+	}
+	defer tx.Rollback()
+	ms, err := queryMembers(ctx, tx, group)
+	if err != nil {
+		return nil, fmt.Errorf("listing members of group %s: %w", group, err)
+	}
+	return ms, nil
+}
+
+// Groups returns the groups that have members, sorted by name. The slice is
+// never nil.
+func (s *Store) Groups(ctx context.Context) ([]GroupInfo, error) {
+	tx, err := s.reader.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("listing groups: %w", err)
+	}
+	defer tx.Rollback()
+	gs, err := queryGroups(ctx, tx)
+	if err != nil {
+		return nil, fmt.Errorf("listing groups: %w", err)
+	}
+	return gs, nil
+}
+
+// GroupsOf returns the sorted names of the groups whose member is the user
+// with the given key (strings.ToLower(user), as Entry.UserKey), or nil. It
+// answers from memory, without allocating: the slice is shared, and callers
+// must not modify it. Changes made through this Store apply when their
+// method returns; changes made by other processes, once the poller has seen
+// them.
+func (s *Store) GroupsOf(userKey string) []string {
+	return s.members.groupsOf(userKey)
+}
+
+func validateMember(group, user string) error {
+	if err := policy.ValidGroupName(group); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return validateUser(user)
+}
+
+// findMember returns the membership of the user with key in group, if any.
+func findMember(ctx context.Context, q queryer, group, key string) (Member, bool, error) {
+	m, err := scanMember(q.QueryRowContext(ctx, selectMember, group, key))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Member{}, false, nil
+	}
+	if err != nil {
+		return Member{}, false, err
+	}
+	return m, true, nil
+}
+
+func insertMemberRow(ctx context.Context, tx *sql.Tx, m Member) error {
+	_, err := tx.ExecContext(ctx, insertMember, m.Group, userKey(m.User), m.User, m.AddedAt.UnixMilli())
+	return err
+}
+
+// deleteMemberRow deletes a membership and reports whether there was one.
+func deleteMemberRow(ctx context.Context, tx *sql.Tx, group, key string) (bool, error) {
+	res, err := tx.ExecContext(ctx, deleteMember, group, key)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, err
+	}
+	return n > 0, nil
+}
+
+func queryMembers(ctx context.Context, q queryer, group string) ([]Member, error) {
+	rows, err := q.QueryContext(ctx, selectMembers, group)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	ms := []Member{}
+	for rows.Next() {
+		m, err := scanMember(rows)
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, m)
+	}
+	return ms, rows.Err()
+}
+
+func queryGroups(ctx context.Context, q queryer) ([]GroupInfo, error) {
+	rows, err := q.QueryContext(ctx, selectGroups)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	gs := []GroupInfo{}
+	for rows.Next() {
+		var g GroupInfo
+		if err := rows.Scan(&g.Name, &g.Members); err != nil {
+			return nil, err
+		}
+		gs = append(gs, g)
+	}
+	return gs, rows.Err()
+}
+
+// loadMemberships reads the whole group_members table into the form the
+// membership index keeps.
+func loadMemberships(ctx context.Context, q queryer) (map[string][]string, error) {
+	rows, err := q.QueryContext(ctx, selectMemberships)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	m := make(map[string][]string)
+	for rows.Next() {
+		var key, group string
+		if err := rows.Scan(&key, &group); err != nil {
+			return nil, err
+		}
+		m[key] = append(m[key], group) // sorted by the query
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for key, groups := range m {
+		m[key] = slices.Clip(groups) // an append by a reader copies
+	}
+	return m, nil
+}
+
+func scanMember(row interface{ Scan(...any) error }) (Member, error) {
+	var m Member
+	var added int64
+	if err := row.Scan(&m.Group, &m.User, &added); err != nil {
+		return Member{}, err
+	}
+	m.AddedAt = fromMillis(added)
+	return m, nil
+}
+
+// memberIndex maps a user key to the sorted names of the user's groups, for
+// GroupsOf. A published slice is never changed: every change builds a new
+// one (copy-on-write), so readers can keep what they got without copying.
+//
+// The index must not let a removed membership come back. Two kinds of
+// change reach it: a write method's commit followed by its update of one
+// user's list, and the poller's reload, a read of the whole table followed
+// by a swap of the map. If a reload read the table before a removal
+// committed and swapped after the removal had updated the index, the stale
+// snapshot would bring the membership back until the next poll; and two
+// write methods could apply their updates in the opposite order of their
+// commits. So sync is held across each of those pairs: every commit with its
+// update, every read with its swap. The index then always equals the table
+// as of some moment, give or take commits by other processes not yet
+// polled, and the lock is never held while waiting for the write lock
+// (only while committing an already written transaction).
+type memberIndex struct {
+	sync sync.Mutex   // orders the changes; see above
+	mu   sync.RWMutex // guards m
+	m    map[string][]string
+}
+
+// groupsOf returns the groups of the user with key; see Store.GroupsOf.
+func (ix *memberIndex) groupsOf(key string) []string {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.m[key]
+}
+
+// commit commits tx, which made the user with key a member of group or not,
+// and then makes the index say the same.
+func (ix *memberIndex) commit(tx *sql.Tx, key, group string, member bool) error {
+	ix.sync.Lock()
+	defer ix.sync.Unlock()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	ix.set(key, group, member)
+	return nil
+}
+
+// set makes the user with key a member of group or not, building a new
+// slice for that user.
+func (ix *memberIndex) set(key, group string, member bool) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	cur := ix.m[key]
+	i, found := slices.BinarySearch(cur, group)
+	switch {
+	case member && !found:
+		next := make([]string, 0, len(cur)+1)
+		next = append(next, cur[:i]...)
+		next = append(next, group)
+		next = append(next, cur[i:]...)
+		ix.m[key] = next
+	case !member && found && len(cur) == 1:
+		delete(ix.m, key)
+	case !member && found:
+		next := make([]string, 0, len(cur)-1)
+		next = append(next, cur[:i]...)
+		next = append(next, cur[i+1:]...)
+		ix.m[key] = next
+	}
+}
+
+// reload replaces the whole index with what load reads from the table.
+func (ix *memberIndex) reload(load func() (map[string][]string, error)) error {
+	ix.sync.Lock()
+	defer ix.sync.Unlock()
+	m, err := load()
+	if err != nil {
+		return err
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.m = m
+	return nil
+}
