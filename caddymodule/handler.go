@@ -402,7 +402,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.authFailed(w, r, next, policy.ReasonNoCredentials, cred, tokenstore.Entry{}, ip, now)
 	}
 
-	if _, ok := tokenstore.Parse(cred.Secret); !ok {
+	id, ok := tokenstore.Parse(cred.Secret)
+	if !ok {
 		switch {
 		case cred.Scheme != policy.SchemeBasic:
 			return h.authFailed(w, r, next, policy.ReasonMalformedToken, cred, tokenstore.Entry{}, ip, now)
@@ -413,7 +414,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.authFailed(w, r, next, policy.ReasonPasswordBlocked, cred, tokenstore.Entry{}, ip, now)
 	}
 
-	entry, found := h.app.store.Lookup(cred.Secret)
+	entry, found := h.app.store.LookupID(id, cred.Secret)
 	facts := policy.TokenFacts{Found: found, Revoked: entry.Revoked, Owner: entry.User, ExpiresAt: entry.ExpiresAt}
 	if reason := policy.CheckToken(now, facts, cred); reason != policy.ReasonOK {
 		return h.authFailed(w, r, next, reason, cred, entry, ip, now)

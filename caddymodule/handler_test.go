@@ -62,7 +62,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 // testHandler returns a handler over a fresh store in a temp dir, without
 // a Caddy server.
-func testHandler(t *testing.T) (*Handler, *tokenstore.Store, *fakeClock, *captureSink) {
+func testHandler(t testing.TB) (*Handler, *tokenstore.Store, *fakeClock, *captureSink) {
 	t.Helper()
 	clock := &fakeClock{now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
 	st, err := tokenstore.Open(context.Background(), filepath.Join(t.TempDir(), "t.db"), tokenstore.Options{Now: clock.Now})
