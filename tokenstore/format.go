@@ -206,6 +206,7 @@ func crc32String(s string) uint32 {
 	}
 	return ^crc
 }
+
 // Hash returns the SHA-256 of the whole token string, the only form in which
 // a token is stored. It does not allocate for strings up to the length of a
 // token.
