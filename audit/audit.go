@@ -54,6 +54,8 @@ const (
 
 // Event is one audit record. Reason is a policy reason constant.
 type Event struct {
+	// ID is the stored event's sequence number (0 until stored).
+	ID      int64
 	Time    time.Time
 	Type    Type
 	Outcome Outcome

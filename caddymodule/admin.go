@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,6 +38,7 @@ func init() {
 //	GET    /api_tokens/groups/{group}/members list a group's members
 //	PUT    /api_tokens/groups/{group}/members/{user}  add a member
 //	DELETE /api_tokens/groups/{group}/members/{user}  remove a member
+//	GET    /api_tokens/audit[?type=&outcome=&user=&token=&client_ip=&since=&until=&cursor=&limit=]
 type adminAPI struct {
 	ctx caddy.Context
 }
@@ -104,6 +106,11 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			return methodNotAllowed(w, r, "DELETE")
 		}
 		return a.revokeUser(w, r, app, parts[1])
+	case len(parts) == 1 && parts[0] == "audit":
+		if r.Method != http.MethodGet {
+			return methodNotAllowed(w, r, "GET")
+		}
+		return a.queryAudit(w, r, app)
 	case len(parts) == 1 && parts[0] == "groups":
 		if r.Method != http.MethodGet {
 			return methodNotAllowed(w, r, "GET")
@@ -146,24 +153,46 @@ func (a *adminAPI) app() (*App, error) {
 // tokenJSON is a token as the admin API shows it. Token holds the secret
 // and is only ever set in the answer to a create or rotate call.
 type tokenJSON struct {
-	ID          string     `json:"id"`
-	User        string     `json:"user"`
-	Name        string     `json:"name"`
-	Description string     `json:"description,omitempty"`
-	Hint        string     `json:"hint"`
-	State       string     `json:"state"`
-	CreatedAt   time.Time  `json:"created_at"`
-	UpdatedAt   time.Time  `json:"updated_at"`
-	ExpiresAt   *time.Time `json:"expires_at"` // null: never expires
-	RevokedAt   *time.Time `json:"revoked_at,omitempty"`
-	RotatedAt   *time.Time `json:"rotated_at,omitempty"`
-	AllowedIPs  []string   `json:"allowed_ips,omitempty"`
-	ReadOnly    bool       `json:"read_only,omitempty"`
-	Methods     []string   `json:"methods,omitempty"`
-	Paths       []string   `json:"paths,omitempty"`
-	Hosts       []string   `json:"hosts,omitempty"`
-	RateLimit   string     `json:"rate_limit,omitempty"`
-	Token       string     `json:"token,omitempty"`
+	ID          string         `json:"id"`
+	User        string         `json:"user"`
+	Name        string         `json:"name"`
+	Description string         `json:"description,omitempty"`
+	Hint        string         `json:"hint"`
+	State       string         `json:"state"`
+	CreatedAt   time.Time      `json:"created_at"`
+	UpdatedAt   time.Time      `json:"updated_at"`
+	ExpiresAt   *time.Time     `json:"expires_at"` // null: never expires
+	RevokedAt   *time.Time     `json:"revoked_at,omitempty"`
+	RotatedAt   *time.Time     `json:"rotated_at,omitempty"`
+	AllowedIPs  []string       `json:"allowed_ips,omitempty"`
+	ReadOnly    bool           `json:"read_only,omitempty"`
+	Methods     []string       `json:"methods,omitempty"`
+	Paths       []string       `json:"paths,omitempty"`
+	Hosts       []string       `json:"hosts,omitempty"`
+	RateLimit   string         `json:"rate_limit,omitempty"`
+	LastUsedAt  *time.Time     `json:"last_used_at"` // null: never used
+	LastUsedIP  string         `json:"last_used_ip,omitempty"`
+	UseCount    int64          `json:"use_count"`
+	RecentIPs   []audit.IPSeen `json:"recent_ips,omitempty"`
+	Token       string         `json:"token,omitempty"`
+}
+
+// tokenJSON shows a token with its usage: what the store has, plus what
+// the app has counted since the last flush.
+func (app *App) tokenJSON(t tokenstore.Token, now time.Time) tokenJSON {
+	out := toJSON(t, now)
+	u := audit.Usage{TokenID: t.ID, LastUsedAt: t.LastUsedAt, LastIP: t.LastUsedIP, Count: t.UseCount, RecentIPs: t.RecentIPs}
+	if app.auditState != nil {
+		if pending, ok := app.auditState.usage.Pending(t.ID); ok {
+			u = audit.MergeUsage(u, pending)
+		}
+	}
+	if !u.LastUsedAt.IsZero() {
+		last := u.LastUsedAt.UTC()
+		out.LastUsedAt = &last
+	}
+	out.LastUsedIP, out.UseCount, out.RecentIPs = u.LastIP, u.Count, u.RecentIPs
+	return out
 }
 
 func toJSON(t tokenstore.Token, now time.Time) tokenJSON {
@@ -295,6 +324,7 @@ func (a *adminAPI) create(w http.ResponseWriter, r *http.Request, app *App) erro
 	if err != nil {
 		return err
 	}
+	ev := adminEvent(r, audit.TypeTokenCreated)
 	tok, secret, err := app.store.Create(r.Context(), tokenstore.NewToken{
 		Prefix:      app.TokenPrefix,
 		User:        req.User,
@@ -304,12 +334,14 @@ func (a *adminAPI) create(w http.ResponseWriter, r *http.Request, app *App) erro
 		AllowedIPs:  req.AllowedIPs,
 		Scope:       policy.Scope{ReadOnly: req.ReadOnly, Methods: req.Methods, Paths: req.Paths, Hosts: req.Hosts},
 		RateLimit:   req.RateLimit,
-	})
+	}, app.inTx(ev))
 	if err != nil {
 		return storeError("creating token", err)
 	}
-	app.recordAdmin(r, audit.TypeTokenCreated, tok.User, tok.ID, nil, 0)
-	out := toJSON(tok, now)
+	app.adminDone(ev, tok)
+	app.auditState.emit(app.auditState.ctx, eventCreated, tokenEventData(tok))
+	app.sweepExpiringOnce(r.Context()) // a short-lived token warns at once
+	out := app.tokenJSON(tok, now)
 	out.Token = secret
 	return writeJSON(w, http.StatusCreated, out)
 }
@@ -334,7 +366,7 @@ func (a *adminAPI) list(w http.ResponseWriter, r *http.Request, app *App) error 
 	now := app.now()
 	out := make([]tokenJSON, 0, len(toks))
 	for _, t := range toks {
-		out = append(out, toJSON(t, now))
+		out = append(out, app.tokenJSON(t, now))
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
@@ -344,7 +376,7 @@ func (a *adminAPI) show(w http.ResponseWriter, r *http.Request, app *App, id str
 	if err != nil {
 		return storeError("getting token", err)
 	}
-	return writeJSON(w, http.StatusOK, toJSON(tok, app.now()))
+	return writeJSON(w, http.StatusOK, app.tokenJSON(tok, app.now()))
 }
 
 type updateRequest struct {
@@ -407,21 +439,34 @@ func (a *adminAPI) update(w http.ResponseWriter, r *http.Request, app *App, id s
 	if len(changed) == 0 {
 		return badRequest(errors.New("nothing to update: give name, description, expires_in, expires_at, allowed_ips, read_only, methods, paths, hosts or rate_limit"))
 	}
-	tok, err := app.store.Update(r.Context(), id, p)
+	ev := adminEvent(r, audit.TypeTokenUpdated)
+	ev.Changed = changed
+	tok, err := app.store.Update(r.Context(), id, p, app.inTx(ev))
 	if err != nil {
 		return storeError("updating token", err)
 	}
-	app.recordAdmin(r, audit.TypeTokenUpdated, tok.User, tok.ID, changed, 0)
-	return writeJSON(w, http.StatusOK, toJSON(tok, now))
+	app.adminDone(ev, tok)
+	if p.ExpiresAt != nil {
+		app.sweepExpiringOnce(r.Context())
+	}
+	return writeJSON(w, http.StatusOK, app.tokenJSON(tok, now))
 }
 
 func (a *adminAPI) revoke(w http.ResponseWriter, r *http.Request, app *App, id string) error {
-	tok, err := app.store.Revoke(r.Context(), id)
+	before, err := app.store.Get(r.Context(), id)
 	if err != nil {
 		return storeError("revoking token", err)
 	}
-	app.recordAdmin(r, audit.TypeTokenRevoked, tok.User, tok.ID, nil, 0)
-	return writeJSON(w, http.StatusOK, toJSON(tok, app.now()))
+	ev := adminEvent(r, audit.TypeTokenRevoked)
+	tok, err := app.store.Revoke(r.Context(), id, app.inTx(ev))
+	if err != nil {
+		return storeError("revoking token", err)
+	}
+	if before.RevokedAt.IsZero() { // revoking twice changes nothing and records nothing
+		app.adminDone(ev, tok)
+		app.auditState.emit(app.auditState.ctx, eventRevoked, tokenEventData(tok))
+	}
+	return writeJSON(w, http.StatusOK, app.tokenJSON(tok, app.now()))
 }
 
 func (a *adminAPI) rotate(w http.ResponseWriter, r *http.Request, app *App, id string) error {
@@ -435,12 +480,13 @@ func (a *adminAPI) rotate(w http.ResponseWriter, r *http.Request, app *App, id s
 	if err := app.checkHolder(cur.User); err != nil {
 		return err
 	}
-	tok, secret, err := app.store.Rotate(r.Context(), id, app.TokenPrefix)
+	ev := adminEvent(r, audit.TypeTokenRotated)
+	tok, secret, err := app.store.Rotate(r.Context(), id, app.TokenPrefix, app.inTx(ev))
 	if err != nil {
 		return storeError("rotating token", err)
 	}
-	app.recordAdmin(r, audit.TypeTokenRotated, tok.User, tok.ID, nil, 0)
-	out := toJSON(tok, app.now())
+	app.adminDone(ev, tok)
+	out := app.tokenJSON(tok, app.now())
 	out.Token = secret
 	return writeJSON(w, http.StatusCreated, out)
 }
@@ -453,16 +499,21 @@ type revokeUserResponse struct {
 }
 
 func (a *adminAPI) revokeUser(w http.ResponseWriter, r *http.Request, app *App, user string) error {
-	toks, err := app.store.RevokeUser(r.Context(), user)
+	ev := adminEvent(r, audit.TypeUserTokensRevoked)
+	toks, err := app.store.RevokeUser(r.Context(), user, app.inTx(ev))
 	if err != nil {
 		return storeError("revoking tokens of user", err)
+	}
+	ev.User, ev.Count = user, len(toks)
+	app.adminDone(ev, tokenstore.Token{})
+	for _, t := range toks {
+		app.auditState.emit(app.auditState.ctx, eventRevoked, tokenEventData(t))
 	}
 	now := app.now()
 	out := revokeUserResponse{User: user, Revoked: len(toks), Tokens: make([]tokenJSON, 0, len(toks))}
 	for _, t := range toks {
-		out.Tokens = append(out.Tokens, toJSON(t, now))
+		out.Tokens = append(out.Tokens, app.tokenJSON(t, now))
 	}
-	app.recordAdmin(r, audit.TypeUserTokensRevoked, user, "", nil, len(toks))
 	return writeJSON(w, http.StatusOK, out)
 }
 
@@ -510,14 +561,16 @@ func (a *adminAPI) addMember(w http.ResponseWriter, r *http.Request, app *App, g
 	if err := decodeEmptyBody(w, r); err != nil {
 		return err
 	}
-	m, added, err := app.store.AddMember(r.Context(), group, user)
+	ev := adminEvent(r, audit.TypeGroupMemberAdded)
+	m, added, err := app.store.AddMember(r.Context(), group, user, app.inTx(ev))
 	if err != nil {
 		return storeError("adding group member", err)
 	}
 	status := http.StatusOK
 	if added {
 		status = http.StatusCreated
-		app.recordAdminEvent(r, audit.Event{Type: audit.TypeGroupMemberAdded, User: m.User, Group: m.Group})
+		ev.User, ev.Group = m.User, m.Group
+		app.adminDone(ev, tokenstore.Token{})
 	}
 	return writeJSON(w, status, memberJSON{Group: m.Group, User: m.User, AddedAt: m.AddedAt.UTC()})
 }
@@ -526,14 +579,16 @@ func (a *adminAPI) removeMember(w http.ResponseWriter, r *http.Request, app *App
 	if err := policy.ValidGroupName(group); err != nil {
 		return badRequest(err)
 	}
-	removed, err := app.store.RemoveMember(r.Context(), group, user)
+	ev := adminEvent(r, audit.TypeGroupMemberRemoved)
+	removed, err := app.store.RemoveMember(r.Context(), group, user, app.inTx(ev))
 	if err != nil {
 		return storeError("removing group member", err)
 	}
 	if !removed {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("user %q is not a member of group %q", user, group)}
 	}
-	app.recordAdminEvent(r, audit.Event{Type: audit.TypeGroupMemberRemoved, User: user, Group: group})
+	ev.User, ev.Group = user, group
+	app.adminDone(ev, tokenstore.Token{})
 	return writeJSON(w, http.StatusOK, struct {
 		Group   string `json:"group"`
 		User    string `json:"user"`
@@ -541,20 +596,40 @@ func (a *adminAPI) removeMember(w http.ResponseWriter, r *http.Request, app *App
 	}{group, user, true})
 }
 
-// recordAdmin audits a change made through the admin API.
-func (app *App) recordAdmin(r *http.Request, typ audit.Type, user, tokenID string, changed []string, count int) {
-	app.recordAdminEvent(r, audit.Event{Type: typ, User: user, TokenID: tokenID, Changed: changed, Count: count})
+// adminEvent starts the audit event of a change made through the admin
+// API; the store completes it (time, token, user) in the change's
+// transaction.
+func adminEvent(r *http.Request, typ audit.Type) *audit.Event {
+	return &audit.Event{Type: typ, Outcome: audit.OutcomeSuccess, Actor: hostOnly(r.RemoteAddr), Method: r.Method, Path: r.URL.Path}
 }
 
-// recordAdminEvent completes an admin audit event with the request's
-// details and records it.
-func (app *App) recordAdminEvent(r *http.Request, e audit.Event) {
-	e.Time = app.now()
-	e.Outcome = audit.OutcomeSuccess
-	e.Actor = r.RemoteAddr
-	e.Method = r.Method
-	e.Path = r.URL.Path
-	app.audit.Record(e)
+// inTx returns ev for the store to write in the change's transaction, or
+// nil if admin events are not stored.
+func (app *App) inTx(ev *audit.Event) *audit.Event {
+	if app.auditState.recorder.StoresAdmin() {
+		return ev
+	}
+	return nil
+}
+
+// adminDone logs a completed admin change (the store has already written
+// it, if it is stored), filling in what the store would have.
+func (app *App) adminDone(ev *audit.Event, tok tokenstore.Token) {
+	if ev.Time.IsZero() {
+		ev.Time = app.now()
+	}
+	if ev.TokenID == "" {
+		ev.TokenID = tok.ID
+	}
+	if ev.User == "" {
+		ev.User = tok.User
+	}
+	app.auditState.recorder.Admin(*ev)
+}
+
+// tokenEventData is the payload of a token's Caddy events.
+func tokenEventData(t tokenstore.Token) map[string]any {
+	return map[string]any{"token_id": t.ID, "user": t.User, "name": t.Name, "expires_at": t.ExpiresAt}
 }
 
 // pathParts splits the request path below prefix into unescaped segments.
@@ -684,3 +759,100 @@ var (
 	_ caddy.AdminRouter = (*adminAPI)(nil)
 	_ caddy.Provisioner = (*adminAPI)(nil)
 )
+
+// eventJSON is an audit event as the admin API shows it.
+type eventJSON struct {
+	ID       int64     `json:"id"`
+	Time     time.Time `json:"time"`
+	Type     string    `json:"type"`
+	Outcome  string    `json:"outcome"`
+	Reason   string    `json:"reason,omitempty"`
+	User     string    `json:"user,omitempty"`
+	TokenID  string    `json:"token_id,omitempty"`
+	Scheme   string    `json:"scheme,omitempty"`
+	ClientIP string    `json:"client_ip,omitempty"`
+	Method   string    `json:"method,omitempty"`
+	Host     string    `json:"host,omitempty"`
+	Path     string    `json:"path,omitempty"`
+	Status   int       `json:"status,omitempty"`
+	Actor    string    `json:"actor,omitempty"`
+	Changed  []string  `json:"changed,omitempty"`
+	Count    int       `json:"count,omitempty"`
+	Group    string    `json:"group,omitempty"`
+	Rule     string    `json:"rule,omitempty"`
+}
+
+// auditPageJSON answers GET /api_tokens/audit.
+type auditPageJSON struct {
+	Events     []eventJSON `json:"events"`
+	NextCursor string      `json:"next_cursor,omitempty"`
+}
+
+// auditFilters are the query parameters of GET /api_tokens/audit.
+var auditFilters = map[string]bool{
+	"type": true, "outcome": true, "user": true, "token": true, "client_ip": true,
+	"since": true, "until": true, "cursor": true, "limit": true,
+}
+
+func (a *adminAPI) queryAudit(w http.ResponseWriter, r *http.Request, app *App) error {
+	q := r.URL.Query()
+	for key, vals := range q {
+		if !auditFilters[key] {
+			return badRequest(fmt.Errorf("unknown query parameter %q (filters are type, outcome, user, token, client_ip, since, until, cursor, limit)", key))
+		}
+		if len(vals) > 1 && key != "type" {
+			return badRequest(fmt.Errorf("query parameter %q given %d times", key, len(vals)))
+		}
+	}
+	query := audit.Query{
+		Outcome:  audit.Outcome(q.Get("outcome")),
+		User:     q.Get("user"),
+		TokenID:  q.Get("token"),
+		ClientIP: q.Get("client_ip"),
+		Cursor:   q.Get("cursor"),
+	}
+	for _, v := range q["type"] {
+		for t := range strings.SplitSeq(v, ",") {
+			typ := audit.Type(strings.TrimSpace(t))
+			if typ.Class() == "" {
+				return badRequest(fmt.Errorf("type %q: not an audit event type", t))
+			}
+			query.Types = append(query.Types, typ)
+		}
+	}
+	switch query.Outcome {
+	case "", audit.OutcomeSuccess, audit.OutcomeFailure, audit.OutcomeDenied, audit.OutcomePassed, audit.OutcomeReported:
+	default:
+		return badRequest(fmt.Errorf("outcome %q: must be success, failure, denied, passed or reported", query.Outcome))
+	}
+	for name, dst := range map[string]*time.Time{"since": &query.Since, "until": &query.Until} {
+		if v := q.Get(name); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				return badRequest(fmt.Errorf("%s %q: not an RFC 3339 time such as 2026-11-01T00:00:00Z", name, v))
+			}
+			*dst = t
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > audit.MaxQueryLimit {
+			return badRequest(fmt.Errorf("limit %q: must be a whole number from 1 to %d", v, audit.MaxQueryLimit))
+		}
+		query.Limit = n
+	}
+	page, err := app.store.QueryAudit(r.Context(), query)
+	if err != nil {
+		return storeError("querying audit events", err)
+	}
+	out := auditPageJSON{Events: make([]eventJSON, 0, len(page.Events)), NextCursor: page.NextCursor}
+	for _, e := range page.Events {
+		out.Events = append(out.Events, eventJSON{
+			ID: e.ID, Time: e.Time.UTC(), Type: string(e.Type), Outcome: string(e.Outcome), Reason: e.Reason,
+			User: e.User, TokenID: e.TokenID, Scheme: e.Scheme, ClientIP: e.ClientIP, Method: e.Method,
+			Host: e.Host, Path: e.Path, Status: e.Status, Actor: e.Actor, Changed: e.Changed,
+			Count: e.Count, Group: e.Group, Rule: e.Rule,
+		})
+	}
+	return writeJSON(w, http.StatusOK, out)
+}

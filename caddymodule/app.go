@@ -77,13 +77,19 @@ type App struct {
 	// groups gets the most generous one. Default: none.
 	Groups map[string]*GroupRules `json:"groups,omitempty"`
 
-	store    *tokenstore.Store
-	storeKey string
-	audit    audit.Sink
-	logger   *zap.Logger
-	now      func() time.Time
-	holders  policy.Holders
-	perGroup map[string]policy.Validity
+	// The audit trail: which events are recorded (to the log
+	// `api_tokens.audit` and the token database) and for how long.
+	// Default: admin, failure and denied events, kept 90d.
+	Audit *AuditConfig `json:"audit,omitempty"`
+
+	store      *tokenstore.Store
+	storeKey   string
+	audit      audit.Sink
+	auditState *auditState
+	logger     *zap.Logger
+	now        func() time.Time
+	holders    policy.Holders
+	perGroup   map[string]policy.Validity
 }
 
 // GroupRules are a group's own lifetime rules.
@@ -108,7 +114,6 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // Provision applies defaults and takes a reference to the token store.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	a.audit = audit.ZapSink{Logger: a.logger.Named("audit")}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -156,6 +161,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.store = v.(storeHandle).Store
 	a.storeKey = abs
+	if err := a.provisionAudit(ctx); err != nil {
+		return err
+	}
+	a.audit = a.auditState.recorder
 	return nil
 }
 
@@ -188,15 +197,24 @@ var errNoCgo = errors.New("api_tokens needs a cgo build for its SQLite store (gi
 	"but this Caddy was built with CGO_ENABLED=0: rebuild it with a C compiler installed and " +
 	"`CGO_ENABLED=1 xcaddy build --with github.com/apitoken/caddy-apitoken/caddymodule`")
 
-// Start implements caddy.App; the store is ready after Provision.
-func (a *App) Start() error { return nil }
+// Start runs the app's background work: the audit queue's writer, usage
+// flushes, audit retention and the expiry sweep.
+func (a *App) Start() error {
+	a.startAudit()
+	return nil
+}
 
-// Stop implements caddy.App; the store is released in Cleanup.
-func (a *App) Stop() error { return nil }
+// Stop ends the background work, writing out queued audit events and
+// pending usage first. The store is released in Cleanup.
+func (a *App) Stop() error {
+	a.stopAudit()
+	return nil
+}
 
 // Cleanup drops this config's reference to the token store. The store is
 // closed when no config uses it any more.
 func (a *App) Cleanup() error {
+	a.stopAudit() // in case Start ran but Stop did not
 	if a.store == nil {
 		return nil
 	}

@@ -59,7 +59,7 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 			ExpiresAt:  clock.Now().Add(24 * time.Hour),
 			AllowedIPs: []string{"198.51.100.0/24"},
 			Scope:      policy.Scope{Methods: []string{"GET", "POST"}, Paths: []string{"/rest/api/*"}},
-		})
+		}, nil)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -67,7 +67,7 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 			g.secret = secret
 		}
 	}
-	if _, _, err := st.AddMember(ctx, "staff", "user0"); err != nil {
+	if _, _, err := st.AddMember(ctx, "staff", "user0", nil); err != nil {
 		tb.Fatal(err)
 	}
 	_, g.unknown, _ = tokenstore.Generate("caddytok")

@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/policy"
 )
 
@@ -248,6 +249,12 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //	            default_validity <duration>
 //	            max_validity     <duration>|unlimited
 //	        }
+//	        audit {
+//	            events         <admin|failure|denied|success...>
+//	            sample_success <fraction>
+//	            retain         <duration>
+//	            expiry_warning <duration>
+//	        }
 //	    }
 //	}
 //
@@ -278,6 +285,13 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := a.unmarshalGroup(d); err != nil {
 				return err
 			}
+			continue
+		case "audit":
+			cfg, err := parseAudit(d)
+			if err != nil {
+				return err
+			}
+			a.Audit = cfg
 			continue
 		}
 		var val string
@@ -360,6 +374,59 @@ func (a *App) unmarshalGroup(d *caddyfile.Dispenser) error {
 	}
 	a.Groups[name] = g
 	return nil
+}
+
+// parseAudit parses the audit block of the api_tokens option.
+func parseAudit(d *caddyfile.Dispenser) (*AuditConfig, error) {
+	if d.NextArg() {
+		return nil, d.Errf("audit takes a block, got %q", d.Val())
+	}
+	cfg := new(AuditConfig)
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return nil, d.Errf("audit: duplicate option %q", opt)
+		}
+		seen[opt] = true
+		if opt == "events" {
+			cfg.Events = d.RemainingArgs()
+			if len(cfg.Events) == 0 {
+				return nil, d.Errf("audit events needs at least one class: admin, failure, denied, success")
+			}
+			continue
+		}
+		var val string
+		if !d.AllArgs(&val) {
+			return nil, d.ArgErr()
+		}
+		switch opt {
+		case "sample_success":
+			f, err := strconv.ParseFloat(val, 64)
+			if err != nil || f <= 0 || f > 1 {
+				return nil, d.Errf("audit sample_success %q: must be a fraction in (0, 1]", val)
+			}
+			cfg.SampleSuccess = f
+		case "retain":
+			dur, err := parsePositiveDuration(d, "audit retain", val)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Retain = dur
+		case "expiry_warning":
+			dur, err := parsePositiveDuration(d, "audit expiry_warning", val)
+			if err != nil {
+				return nil, err
+			}
+			cfg.ExpiryWarning = dur
+		default:
+			return nil, d.Errf("audit: unrecognized option %q", opt)
+		}
+	}
+	if _, err := audit.ParseSelection(cfg.Events, cfg.SampleSuccess); err != nil {
+		return nil, d.Errf("audit: %v", err)
+	}
+	return cfg, nil
 }
 
 // parseMaxValidity parses a duration or `unlimited` (stored as -1).

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -21,7 +22,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "api-token",
-		Usage: "create|list|show|update|revoke|rotate|group [--address <listen>] [--config <path> [--adapter <name>]] [--json]",
+		Usage: "create|list|show|update|revoke|rotate|group|audit [--address <listen>] [--config <path> [--adapter <name>]] [--json]",
 		Short: "Manages API tokens of the api_token gate",
 		Long: `
 Creates, lists, shows, updates, revokes and rotates the API tokens that the
@@ -45,7 +46,8 @@ Examples:
   caddy api-token revoke <id>
   caddy api-token revoke --user alice
   caddy api-token group add jira-users alice
-  caddy api-token group list jira-users`,
+  caddy api-token group list jira-users
+  caddy api-token audit --token <id> --since 2026-11-01T00:00:00Z`,
 		CobraFunc: configureCommand,
 	})
 }
@@ -56,7 +58,7 @@ func configureCommand(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringP("config", "c", "", "Configuration file (if --address is not used)")
 	cmd.PersistentFlags().StringP("adapter", "a", "", "Name of config adapter to apply (if --config is used)")
 	cmd.PersistentFlags().Bool("json", false, "Print the admin API's JSON answer instead of text")
-	cmd.AddCommand(createCommand(), listCommand(), showCommand(), updateCommand(), revokeCommand(), rotateCommand(), groupCommand())
+	cmd.AddCommand(createCommand(), listCommand(), showCommand(), updateCommand(), revokeCommand(), rotateCommand(), groupCommand(), auditCommand())
 }
 
 // ruleFlags are the flags that set a token's rules, on create and update.
@@ -420,9 +422,10 @@ func printTable(w io.Writer, toks []tokenJSON) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tUSER\tNAME\tSTATE\tEXPIRES\tHINT")
+	fmt.Fprintln(tw, "ID\tUSER\tNAME\tSTATE\tEXPIRES\tLAST USED\tFROM\tUSES\tHINT")
 	for _, t := range toks {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.User, t.Name, t.State, shortTime(t.ExpiresAt, "never"), t.Hint)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", t.ID, t.User, t.Name, t.State,
+			shortTime(t.ExpiresAt, "never"), shortTime(t.LastUsedAt, "never"), dash(t.LastUsedIP), t.UseCount, t.Hint)
 	}
 	return tw.Flush()
 }
@@ -461,6 +464,15 @@ func printDetails(w io.Writer, t tokenJSON) {
 	if t.RevokedAt != nil {
 		fmt.Fprintf(tw, "Revoked:\t%s\n", shortTime(t.RevokedAt, ""))
 	}
+	fmt.Fprintf(tw, "Last used:\t%s\n", shortTime(t.LastUsedAt, "never"))
+	fmt.Fprintf(tw, "Uses:\t%d\n", t.UseCount)
+	for i, seen := range t.RecentIPs {
+		label := ""
+		if i == 0 {
+			label = "Recent IPs:"
+		}
+		fmt.Fprintf(tw, "%s\t%s (%s)\n", label, seen.IP, shortTime(&seen.LastSeen, ""))
+	}
 	_ = tw.Flush()
 }
 
@@ -476,4 +488,87 @@ func expiresText(t *time.Time) string {
 		return "never expires"
 	}
 	return "expires " + shortTime(t, "")
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func auditCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "audit [--type <type>] [--outcome <outcome>] [--user <user>] [--token <id>] [--client-ip <ip>] [--since <RFC 3339>] [--until <RFC 3339>] [--limit <n>] [--cursor <cursor>]",
+		Short: "Shows the audit trail, newest first",
+		Long: `Shows stored audit events, newest first, one page at a time (--limit,
+default 100); the last line says how to get the next page. Types include
+token_created, token_revoked, auth_failed, denied and would_deny; outcomes
+are success, failure, denied, passed and reported.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			q := url.Values{}
+			for flag, param := range map[string]string{
+				"type": "type", "outcome": "outcome", "user": "user", "token": "token", "client-ip": "client_ip",
+				"since": "since", "until": "until", "limit": "limit", "cursor": "cursor",
+			} {
+				if v, _ := cmd.Flags().GetString(flag); v != "" {
+					q.Set(param, v)
+				}
+			}
+			uri := "/api_tokens/audit"
+			if len(q) > 0 {
+				uri += "?" + q.Encode()
+			}
+			var page auditPageJSON
+			raw, err := adminCall(cmd, http.MethodGet, uri, nil, &page)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if jsonOutput(cmd) {
+				_, err := w.Write(raw)
+				return err
+			}
+			if len(page.Events) == 0 {
+				_, err := fmt.Fprintln(w, "No events.")
+				return err
+			}
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tTYPE\tOUTCOME\tREASON\tUSER\tTOKEN\tCLIENT\tREQUEST")
+			for _, e := range page.Events {
+				req := strings.TrimSpace(e.Method + " " + e.Host + e.Path)
+				if e.Status != 0 {
+					req += " → " + strconv.Itoa(e.Status)
+				}
+				client := e.ClientIP
+				if client == "" {
+					client = e.Actor
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format("2006-01-02 15:04:05"),
+					e.Type, e.Outcome, dash(e.Reason), dash(e.User), dash(e.TokenID), dash(client), dash(req))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if page.NextCursor != "" {
+				fmt.Fprintf(w, "\nMore: caddy api-token audit --cursor %s (with the same filters)\n", page.NextCursor)
+			}
+			return nil
+		},
+	}
+	for _, f := range []struct{ name, usage string }{
+		{"type", "Only events of these types (comma-separated)"},
+		{"outcome", "Only events with this outcome"},
+		{"user", "Only events of this user"},
+		{"token", "Only events of this token id"},
+		{"client-ip", "Only events from this client IP"},
+		{"since", "Only events at or after this time (RFC 3339)"},
+		{"until", "Only events before this time (RFC 3339)"},
+		{"limit", "Events per page (1 to 1000, default 100)"},
+		{"cursor", "Continue after a previous page"},
+	} {
+		cmd.Flags().String(f.name, "", f.usage)
+	}
+	return cmd
 }

@@ -138,6 +138,7 @@ type Handler struct {
 	ReportOnly bool `json:"report_only,omitempty"`
 
 	app         *App
+	ctx         caddy.Context // the origin of Caddy events this handler emits
 	logger      *zap.Logger
 	allowIPs    []netip.Prefix
 	passFrom    []netip.Prefix
@@ -214,6 +215,7 @@ const limiterKey = "api_token_rate_limits"
 // Provision parses the handler's options and gets the api_tokens app,
 // loading it with its defaults if the config does not set it up.
 func (h *Handler) Provision(ctx caddy.Context) error {
+	h.ctx = ctx
 	h.logger = ctx.Logger()
 	if h.Realm == "" {
 		h.Realm = "restricted"
@@ -437,6 +439,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.StripCredentials {
 		h.strip(r, cred.Scheme)
 	}
+	h.app.used(entry.ID, clientIP, now)
 	h.record(r, audit.TypeAuthSucceeded, audit.OutcomeSuccess, policy.ReasonOK, cred, entry, 0, "")
 	return next.ServeHTTP(w, r)
 }
@@ -630,6 +633,13 @@ func (h *Handler) record(r *http.Request, typ audit.Type, outcome audit.Outcome,
 		user = cred.User
 	}
 	clientIP, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	countRequest(outcome, string(reason))
+	if typ == audit.TypeDenied || typ == audit.TypeAuthFailed {
+		h.app.auditState.emit(h.ctx, eventDenied, map[string]any{
+			"reason": string(reason), "status": status, "user": user, "token_id": e.ID,
+			"client_ip": clientIP, "method": r.Method, "host": r.Host, "path": r.URL.Path,
+		})
+	}
 	h.app.audit.Record(audit.Event{
 		Time:     h.app.now(),
 		Type:     typ,

@@ -98,15 +98,15 @@ func serve(t *testing.T, h *Handler, req *http.Request) (*httptest.ResponseRecor
 func TestHandlerReasons(t *testing.T) {
 	h, st, clock, sink := testHandler(t)
 	ctx := context.Background()
-	tok, secret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)})
+	tok, secret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked, revokedSecret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "old"})
+	revoked, revokedSecret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "old"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Revoke(ctx, revoked.ID); err != nil {
+	if _, err := st.Revoke(ctx, revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	_, unknownSecret, _ := tokenstore.Generate("caddytok")

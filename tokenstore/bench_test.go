@@ -5,7 +5,9 @@ package tokenstore
 import (
 	"fmt"
 	"testing"
+	"time"
 
+	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/policy"
 )
 
@@ -90,6 +92,53 @@ func BenchmarkParseMalformed(b *testing.B) {
 	for b.Loop() {
 		if _, ok := Parse(token); ok {
 			b.Fatal("Parse succeeded")
+		}
+	}
+}
+
+// BenchmarkAppendAudit: one batch of 100 request events, as the audit
+// queue flushes them.
+func BenchmarkAppendAudit(b *testing.B) {
+	s := openStore(b, b.TempDir()+"/tokens.db", Options{PollInterval: -1})
+	events := make([]audit.Event, 100)
+	for i := range events {
+		events[i] = audit.Event{
+			Time: time.Now(), Type: audit.TypeAuthSucceeded, Outcome: audit.OutcomeSuccess,
+			User: fmt.Sprintf("user%d", i%50), TokenID: "abcdefgh2345", Scheme: "bearer",
+			ClientIP: "192.0.2.1", Method: "GET", Host: "api.example.com", Path: "/v1/items/42", Status: 200,
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.AppendAudit(b.Context(), events); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkFlushUsage: one flush of usage deltas for 100 of 1000 tokens,
+// each merging its recent IPs into stored ones.
+func BenchmarkFlushUsage(b *testing.B) {
+	s, _ := benchStore(b)
+	toks, err := s.List(b.Context(), Filter{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	deltas := make([]audit.Usage, 100)
+	for i := range deltas {
+		deltas[i] = audit.Usage{
+			TokenID: toks[i*7].ID, Count: 3, LastUsedAt: now, LastIP: fmt.Sprintf("192.0.2.%d", i),
+			RecentIPs: []audit.IPSeen{{IP: fmt.Sprintf("192.0.2.%d", i), LastSeen: now}, {IP: "198.51.100.1", LastSeen: now.Add(-time.Second)}},
+		}
+	}
+	if err := s.FlushUsage(b.Context(), deltas); err != nil { // the rows exist from here on
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.FlushUsage(b.Context(), deltas); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

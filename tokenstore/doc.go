@@ -43,6 +43,20 @@
 // the gateway's holders list names users and "group:<name>" entries, and
 // asks GroupsOf on every request.
 //
+// # Audit trail, usage and expiry warnings
+//
+// The same file keeps the audit trail (audit_events), what is known of each
+// token's use (token_usage) and whether a token's coming expiry has been
+// warned about. The write methods take an *audit.Event and store it in the
+// transaction of the change it records, so the trail can't miss a change
+// or record one that did not happen; a call that changes nothing (revoking
+// a revoked token, adding an existing member) stores no event. Request
+// events and usage arrive in batches from the audit package (AppendAudit,
+// FlushUsage); QueryAudit pages through the trail newest first, and
+// PruneAudit deletes old events in short transactions. No secret, and no
+// hash of one, is ever written to the trail. ExpiringTokens and
+// MarkExpiryNotified let a warning go out once per token and expiry.
+//
 // # The hot path
 //
 // Open loads every token, revoked ones included, into an in-memory index,

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/policy"
 )
 
@@ -37,7 +38,7 @@ const (
 
 	insertMember = `INSERT INTO group_members (group_name, user_key, user, added_at) VALUES (?, ?, ?, ?)`
 
-	deleteMember = `DELETE FROM group_members WHERE group_name = ? AND user_key = ?`
+	deleteMember = `DELETE FROM group_members WHERE group_name = ? AND user_key = ? RETURNING user`
 )
 
 // AddMember puts user in group and reports whether it was added: false if
@@ -46,7 +47,13 @@ const (
 // name must pass policy.ValidGroupName and the user the rules of Create
 // (ErrInvalid otherwise). A group exists while it has members. GroupsOf
 // reflects the change when AddMember returns.
-func (s *Store) AddMember(ctx context.Context, group, user string) (Member, bool, error) {
+//
+// If ev is not nil and the user was added, ev is stored in the audit trail
+// in the same transaction, with Time (if zero, the time added), User (as
+// given) and Group filled in; if that fails, the user is not added. Once
+// added, *ev is the event as stored, ID included. If the user already was a
+// member, nothing changed: no event is stored and ev keeps ID 0.
+func (s *Store) AddMember(ctx context.Context, group, user string, ev *audit.Event) (Member, bool, error) {
 	if err := validateMember(group, user); err != nil {
 		return Member{}, false, fmt.Errorf("adding member to group: %w", err)
 	}
@@ -60,22 +67,32 @@ func (s *Store) AddMember(ctx context.Context, group, user string) (Member, bool
 	if err != nil {
 		return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
 	}
+	var stored audit.Event
 	if !found {
 		m = Member{Group: group, User: user, AddedAt: millis(s.now())}
 		if err := insertMemberRow(ctx, tx, m); err != nil {
+			return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
+		}
+		if stored, err = insertChange(ctx, tx, ev, memberEvent(ev, m), m.AddedAt); err != nil {
 			return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
 		}
 	}
 	if err := s.members.commit(tx, key, group, true); err != nil {
 		return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
 	}
+	if !found {
+		changeDone(ev, stored)
+	}
 	return m, !found, nil
 }
 
 // RemoveMember takes user, compared case-insensitively, out of group and
 // reports whether it was a member. GroupsOf reflects the change when
-// RemoveMember returns.
-func (s *Store) RemoveMember(ctx context.Context, group, user string) (bool, error) {
+// RemoveMember returns. If ev is not nil and the user was removed, ev is
+// stored with the change as AddMember does, User being the spelling the
+// membership was stored with; if the user was no member, no event is
+// stored and ev keeps ID 0.
+func (s *Store) RemoveMember(ctx context.Context, group, user string, ev *audit.Event) (bool, error) {
 	if err := validateMember(group, user); err != nil {
 		return false, fmt.Errorf("removing member from group: %w", err)
 	}
@@ -85,12 +102,21 @@ func (s *Store) RemoveMember(ctx context.Context, group, user string) (bool, err
 		return false, fmt.Errorf("removing %q from group %s: %w", user, group, err)
 	}
 	defer tx.Rollback()
-	removed, err := deleteMemberRow(ctx, tx, group, key)
+	m, removed, err := deleteMemberRow(ctx, tx, group, key)
 	if err != nil {
 		return false, fmt.Errorf("removing %q from group %s: %w", user, group, err)
 	}
+	var stored audit.Event
+	if removed {
+		if stored, err = insertChange(ctx, tx, ev, memberEvent(ev, m), s.now()); err != nil {
+			return false, fmt.Errorf("removing %q from group %s: %w", user, group, err)
+		}
+	}
 	if err := s.members.commit(tx, key, group, false); err != nil {
 		return false, fmt.Errorf("removing %q from group %s: %w", user, group, err)
+	}
+	if removed {
+		changeDone(ev, stored)
 	}
 	return removed, nil
 }
@@ -162,17 +188,18 @@ func insertMemberRow(ctx context.Context, tx *sql.Tx, m Member) error {
 	return err
 }
 
-// deleteMemberRow deletes a membership and reports whether there was one.
-func deleteMemberRow(ctx context.Context, tx *sql.Tx, group, key string) (bool, error) {
-	res, err := tx.ExecContext(ctx, deleteMember, group, key)
-	if err != nil {
-		return false, err
+// deleteMemberRow deletes a membership and reports whether there was one,
+// and if so, which (AddedAt is left zero).
+func deleteMemberRow(ctx context.Context, tx *sql.Tx, group, key string) (Member, bool, error) {
+	m := Member{Group: group}
+	err := tx.QueryRowContext(ctx, deleteMember, group, key).Scan(&m.User)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Member{}, false, nil
 	}
-	n, err := res.RowsAffected()
 	if err != nil {
-		return false, err
+		return Member{}, false, err
 	}
-	return n > 0, nil
+	return m, true, nil
 }
 
 func queryMembers(ctx context.Context, q queryer, group string) ([]Member, error) {

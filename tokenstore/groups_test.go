@@ -18,7 +18,7 @@ import (
 
 func mustAddMember(t testing.TB, s *Store, group, user string) Member {
 	t.Helper()
-	m, _, err := s.AddMember(t.Context(), group, user)
+	m, _, err := s.AddMember(t.Context(), group, user, nil)
 	if err != nil {
 		t.Fatalf("AddMember(%q, %q): %v", group, user, err)
 	}
@@ -64,7 +64,7 @@ func TestMembers(t *testing.T) {
 	}
 	for _, tt := range adds {
 		t.Run("add/"+tt.name, func(t *testing.T) {
-			m, added, err := s.AddMember(ctx, tt.group, tt.user)
+			m, added, err := s.AddMember(ctx, tt.group, tt.user, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,7 +122,7 @@ func TestMembers(t *testing.T) {
 	}
 	for _, tt := range removes {
 		t.Run("remove/"+tt.name, func(t *testing.T) {
-			removed, err := s.RemoveMember(ctx, tt.group, tt.user)
+			removed, err := s.RemoveMember(ctx, tt.group, tt.user, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -150,7 +150,7 @@ func TestMembers(t *testing.T) {
 		}
 	})
 	t.Run("re-adding takes the new spelling", func(t *testing.T) {
-		m, added, err := s.AddMember(ctx, "ops", "ALICE")
+		m, added, err := s.AddMember(ctx, "ops", "ALICE", nil)
 		if err != nil || !added || m.User != "ALICE" {
 			t.Errorf("AddMember = %+v, %v, %v", m, added, err)
 		}
@@ -201,11 +201,11 @@ func TestMembersInvalid(t *testing.T) {
 			}
 		}
 		t.Run("add/"+tt.name, func(t *testing.T) {
-			_, _, err := s.AddMember(ctx, tt.group, tt.user)
+			_, _, err := s.AddMember(ctx, tt.group, tt.user, nil)
 			check(t, err)
 		})
 		t.Run("remove/"+tt.name, func(t *testing.T) {
-			_, err := s.RemoveMember(ctx, tt.group, tt.user)
+			_, err := s.RemoveMember(ctx, tt.group, tt.user, nil)
 			check(t, err)
 		})
 	}
@@ -248,7 +248,7 @@ func TestGroupsOfCopyOnWrite(t *testing.T) {
 	snapshot := append([]string(nil), held...)
 
 	mustAddMember(t, s, "admins", "alice") // sorts first: an in-place insert would shift held
-	if _, err := s.RemoveMember(ctx, "ops", "alice"); err != nil {
+	if _, err := s.RemoveMember(ctx, "ops", "alice", nil); err != nil {
 		t.Fatal(err)
 	}
 	other := openStore(t, path, Options{PollInterval: -1})
@@ -282,7 +282,7 @@ func TestPollerSeesMembersAndRules(t *testing.T) {
 		})
 	})
 	t.Run("remove member", func(t *testing.T) {
-		if _, err := writer.RemoveMember(ctx, "eng", "ALICE"); err != nil {
+		if _, err := writer.RemoveMember(ctx, "eng", "ALICE", nil); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, "the removal is seen", func() bool {
@@ -290,7 +290,7 @@ func TestPollerSeesMembersAndRules(t *testing.T) {
 		})
 	})
 	t.Run("remove last membership", func(t *testing.T) {
-		if _, err := writer.RemoveMember(ctx, "ops", "alice"); err != nil {
+		if _, err := writer.RemoveMember(ctx, "ops", "alice", nil); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, "the user has no groups", func() bool { return watcher.GroupsOf("alice") == nil })
@@ -305,7 +305,7 @@ func TestPollerSeesMembersAndRules(t *testing.T) {
 		})
 	})
 	t.Run("update rules", func(t *testing.T) {
-		_, err := writer.Update(ctx, tok.ID, Patch{AllowedIPs: &[]string{"192.0.2.1"}, Scope: &policy.Scope{ReadOnly: true}})
+		_, err := writer.Update(ctx, tok.ID, Patch{AllowedIPs: &[]string{"192.0.2.1"}, Scope: &policy.Scope{ReadOnly: true}}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -316,7 +316,7 @@ func TestPollerSeesMembersAndRules(t *testing.T) {
 		})
 	})
 	t.Run("clear rules", func(t *testing.T) {
-		_, err := writer.Update(ctx, tok.ID, Patch{AllowedIPs: &[]string{}, Scope: &policy.Scope{}, RateLimit: ptr("")})
+		_, err := writer.Update(ctx, tok.ID, Patch{AllowedIPs: &[]string{}, Scope: &policy.Scope{}, RateLimit: ptr("")}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -330,7 +330,7 @@ func TestPollerSeesMembersAndRules(t *testing.T) {
 		if got := watcher.GroupsOf("carol"); !reflect.DeepEqual(got, []string{"dev"}) {
 			t.Errorf("GroupsOf(carol) = %q right after AddMember", got)
 		}
-		if _, err := watcher.RemoveMember(ctx, "dev", "carol"); err != nil {
+		if _, err := watcher.RemoveMember(ctx, "dev", "carol", nil); err != nil {
 			t.Fatal(err)
 		}
 		if got := watcher.GroupsOf("carol"); got != nil {
@@ -368,7 +368,7 @@ func TestMemberReloadCannotResurrect(t *testing.T) {
 			return nil, fmt.Errorf("snapshot = %q, want alice in eng", snap)
 		}
 		go func() {
-			_, err := s.RemoveMember(ctx, "eng", "alice")
+			_, err := s.RemoveMember(ctx, "eng", "alice", nil)
 			removed <- err
 		}()
 		// Give the removal every chance to commit and update the index
@@ -444,7 +444,7 @@ func TestMembershipDuringPolls(t *testing.T) {
 			t.Fatalf("GroupsOf(%s) = %q right after AddMember", user, got)
 		}
 		for _, g := range []string{"ops", "eng"} {
-			if _, err := s.RemoveMember(ctx, g, user); err != nil {
+			if _, err := s.RemoveMember(ctx, g, user, nil); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -117,6 +117,19 @@ func (s *Store) LookupID(id, token string) (Entry, bool) {
 	return e.Entry, true
 }
 
+// CountByState returns how many tokens are in each state at now, from
+// memory, for metrics. Every state has a key, with 0 if no token is in it.
+// Tokens written by other processes count once the poller has seen them.
+func (s *Store) CountByState(now time.Time) map[State]int {
+	counts := map[State]int{StateActive: 0, StateExpired: 0, StateRevoked: 0}
+	s.index.mu.RLock()
+	defer s.index.mu.RUnlock()
+	for _, e := range s.index.m {
+		counts[e.State(now)]++
+	}
+	return counts
+}
+
 // poller copies rows changed by any connection, including other processes',
 // into the index. It holds one reader connection, asks PRAGMA data_version
 // (which changes when another connection commits), and reads the rows whose

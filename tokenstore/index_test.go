@@ -40,7 +40,7 @@ func TestLookup(t *testing.T) {
 	ctx := t.Context()
 	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
 	revoked, revokedSecret := mustCreate(t, s, NewToken{User: "bob", Name: "old"})
-	if _, err := s.Revoke(ctx, revoked.ID); err != nil {
+	if _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	scope := policy.Scope{ReadOnly: true, Methods: []string{"get"}, Paths: []string{"/api/*"}}
@@ -119,7 +119,7 @@ func TestOpenLoadsIndex(t *testing.T) {
 	}
 	tok, secret := mustCreate(t, s1, NewToken{User: "alice", Name: "ci"})
 	revoked, revokedSecret := mustCreate(t, s1, NewToken{User: "alice", Name: "old"})
-	if _, err := s1.Revoke(t.Context(), revoked.ID); err != nil {
+	if _, err := s1.Revoke(t.Context(), revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := s1.Close(); err != nil {
@@ -168,7 +168,7 @@ func TestPollerSeesOtherWriters(t *testing.T) {
 	newSecret := ""
 	t.Run("rotate", func(t *testing.T) {
 		var err error
-		_, newSecret, err = writer.Rotate(ctx, tok.ID, "")
+		_, newSecret, err = writer.Rotate(ctx, tok.ID, "", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,7 +180,7 @@ func TestPollerSeesOtherWriters(t *testing.T) {
 	})
 	t.Run("update", func(t *testing.T) {
 		name := "renamed"
-		if _, err := writer.Update(ctx, tok.ID, Patch{Name: &name}); err != nil {
+		if _, err := writer.Update(ctx, tok.ID, Patch{Name: &name}, nil); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, "the new name is seen", func() bool {
@@ -189,7 +189,7 @@ func TestPollerSeesOtherWriters(t *testing.T) {
 		})
 	})
 	t.Run("revoke user", func(t *testing.T) {
-		if _, err := writer.RevokeUser(ctx, "ALICE"); err != nil {
+		if _, err := writer.RevokeUser(ctx, "ALICE", nil); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, "the revocation is seen", func() bool {
@@ -202,7 +202,7 @@ func TestPollerSeesOtherWriters(t *testing.T) {
 		if _, ok := watcher.Lookup(secret); !ok {
 			t.Fatal("own Create not visible at once")
 		}
-		if _, err := watcher.Revoke(ctx, tok.ID); err != nil {
+		if _, err := watcher.Revoke(ctx, tok.ID, nil); err != nil {
 			t.Fatal(err)
 		}
 		if e, _ := watcher.Lookup(secret); !e.Revoked {
@@ -277,7 +277,7 @@ func TestLookupDuringWrites(t *testing.T) {
 	}
 	for round := range 20 {
 		for _, sl := range slots {
-			_, secret, err := s.Rotate(ctx, sl.id, "")
+			_, secret, err := s.Rotate(ctx, sl.id, "", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -286,7 +286,7 @@ func TestLookupDuringWrites(t *testing.T) {
 			sl.mu.Unlock()
 		}
 		if round == 10 {
-			if _, err := s.Revoke(ctx, victim.ID); err != nil {
+			if _, err := s.Revoke(ctx, victim.ID, nil); err != nil {
 				t.Fatal(err)
 			}
 			if e, _ := s.Lookup(victimSecret); !e.Revoked {

@@ -7,5 +7,8 @@ package tokenstore
 // Open refuses to start with an error wrapping ErrNoCgo.
 const cgoEnabled = false
 
-// isUniqueViolation is never reached without cgo: Open fails first.
+// isUniqueViolation and isBusy are never reached without cgo: Open fails
+// first.
 func isUniqueViolation(error) bool { return false }
+
+func isBusy(error) bool { return false }

@@ -197,7 +197,7 @@ func TestLookupRules(t *testing.T) {
 			AllowedIPs: &[]string{"192.0.2.0/24"},
 			Scope:      &policy.Scope{Methods: []string{"POST"}},
 			RateLimit:  ptr("1/1m"),
-		})
+		}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -216,7 +216,7 @@ func TestLookupRules(t *testing.T) {
 		}
 	})
 	t.Run("cleared rules are nil", func(t *testing.T) {
-		_, err := s.Update(ctx, tok.ID, Patch{AllowedIPs: new([]string), Scope: new(policy.Scope), RateLimit: ptr("")})
+		_, err := s.Update(ctx, tok.ID, Patch{AllowedIPs: new([]string), Scope: new(policy.Scope), RateLimit: ptr("")}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -263,7 +263,7 @@ func TestUpdateRules(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := s.Update(ctx, tok.ID, st.patch)
+			got, err := s.Update(ctx, tok.ID, st.patch, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -286,10 +286,10 @@ func TestUpdateRules(t *testing.T) {
 
 	t.Run("revoked", func(t *testing.T) {
 		victim, _ := mustCreate(t, s, NewToken{User: "alice", Name: "victim"})
-		if _, err := s.Revoke(ctx, victim.ID); err != nil {
+		if _, err := s.Revoke(ctx, victim.ID, nil); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Update(ctx, victim.ID, Patch{RateLimit: ptr("1/1s")}); !errors.Is(err, ErrConflict) {
+		if _, err := s.Update(ctx, victim.ID, Patch{RateLimit: ptr("1/1s")}, nil); !errors.Is(err, ErrConflict) {
 			t.Errorf("Update error = %v, want ErrConflict", err)
 		}
 	})
@@ -305,7 +305,7 @@ func TestRotateKeepsRules(t *testing.T) {
 		RateLimit:  "600/1m",
 	})
 	old, _ := s.Lookup(oldSecret)
-	rotated, secret, err := s.Rotate(ctx, tok.ID, "")
+	rotated, secret, err := s.Rotate(ctx, tok.ID, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,14 +404,14 @@ func TestRulesInvalid(t *testing.T) {
 			}
 		}
 		t.Run("create/"+tt.name, func(t *testing.T) {
-			_, secret, err := s.Create(ctx, nt)
+			_, secret, err := s.Create(ctx, nt, nil)
 			check(t, err)
 			if secret != "" {
 				t.Error("Create returned a secret with an error")
 			}
 		})
 		t.Run("update/"+tt.name, func(t *testing.T) {
-			_, err := s.Update(ctx, existing.ID, p)
+			_, err := s.Update(ctx, existing.ID, p, nil)
 			check(t, err)
 		})
 	}

@@ -53,6 +53,8 @@ type Store struct {
 	index   index
 	members memberIndex
 
+	pruneChunkSize int // events PruneAudit deletes per transaction
+
 	stopPoll  context.CancelFunc
 	pollDone  chan struct{}
 	closeOnce sync.Once
@@ -100,6 +102,8 @@ func open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 		now:     opts.Now,
 		index:   index{m: make(map[string]entry)},
 		members: memberIndex{m: make(map[string][]string)},
+
+		pruneChunkSize: defaultPruneChunk,
 	}
 	defer func() {
 		if err != nil {
@@ -108,13 +112,13 @@ func open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 	}()
 
 	busy := strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10)
-	s.writer, err = openDB(ctx, dsn(path, url.Values{
+	s.writer, err = openWriter(ctx, dsn(path, url.Values{
 		"_journal_mode": {"WAL"},
 		"_synchronous":  {"FULL"},
 		"_busy_timeout": {busy},
 		"_foreign_keys": {"on"},
 		"_txlock":       {"immediate"},
-	}))
+	}), opts.BusyTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("opening writer: %w", err)
 	}
@@ -223,6 +227,27 @@ func openDB(ctx context.Context, dsn string) (*sql.DB, error) {
 		return nil, fmt.Errorf("connecting: %w", err)
 	}
 	return db, nil
+}
+
+// openWriter is openDB for the writer, whose DSN switches the file to WAL
+// mode. On a new file that takes an exclusive lock, and when two connections
+// (two processes opening the file at once) both hold a shared lock and ask
+// for it, SQLite fails one of them at once with SQLITE_BUSY instead of
+// calling the busy handler, since waiting could deadlock. That attempt is
+// retried until the busy timeout has passed.
+func openWriter(ctx context.Context, dsn string, busyTimeout time.Duration) (*sql.DB, error) {
+	deadline := time.Now().Add(busyTimeout)
+	for {
+		db, err := openDB(ctx, dsn)
+		if err == nil || !isBusy(err) || time.Now().After(deadline) {
+			return db, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // checkJournalMode makes sure the file really is in WAL mode, which the

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/policy"
 )
 
@@ -26,8 +27,11 @@ type fakeClock struct {
 	now time.Time
 }
 
+// clockStart is when a fakeClock starts.
+var clockStart = time.Date(2030, 1, 2, 3, 4, 5, 6_000_000, time.UTC)
+
 func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 6_000_000, time.UTC)}
+	return &fakeClock{now: clockStart}
 }
 
 func (c *fakeClock) Now() time.Time {
@@ -73,7 +77,7 @@ func newTestStore(t *testing.T) (*Store, *fakeClock, string) {
 
 func mustCreate(t testing.TB, s *Store, nt NewToken) (Token, string) {
 	t.Helper()
-	tok, secret, err := s.Create(context.Background(), nt)
+	tok, secret, err := s.Create(context.Background(), nt, nil)
 	if err != nil {
 		t.Fatalf("Create(%+v): %v", nt, err)
 	}
@@ -245,7 +249,7 @@ func TestCreateInvalid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, secret, err := s.Create(t.Context(), tt.nt)
+			_, secret, err := s.Create(t.Context(), tt.nt, nil)
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("Create error = %v, want ErrInvalid", err)
 			}
@@ -270,7 +274,7 @@ func TestCreateConflict(t *testing.T) {
 	before := dumpTable(t, path)
 	for _, user := range []string{"alice", "ALICE", "Alice"} {
 		t.Run(user, func(t *testing.T) {
-			_, _, err := s.Create(ctx, NewToken{User: user, Name: "ci"})
+			_, _, err := s.Create(ctx, NewToken{User: user, Name: "ci"}, nil)
 			if !errors.Is(err, ErrConflict) {
 				t.Fatalf("Create error = %v, want ErrConflict", err)
 			}
@@ -289,12 +293,12 @@ func TestCreateConflict(t *testing.T) {
 	t.Run("expired token still holds the name", func(t *testing.T) {
 		mustCreate(t, s, NewToken{User: "carol", Name: "old", ExpiresAt: clock.Now().Add(time.Minute)})
 		clock.Advance(time.Hour)
-		if _, _, err := s.Create(ctx, NewToken{User: "carol", Name: "old"}); !errors.Is(err, ErrConflict) {
+		if _, _, err := s.Create(ctx, NewToken{User: "carol", Name: "old"}, nil); !errors.Is(err, ErrConflict) {
 			t.Errorf("Create error = %v, want ErrConflict", err)
 		}
 	})
 	t.Run("after revocation", func(t *testing.T) {
-		if _, err := s.Revoke(ctx, first.ID); err != nil {
+		if _, err := s.Revoke(ctx, first.ID, nil); err != nil {
 			t.Fatal(err)
 		}
 		mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
@@ -330,7 +334,7 @@ func TestList(t *testing.T) {
 	b1 := create("bob", "b1", time.Hour)
 	a3 := create("ALICE", "a3", 0) // will be revoked
 	b2 := create("bob", "b2", 0)
-	if _, err := s.Revoke(ctx, a3.ID); err != nil {
+	if _, err := s.Revoke(ctx, a3.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(30 * time.Minute) // a2 has expired, b1 has not
@@ -446,7 +450,7 @@ func TestUpdate(t *testing.T) {
 	t.Run("fields", func(t *testing.T) {
 		clock.Advance(time.Minute)
 		expires := clock.Now().Add(time.Hour)
-		got, err := s.Update(ctx, tok.ID, Patch{Name: ptr("build"), Description: ptr("new"), ExpiresAt: &expires})
+		got, err := s.Update(ctx, tok.ID, Patch{Name: ptr("build"), Description: ptr("new"), ExpiresAt: &expires}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -464,7 +468,7 @@ func TestUpdate(t *testing.T) {
 		}
 	})
 	t.Run("never expires", func(t *testing.T) {
-		got, err := s.Update(ctx, tok.ID, Patch{ExpiresAt: new(time.Time)})
+		got, err := s.Update(ctx, tok.ID, Patch{ExpiresAt: new(time.Time)}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -476,7 +480,7 @@ func TestUpdate(t *testing.T) {
 		}
 	})
 	t.Run("description only", func(t *testing.T) {
-		got, err := s.Update(ctx, tok.ID, Patch{Description: ptr("")})
+		got, err := s.Update(ctx, tok.ID, Patch{Description: ptr("")}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -502,7 +506,7 @@ func TestUpdate(t *testing.T) {
 	}
 	for _, tt := range failures {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := s.Update(ctx, tt.id, tt.patch); !errors.Is(err, tt.want) {
+			if _, err := s.Update(ctx, tt.id, tt.patch, nil); !errors.Is(err, tt.want) {
 				t.Fatalf("Update error = %v, want %v", err, tt.want)
 			}
 			if after := dumpTable(t, path); after != before {
@@ -512,11 +516,11 @@ func TestUpdate(t *testing.T) {
 	}
 
 	t.Run("revoked", func(t *testing.T) {
-		if _, err := s.Revoke(ctx, other.ID); err != nil {
+		if _, err := s.Revoke(ctx, other.ID, nil); err != nil {
 			t.Fatal(err)
 		}
 		before := dumpTable(t, path)
-		if _, err := s.Update(ctx, other.ID, Patch{Name: ptr("x")}); !errors.Is(err, ErrConflict) {
+		if _, err := s.Update(ctx, other.ID, Patch{Name: ptr("x")}, nil); !errors.Is(err, ErrConflict) {
 			t.Fatalf("Update error = %v, want ErrConflict", err)
 		}
 		if after := dumpTable(t, path); after != before {
@@ -524,7 +528,7 @@ func TestUpdate(t *testing.T) {
 		}
 	})
 	t.Run("name of a revoked token is free", func(t *testing.T) {
-		if _, err := s.Update(ctx, tok.ID, Patch{Name: ptr(other.Name)}); err != nil {
+		if _, err := s.Update(ctx, tok.ID, Patch{Name: ptr(other.Name)}, nil); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -536,7 +540,7 @@ func TestRevoke(t *testing.T) {
 	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
 
 	clock.Advance(time.Minute)
-	revoked, err := s.Revoke(ctx, tok.ID)
+	revoked, err := s.Revoke(ctx, tok.ID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -557,7 +561,7 @@ func TestRevoke(t *testing.T) {
 	t.Run("again", func(t *testing.T) {
 		before := dumpTable(t, path)
 		clock.Advance(time.Minute)
-		again, err := s.Revoke(ctx, tok.ID)
+		again, err := s.Revoke(ctx, tok.ID, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -570,7 +574,7 @@ func TestRevoke(t *testing.T) {
 	})
 	t.Run("not found", func(t *testing.T) {
 		for _, id := range []string{"zzzzzzzzzzzz", "bad id"} {
-			if _, err := s.Revoke(ctx, id); !errors.Is(err, ErrNotFound) {
+			if _, err := s.Revoke(ctx, id, nil); !errors.Is(err, ErrNotFound) {
 				t.Errorf("Revoke(%q) error = %v, want ErrNotFound", id, err)
 			}
 		}
@@ -590,13 +594,13 @@ func TestRevokeUser(t *testing.T) {
 	a2, s2 := create("Alice", "a2")
 	a3, _ := create("alice", "a3")
 	b1, sb := create("bob", "b1")
-	if _, err := s.Revoke(ctx, a3.ID); err != nil {
+	if _, err := s.Revoke(ctx, a3.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	a3, _ = s.Get(ctx, a3.ID)
 	clock.Advance(time.Minute)
 
-	got, err := s.RevokeUser(ctx, "ALICE")
+	got, err := s.RevokeUser(ctx, "ALICE", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -628,7 +632,7 @@ func TestRevokeUser(t *testing.T) {
 	t.Run("nothing to revoke", func(t *testing.T) {
 		before := dumpTable(t, path)
 		for _, user := range []string{"alice", "nobody"} {
-			got, err := s.RevokeUser(ctx, user)
+			got, err := s.RevokeUser(ctx, user, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -642,7 +646,7 @@ func TestRevokeUser(t *testing.T) {
 	})
 	t.Run("invalid user", func(t *testing.T) {
 		for _, user := range []string{"", "a:b"} {
-			if _, err := s.RevokeUser(ctx, user); !errors.Is(err, ErrInvalid) {
+			if _, err := s.RevokeUser(ctx, user, nil); !errors.Is(err, ErrInvalid) {
 				t.Errorf("RevokeUser(%q) error = %v, want ErrInvalid", user, err)
 			}
 		}
@@ -655,7 +659,7 @@ func TestRotate(t *testing.T) {
 	tok, oldSecret := mustCreate(t, s, NewToken{User: "alice", Name: "ci", Description: "d", ExpiresAt: clock.Now().Add(time.Hour)})
 
 	clock.Advance(time.Minute)
-	rotated, newSecret, err := s.Rotate(ctx, tok.ID, "acme")
+	rotated, newSecret, err := s.Rotate(ctx, tok.ID, "acme", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -682,7 +686,7 @@ func TestRotate(t *testing.T) {
 	}
 
 	t.Run("default prefix", func(t *testing.T) {
-		_, secret, err := s.Rotate(ctx, tok.ID, "")
+		_, secret, err := s.Rotate(ctx, tok.ID, "", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -696,7 +700,7 @@ func TestRotate(t *testing.T) {
 
 	expired, _ := mustCreate(t, s, NewToken{User: "alice", Name: "expired", ExpiresAt: clock.Now().Add(time.Second)})
 	revoked, _ := mustCreate(t, s, NewToken{User: "alice", Name: "revoked"})
-	if _, err := s.Revoke(ctx, revoked.ID); err != nil {
+	if _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(time.Second)
@@ -713,7 +717,7 @@ func TestRotate(t *testing.T) {
 	}
 	for _, tt := range failures {
 		t.Run(tt.name, func(t *testing.T) {
-			_, secret, err := s.Rotate(ctx, tt.id, tt.prefix)
+			_, secret, err := s.Rotate(ctx, tt.id, tt.prefix, nil)
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("Rotate error = %v, want %v", err, tt.want)
 			}
@@ -951,7 +955,7 @@ VALUES (?, 'Alice', 'alice', 'ci', 'old', ?, ?, 1000, 1000, 1)`, id, hash[:], Hi
 		if !ok || e.ID != id || e.UserKey != "alice" || e.AllowedIPs != nil || e.Scope != nil || !e.RateLimit.IsZero() {
 			t.Errorf("Lookup = %+v, %v; want the token without rules", e, ok)
 		}
-		if _, err := s.Update(ctx, id, Patch{RateLimit: ptr("10/1s")}); err != nil {
+		if _, err := s.Update(ctx, id, Patch{RateLimit: ptr("10/1s")}, nil); err != nil {
 			t.Errorf("Update of a migrated token: %v", err)
 		}
 		if e, _ := s.Lookup(secret); e.RateLimit != (policy.Rate{Events: 10, Per: time.Second}) {
@@ -960,6 +964,78 @@ VALUES (?, 'Alice', 'alice', 'ci', 'old', ?, ?, 1000, 1000, 1)`, id, hash[:], Hi
 		mustAddMember(t, s, "eng", "alice")
 		if got := s.GroupsOf("alice"); !reflect.DeepEqual(got, []string{"eng"}) {
 			t.Errorf("GroupsOf(alice) = %q", got)
+		}
+	})
+	t.Run("from version 2", func(t *testing.T) {
+		path := testDBPath(t)
+		ctx := t.Context()
+		db := rawDB(t, path)
+		for _, m := range migrations[:2] {
+			if err := applyMigration(ctx, db, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := userVersion(t, path); got != 2 {
+			t.Fatalf("user_version = %d, want 2", got)
+		}
+		// A token and a membership as a version 2 build wrote them.
+		id, secret, err := Generate(DefaultPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hash := Hash(secret)
+		_, err = db.ExecContext(ctx, `INSERT INTO tokens
+(id, user, user_key, name, description, secret_hash, hint, created_at, updated_at, expires_at, seq, allowed_ips, scope, rate_limit)
+VALUES (?, 'Alice', 'alice', 'ci', '', ?, ?, 1000, 1000, ?, 1, '["10.0.0.0/8"]', '{"read_only":true}', '5/1s')`,
+			id, hash[:], Hint(secret), clockStart.Add(time.Hour).UnixMilli())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, `INSERT INTO group_members VALUES ('eng', 'alice', 'Alice', 1000)`); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+
+		clock := newFakeClock()
+		s := openStore(t, path, Options{Now: clock.Now, PollInterval: -1})
+		if got := userVersion(t, path); got != latest {
+			t.Errorf("user_version = %d, want %d", got, latest)
+		}
+		for _, table := range []string{"audit_events", "token_usage"} {
+			var strict int
+			if err := rawDB(t, path).QueryRow(`SELECT strict FROM pragma_table_list WHERE name = ?`, table).Scan(&strict); err != nil || strict != 1 {
+				t.Errorf("table %s: strict = %d, %v; want a STRICT table", table, strict, err)
+			}
+		}
+		want := Token{
+			ID: id, User: "Alice", Name: "ci", Hint: Hint(secret),
+			CreatedAt: fromMillis(1000), UpdatedAt: fromMillis(1000), ExpiresAt: millis(clockStart.Add(time.Hour)),
+			AllowedIPs: []string{"10.0.0.0/8"}, Scope: policy.Scope{ReadOnly: true}, RateLimit: "5/1s",
+		}
+		if got, err := s.Get(ctx, id); err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("Get = %+v, %v; want %+v (never used)", got, err, want)
+		}
+		if e, ok := s.Lookup(secret); !ok || e.Scope == nil || len(e.AllowedIPs) != 1 {
+			t.Errorf("Lookup = %+v, %v; want the token with its rules", e, ok)
+		}
+		if got := s.GroupsOf("alice"); !reflect.DeepEqual(got, []string{"eng"}) {
+			t.Errorf("GroupsOf(alice) = %q", got)
+		}
+		if got := expiringNames(t, s, clock.Now().Add(2*time.Hour)); !reflect.DeepEqual(got, []string{"ci"}) {
+			t.Errorf("ExpiringTokens = %q: an old token has not been warned about", got)
+		}
+		mustFlush(t, s, audit.Usage{TokenID: id, Count: 2, LastUsedAt: clock.Now(), LastIP: "10.1.2.3"})
+		if got, _ := s.Get(ctx, id); got.UseCount != 2 || got.LastUsedIP != "10.1.2.3" {
+			t.Errorf("usage after a flush: %+v", got)
+		}
+		ev := &audit.Event{Type: audit.TypeGroupMemberRemoved, Outcome: audit.OutcomeSuccess}
+		if _, err := s.RemoveMember(ctx, "eng", "ALICE", ev); err != nil {
+			t.Fatal(err)
+		}
+		if got := allEvents(t, s); len(got) != 1 || got[0].User != "Alice" || got[0].ID != ev.ID {
+			t.Errorf("audit events = %+v, want the removal", got)
 		}
 	})
 	t.Run("newer schema is refused", func(t *testing.T) {
@@ -997,7 +1073,7 @@ func TestClose(t *testing.T) {
 			t.Errorf("Close #%d: %v", i+1, err)
 		}
 	}
-	if _, _, err := s.Create(t.Context(), NewToken{User: "alice", Name: "x"}); err == nil {
+	if _, _, err := s.Create(t.Context(), NewToken{User: "alice", Name: "x"}, nil); err == nil {
 		t.Error("Create after Close succeeded")
 	}
 	if _, ok := s.Lookup(secret); !ok {

@@ -7,6 +7,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/policy"
 )
 
@@ -47,6 +48,12 @@ type Token struct {
 	AllowedIPs []string     // masked prefixes, e.g. "10.1.2.3/32"; nil: any address
 	Scope      policy.Scope // methods uppercased, empty lists nil
 	RateLimit  string       // e.g. "600/1m" (policy.Rate.String); "": none set
+
+	// Usage, as last flushed (FlushUsage); the zero values: never used.
+	LastUsedAt time.Time
+	LastUsedIP string
+	UseCount   int64
+	RecentIPs  []audit.IPSeen // most recent first, at most audit.MaxRecentIPs; nil: none
 }
 
 // State returns the token's state at now. A token expires at ExpiresAt

@@ -6,39 +6,52 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/apitoken/caddy-apitoken/audit"
 )
 
-// record is a whole row: the public Token plus what only the store sees.
+// record is a whole row, with the token's usage: the public Token plus what
+// only the store sees.
 type record struct {
 	Token
 	hash  [32]byte
 	seq   int64
 	rules compiled // Token's rules, parsed
+
+	// expiryNotifiedAt is when ExpiringTokens' warning for the current
+	// expiry was marked as sent (MarkExpiryNotified); zero: not yet.
+	expiryNotifiedAt time.Time
 }
 
-// SQL. Column order of every SELECT is tokenColumns, read by scanRecord.
+// SQL. Every SELECT of tokens reads tokenColumns from tokensWithUsage, as
+// scanRecord expects: the token t joined to its usage u, NULLs when the
+// token was never used.
 const (
-	tokenColumns = `id, user, name, description, hint, created_at, updated_at, expires_at, revoked_at, rotated_at, secret_hash, seq,
-allowed_ips, scope, rate_limit`
+	tokenColumns = `t.id, t.user, t.name, t.description, t.hint, t.created_at, t.updated_at,
+t.expires_at, t.revoked_at, t.rotated_at, t.secret_hash, t.seq,
+t.allowed_ips, t.scope, t.rate_limit, t.expiry_notified_at,
+u.last_used_at, u.last_ip, u.use_count, u.recent_ips`
 
-	selectTokenByID = `SELECT ` + tokenColumns + ` FROM tokens WHERE id = ?`
+	tokensWithUsage = ` FROM tokens t LEFT JOIN token_usage u ON u.token_id = t.id`
+
+	selectTokenByID = `SELECT ` + tokenColumns + tokensWithUsage + ` WHERE t.id = ?`
 
 	// ?1 user key or '' for any, ?2 state or '' for any, ?3 now in ms.
-	selectTokens = `SELECT ` + tokenColumns + ` FROM tokens
-WHERE (?1 = '' OR user_key = ?1)
+	selectTokens = `SELECT ` + tokenColumns + tokensWithUsage + `
+WHERE (?1 = '' OR t.user_key = ?1)
   AND CASE ?2
         WHEN '' THEN 1
-        WHEN 'revoked' THEN revoked_at IS NOT NULL
-        WHEN 'expired' THEN revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?3
-        WHEN 'active'  THEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?3)
+        WHEN 'revoked' THEN t.revoked_at IS NOT NULL
+        WHEN 'expired' THEN t.revoked_at IS NULL AND t.expires_at IS NOT NULL AND t.expires_at <= ?3
+        WHEN 'active'  THEN t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?3)
       END
-ORDER BY created_at DESC, rowid DESC`
+ORDER BY t.created_at DESC, t.rowid DESC`
 
-	selectUnrevokedByUser = `SELECT ` + tokenColumns + ` FROM tokens
-WHERE user_key = ? AND revoked_at IS NULL
-ORDER BY created_at DESC, rowid DESC`
+	selectUnrevokedByUser = `SELECT ` + tokenColumns + tokensWithUsage + `
+WHERE t.user_key = ? AND t.revoked_at IS NULL
+ORDER BY t.created_at DESC, t.rowid DESC`
 
-	selectChangedSince = `SELECT ` + tokenColumns + ` FROM tokens WHERE seq > ? ORDER BY seq`
+	selectChangedSince = `SELECT ` + tokenColumns + tokensWithUsage + ` WHERE t.seq > ? ORDER BY t.seq`
 
 	selectNextSeq = `SELECT COALESCE(MAX(seq), 0) + 1 FROM tokens`
 
@@ -51,7 +64,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	updateToken = `UPDATE tokens SET
 name = ?, description = ?, secret_hash = ?, hint = ?,
 updated_at = ?, expires_at = ?, revoked_at = ?, rotated_at = ?, seq = ?,
-allowed_ips = ?, scope = ?, rate_limit = ?
+allowed_ips = ?, scope = ?, rate_limit = ?, expiry_notified_at = ?
 WHERE id = ?`
 )
 
@@ -66,7 +79,13 @@ WHERE id = ?`
 // An empty prefix means DefaultPrefix. The rules (see NewToken) are checked
 // and stored in canonical form: "10.1.2.3" becomes "10.1.2.3/32",
 // "private_ranges" its prefixes, methods upper case.
-func (s *Store) Create(ctx context.Context, nt NewToken) (Token, string, error) {
+//
+// If ev is not nil, Create stores it in the audit trail in the same
+// transaction as the token, after filling in its Time (if zero, the
+// creation time), TokenID and User; if that fails, no token is created.
+// Once the token is stored, *ev is the event as stored, ID included. The
+// other write methods treat ev the same way.
+func (s *Store) Create(ctx context.Context, nt NewToken, ev *audit.Event) (Token, string, error) {
 	if nt.Prefix == "" {
 		nt.Prefix = DefaultPrefix
 	}
@@ -105,10 +124,15 @@ func (s *Store) Create(ctx context.Context, nt NewToken) (Token, string, error) 
 	if err := insertRecord(ctx, tx, rec); err != nil {
 		return Token{}, "", fmt.Errorf("creating token: %w", err)
 	}
+	stored, err := insertChange(ctx, tx, ev, tokenEvent(ev, rec.Token), now)
+	if err != nil {
+		return Token{}, "", fmt.Errorf("creating token %s: %w", rec.ID, err)
+	}
 	if err := tx.Commit(); err != nil {
 		return Token{}, "", fmt.Errorf("creating token: %w", err)
 	}
 	s.index.apply(rec)
+	changeDone(ev, stored)
 	return rec.Token, secret, nil
 }
 
@@ -149,7 +173,10 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Token, error) {
 // Update changes the fields set in p, rules as Create checks them. A revoked
 // token can't be updated (ErrConflict); an expired one can, e.g. to extend
 // it. An empty Patch is ErrInvalid. The new rules apply to the next Lookup.
-func (s *Store) Update(ctx context.Context, id string, p Patch) (Token, error) {
+// A Patch that sets ExpiresAt, even to the same time, clears the expiry
+// warning mark (see ExpiringTokens): a renewed token warns again. ev is
+// stored with the change, as Create does.
+func (s *Store) Update(ctx context.Context, id string, p Patch, ev *audit.Event) (Token, error) {
 	parsed, err := validatePatch(p)
 	if err != nil {
 		return Token{}, fmt.Errorf("updating token %q: %w", id, err)
@@ -177,22 +204,29 @@ func (s *Store) Update(ctx context.Context, id string, p Patch) (Token, error) {
 	}
 	if p.ExpiresAt != nil {
 		rec.ExpiresAt = millis(*p.ExpiresAt)
+		rec.expiryNotifiedAt = time.Time{}
 	}
 	rec.patchRules(p, parsed)
 	rec.UpdatedAt = millis(s.now())
 	if err := updateRecord(ctx, tx, &rec); err != nil {
 		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
 	}
+	stored, err := insertChange(ctx, tx, ev, tokenEvent(ev, rec.Token), rec.UpdatedAt)
+	if err != nil {
+		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
+	}
 	if err := tx.Commit(); err != nil {
 		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
 	}
 	s.index.apply(rec)
+	changeDone(ev, stored)
 	return rec.Token, nil
 }
 
 // Revoke revokes the token for good. Revoking a revoked token changes
-// nothing and returns it as it is.
-func (s *Store) Revoke(ctx context.Context, id string) (Token, error) {
+// nothing and returns it as it is: no audit event is stored then, and ev is
+// left as it was. Otherwise ev is stored with the change, as Create does.
+func (s *Store) Revoke(ctx context.Context, id string, ev *audit.Event) (Token, error) {
 	if !ValidID(id) {
 		return Token{}, fmt.Errorf("revoking token %q: %w", id, ErrNotFound)
 	}
@@ -213,17 +247,27 @@ func (s *Store) Revoke(ctx context.Context, id string) (Token, error) {
 	if err := updateRecord(ctx, tx, &rec); err != nil {
 		return Token{}, fmt.Errorf("revoking token %s: %w", id, err)
 	}
+	stored, err := insertChange(ctx, tx, ev, tokenEvent(ev, rec.Token), now)
+	if err != nil {
+		return Token{}, fmt.Errorf("revoking token %s: %w", id, err)
+	}
 	if err := tx.Commit(); err != nil {
 		return Token{}, fmt.Errorf("revoking token %s: %w", id, err)
 	}
 	s.index.apply(rec)
+	changeDone(ev, stored)
 	return rec.Token, nil
 }
 
 // RevokeUser revokes every unrevoked token of user, compared
 // case-insensitively, and returns the tokens it revoked, newest first (an
 // empty slice if there were none).
-func (s *Store) RevokeUser(ctx context.Context, user string) ([]Token, error) {
+//
+// ev, if not nil, is stored as one audit event for the whole change, with
+// User set to user as given, TokenID empty and Count the number of tokens
+// revoked, otherwise as Create does. When there was nothing to revoke,
+// nothing changed and, as with Revoke, no event is stored (ev keeps ID 0).
+func (s *Store) RevokeUser(ctx context.Context, user string, ev *audit.Event) ([]Token, error) {
 	if err := validateUser(user); err != nil {
 		return nil, fmt.Errorf("revoking tokens of user: %w", err)
 	}
@@ -246,18 +290,25 @@ func (s *Store) RevokeUser(ctx context.Context, user string) ([]Token, error) {
 			return nil, fmt.Errorf("revoking tokens of user %q: %w", user, err)
 		}
 	}
+	stored, err := insertChange(ctx, tx, ev, userEvent(ev, user, len(recs)), now)
+	if err != nil {
+		return nil, fmt.Errorf("revoking tokens of user %q: %w", user, err)
+	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("revoking tokens of user %q: %w", user, err)
 	}
 	s.index.apply(recs...)
+	changeDone(ev, stored)
 	return tokens(recs), nil
 }
 
 // Rotate gives the token a new secret, keeping its id, settings and rules, and
 // returns it with the new secret. The old secret stops working at once. A
 // revoked or expired token can't be rotated (ErrConflict). An empty prefix
-// means DefaultPrefix.
-func (s *Store) Rotate(ctx context.Context, id, prefix string) (Token, string, error) {
+// means DefaultPrefix. Rotating clears the expiry warning mark (see
+// ExpiringTokens), so the token warns again before it expires. ev is stored
+// with the change, as Create does.
+func (s *Store) Rotate(ctx context.Context, id, prefix string, ev *audit.Event) (Token, string, error) {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
@@ -287,13 +338,19 @@ func (s *Store) Rotate(ctx context.Context, id, prefix string) (Token, string, e
 	}
 	rec.hash, rec.Hint = Hash(secret), Hint(secret)
 	rec.RotatedAt, rec.UpdatedAt = millis(now), millis(now)
+	rec.expiryNotifiedAt = time.Time{}
 	if err := updateRecord(ctx, tx, &rec); err != nil {
+		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
+	}
+	stored, err := insertChange(ctx, tx, ev, tokenEvent(ev, rec.Token), now)
+	if err != nil {
 		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
 	}
 	if err := tx.Commit(); err != nil {
 		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
 	}
 	s.index.apply(rec)
+	changeDone(ev, stored)
 	return rec.Token, secret, nil
 }
 
@@ -370,7 +427,7 @@ func updateRecord(ctx context.Context, tx *sql.Tx, rec *record) error {
 	_, err = tx.ExecContext(ctx, updateToken,
 		rec.Name, rec.Description, rec.hash[:], rec.Hint,
 		rec.UpdatedAt.UnixMilli(), nullMillis(rec.ExpiresAt), nullMillis(rec.RevokedAt), nullMillis(rec.RotatedAt),
-		seq, allowedIPs, scope, rec.RateLimit, rec.ID)
+		seq, allowedIPs, scope, rec.RateLimit, nullMillis(rec.expiryNotifiedAt), rec.ID)
 	if err != nil {
 		return conflict(err, *rec)
 	}
@@ -394,10 +451,13 @@ func scanRecord(row interface{ Scan(...any) error }) (record, error) {
 		expires, revoked, rotated sql.NullInt64
 		hash                      []byte
 		allowedIPs, scope, rate   string
+		notified                  sql.NullInt64
+		u                         usageColumns
 	)
 	err := row.Scan(&rec.ID, &rec.User, &rec.Name, &rec.Description, &rec.Hint,
 		&created, &updated, &expires, &revoked, &rotated, &hash, &rec.seq,
-		&allowedIPs, &scope, &rate)
+		&allowedIPs, &scope, &rate, &notified,
+		&u.lastUsedAt, &u.lastIP, &u.useCount, &u.recentIPs)
 	if err != nil {
 		return record{}, err
 	}
@@ -410,7 +470,11 @@ func scanRecord(row interface{ Scan(...any) error }) (record, error) {
 	rec.ExpiresAt = fromNullMillis(expires)
 	rec.RevokedAt = fromNullMillis(revoked)
 	rec.RotatedAt = fromNullMillis(rotated)
+	rec.expiryNotifiedAt = fromNullMillis(notified)
 	if err := decodeRules(&rec, allowedIPs, scope, rate); err != nil {
+		return record{}, err
+	}
+	if err := u.decode(&rec.Token); err != nil {
 		return record{}, err
 	}
 	return rec, nil

@@ -1,0 +1,262 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/tokenstore"
+)
+
+// AuditConfig configures the audit trail of the api_tokens app.
+type AuditConfig struct {
+	// Event classes to record: admin, failure, denied, success.
+	// Default: admin, failure and denied (success is the bulk of traffic).
+	Events []string `json:"events,omitempty"`
+
+	// Fraction of success events to keep when success is recorded, in
+	// (0, 1]. Default: 1 (all).
+	SampleSuccess float64 `json:"sample_success,omitempty"`
+
+	// How long stored audit events are kept; older ones are pruned in the
+	// background. Default: 90d.
+	Retain caddy.Duration `json:"retain,omitempty"`
+
+	// How long before a token's expiry the api_token_expiring event fires
+	// (once per token). Default: 7d.
+	ExpiryWarning caddy.Duration `json:"expiry_warning,omitempty"`
+}
+
+// Audit defaults.
+const (
+	DefaultRetain        = 90 * 24 * time.Hour
+	DefaultExpiryWarning = 7 * 24 * time.Hour
+	usageFlushEvery      = 10 * time.Second
+	expirySweepEvery     = time.Minute
+)
+
+// Caddy event names this module emits.
+const (
+	eventCreated  = "api_token_created"
+	eventRevoked  = "api_token_revoked"
+	eventDenied   = "api_token_denied"
+	eventExpiring = "api_token_expiring"
+)
+
+// auditState is the app's audit machinery for one config: the recorder
+// the gate and the admin API hand events to, its SQLite queue, the usage
+// tracker, and the background loops that Start runs and Stop ends.
+type auditState struct {
+	recorder *audit.Recorder
+	queue    *audit.Queue
+	usage    *audit.UsageTracker
+	pruner   *audit.Pruner
+	warning  time.Duration
+
+	events *caddyevents.App
+	ctx    caddy.Context
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// provisionAudit builds the app's audit machinery; nothing runs until
+// startAudit.
+func (a *App) provisionAudit(ctx caddy.Context) error {
+	cfg := a.Audit
+	if cfg == nil {
+		cfg = new(AuditConfig)
+	}
+	sel, err := audit.ParseSelection(cfg.Events, cfg.SampleSuccess)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	retain := time.Duration(cfg.Retain)
+	if retain == 0 {
+		retain = DefaultRetain
+	}
+	if retain < 0 {
+		return fmt.Errorf("audit: retain %s: must be positive", retain)
+	}
+	warning := time.Duration(cfg.ExpiryWarning)
+	if warning == 0 {
+		warning = DefaultExpiryWarning
+	}
+	logger := a.logger.Named("audit")
+	st := &auditState{warning: warning, ctx: ctx, usage: audit.NewUsageTracker(0)}
+	st.queue = audit.NewQueue(audit.QueueConfig{Writer: a.store, Logger: logger, Now: a.now})
+	st.recorder = audit.NewRecorder(audit.RecorderConfig{Selection: sel, Logger: logger, Queue: st.queue})
+	st.pruner = &audit.Pruner{Writer: a.store, Retain: retain, Now: a.now, Logger: logger}
+	if ev, err := ctx.AppIfConfigured("events"); err == nil {
+		st.events, _ = ev.(*caddyevents.App)
+	}
+	a.auditState = st
+	a.registerMetrics(ctx)
+	return nil
+}
+
+// startAudit runs the background loops: the audit queue's writer, usage
+// flushes, retention pruning and the expiry sweep.
+func (a *App) startAudit() {
+	st := a.auditState
+	ctx, cancel := context.WithCancel(context.Background())
+	st.cancel = cancel
+	run := func(f func()) {
+		st.wg.Add(1)
+		go func() {
+			defer st.wg.Done()
+			f()
+		}()
+	}
+	logger := a.logger.Named("audit")
+	run(func() { st.queue.Run(ctx) })
+	run(func() { st.usage.Run(ctx, a.store, usageFlushEvery, logger) })
+	run(func() { st.pruner.Run(ctx) })
+	run(func() { a.sweepExpiring(ctx) })
+}
+
+// stopAudit ends the loops; each writes out what it holds before it
+// returns (the queue drains, usage flushes).
+func (a *App) stopAudit() {
+	st := a.auditState
+	if st == nil || st.cancel == nil {
+		return
+	}
+	st.cancel()
+	st.wg.Wait()
+	st.cancel = nil
+}
+
+// sweepExpiring emits api_token_expiring once for every token that comes
+// within the warning lead time of its expiry. The first sweep waits for
+// the first tick: Caddy starts apps one after another, and the events app
+// may still be subscribing its handlers when this one starts. (Creating or
+// extending a token sweeps at once, from the admin API.)
+func (a *App) sweepExpiring(ctx context.Context) {
+	t := time.NewTicker(expirySweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.sweepExpiringOnce(ctx)
+		}
+	}
+}
+
+// sweepExpiringOnce emits the events due now and marks their tokens. With
+// no events app, nobody can listen, so tokens are not marked either: the
+// event fires once one is configured.
+func (a *App) sweepExpiringOnce(ctx context.Context) {
+	st := a.auditState
+	if st.events == nil || !st.events.ShouldEmit(eventExpiring) {
+		return
+	}
+	toks, err := a.store.ExpiringTokens(ctx, a.now().Add(st.warning))
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			a.logger.Error("finding expiring tokens", zap.Error(err))
+		}
+		return
+	}
+	if len(toks) == 0 {
+		return
+	}
+	ids := make([]string, 0, len(toks))
+	for _, t := range toks {
+		st.events.Emit(st.ctx, eventExpiring, map[string]any{
+			"token_id":   t.ID,
+			"user":       t.User,
+			"name":       t.Name,
+			"expires_at": t.ExpiresAt,
+		})
+		ids = append(ids, t.ID)
+	}
+	if err := a.store.MarkExpiryNotified(ctx, ids); err != nil {
+		a.logger.Error("marking tokens notified of expiry", zap.Error(err))
+	}
+}
+
+// emit sends a Caddy event if anyone listens for it.
+func (st *auditState) emit(ctx caddy.Context, name string, data map[string]any) {
+	if st != nil && st.events != nil && st.events.ShouldEmit(name) {
+		st.events.Emit(ctx, name, data)
+	}
+}
+
+// Metrics. The request counter is created once and registered into every
+// config's registry, so its values carry across reloads; the collectors
+// that read one app's state are registered per config.
+var metrics = struct {
+	once     sync.Once
+	requests *prometheus.CounterVec
+}{}
+
+func (a *App) registerMetrics(ctx caddy.Context) {
+	const ns, sub = "caddy", "api_tokens"
+	metrics.once.Do(func() {
+		metrics.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "requests_total",
+			Help: "Requests the api_token gate decided, by outcome and reason.",
+		}, []string{"outcome", "reason"})
+	})
+	reg := ctx.GetMetricsRegistry()
+	if reg == nil {
+		return
+	}
+	register := func(c prometheus.Collector) {
+		err := reg.Register(c)
+		if err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			a.logger.Warn("registering metrics", zap.Error(err))
+		}
+	}
+	register(metrics.requests)
+	q := a.auditState.queue
+	register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "audit_events_dropped_total",
+		Help: "Audit events dropped because the audit queue was full or a write failed (since the config was loaded).",
+	}, func() float64 { return float64(q.Dropped()) }))
+	register(&tokenStateCollector{store: a.store, now: a.now, desc: prometheus.NewDesc(
+		prometheus.BuildFQName(ns, sub, "tokens"), "Tokens in the store, by state.", []string{"state"}, nil)})
+}
+
+// tokenStateCollector reports the token counts by state at scrape time,
+// from the store's in-memory index.
+type tokenStateCollector struct {
+	store *tokenstore.Store
+	now   func() time.Time
+	desc  *prometheus.Desc
+}
+
+func (c *tokenStateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *tokenStateCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := c.store.CountByState(c.now())
+	for _, s := range []tokenstore.State{tokenstore.StateActive, tokenstore.StateExpired, tokenstore.StateRevoked} {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[s]), string(s))
+	}
+}
+
+// countRequest counts a gate decision; outcome and reason come from closed
+// sets, so the label space stays bounded.
+func countRequest(outcome audit.Outcome, reason string) {
+	if metrics.requests != nil {
+		metrics.requests.WithLabelValues(string(outcome), reason).Inc()
+	}
+}
+
+// used notes a successful use of a token for the usage statistics.
+func (a *App) used(tokenID, clientIP string, now time.Time) {
+	if a.auditState != nil {
+		a.auditState.usage.Used(tokenID, clientIP, now)
+	}
+}

@@ -1,0 +1,864 @@
+//go:build cgo
+
+package tokenstore
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apitoken/caddy-apitoken/audit"
+)
+
+// allEvents returns every stored event, newest first.
+func allEvents(t *testing.T, s *Store) []audit.Event {
+	t.Helper()
+	page, err := s.QueryAudit(t.Context(), audit.Query{Limit: audit.MaxQueryLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page.NextCursor != "" {
+		t.Fatal("more events than one page holds")
+	}
+	return page.Events
+}
+
+// countEvents counts the rows of audit_events behind the store's back.
+func countEvents(t *testing.T, path string) int {
+	t.Helper()
+	var n int
+	if err := rawDB(t, path).QueryRow(`SELECT COUNT(*) FROM audit_events`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// adminEvent is what an admin handler would pass to a write method.
+func adminEvent(typ audit.Type, changed ...string) *audit.Event {
+	return &audit.Event{
+		Type: typ, Outcome: audit.OutcomeSuccess, Actor: "192.0.2.9:51234",
+		Method: "POST", Path: "/api-tokens/x", Changed: changed,
+	}
+}
+
+func mustAppend(t testing.TB, s *Store, events ...audit.Event) {
+	t.Helper()
+	if err := s.AppendAudit(context.Background(), events); err != nil {
+		t.Fatalf("AppendAudit: %v", err)
+	}
+}
+
+// TestChangeEvents: each write method given an event stores exactly one
+// row, completed with what the store knows, and hands it back through ev.
+func TestChangeEvents(t *testing.T) {
+	s, clock, path := newTestStore(t)
+	ctx := t.Context()
+	tok, _ := mustCreate(t, s, NewToken{User: "Alice", Name: "ci"})
+	victim, _ := mustCreate(t, s, NewToken{User: "Alice", Name: "old"})
+	mustCreate(t, s, NewToken{User: "bob", Name: "b1"})
+	mustCreate(t, s, NewToken{User: "Bob", Name: "b2"})
+	callerTime := time.Date(2029, 5, 6, 7, 8, 9, 123_456_789, time.UTC)
+
+	tests := []struct {
+		name string
+		ev   *audit.Event
+		// run calls the method and returns the fields the store should
+		// have filled in.
+		run func(ev *audit.Event) (audit.Event, error)
+	}{
+		{"create", adminEvent(audit.TypeTokenCreated), func(ev *audit.Event) (audit.Event, error) {
+			created, _, err := s.Create(ctx, NewToken{User: "Carol", Name: "new"}, ev)
+			return audit.Event{TokenID: created.ID, User: "Carol"}, err
+		}},
+		{"update", adminEvent(audit.TypeTokenUpdated, "name", "expires_at"), func(ev *audit.Event) (audit.Event, error) {
+			_, err := s.Update(ctx, tok.ID, Patch{Name: ptr("renamed"), ExpiresAt: ptr(clock.Now().Add(time.Hour))}, ev)
+			return audit.Event{TokenID: tok.ID, User: "Alice"}, err
+		}},
+		{"update: the store's facts win, the caller's time stays",
+			&audit.Event{Type: audit.TypeTokenUpdated, Outcome: audit.OutcomeSuccess, TokenID: "wrong", User: "mallory", Time: callerTime},
+			func(ev *audit.Event) (audit.Event, error) {
+				_, err := s.Update(ctx, tok.ID, Patch{Description: ptr("d")}, ev)
+				return audit.Event{TokenID: tok.ID, User: "Alice", Time: millis(callerTime)}, err
+			}},
+		{"rotate", adminEvent(audit.TypeTokenRotated), func(ev *audit.Event) (audit.Event, error) {
+			_, _, err := s.Rotate(ctx, tok.ID, "", ev)
+			return audit.Event{TokenID: tok.ID, User: "Alice"}, err
+		}},
+		{"revoke", adminEvent(audit.TypeTokenRevoked), func(ev *audit.Event) (audit.Event, error) {
+			_, err := s.Revoke(ctx, victim.ID, ev)
+			return audit.Event{TokenID: victim.ID, User: "Alice"}, err
+		}},
+		{"revoke user", adminEvent(audit.TypeUserTokensRevoked), func(ev *audit.Event) (audit.Event, error) {
+			_, err := s.RevokeUser(ctx, "BOB", ev)
+			return audit.Event{User: "BOB", Count: 2}, err
+		}},
+		{"add member", adminEvent(audit.TypeGroupMemberAdded), func(ev *audit.Event) (audit.Event, error) {
+			_, _, err := s.AddMember(ctx, "eng", "Dave", ev)
+			return audit.Event{User: "Dave", Group: "eng"}, err
+		}},
+		{"remove member, as first spelled", adminEvent(audit.TypeGroupMemberRemoved), func(ev *audit.Event) (audit.Event, error) {
+			_, err := s.RemoveMember(ctx, "eng", "DAVE", ev)
+			return audit.Event{User: "Dave", Group: "eng"}, err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock.Advance(time.Minute)
+			before := countEvents(t, path)
+			caller := *tt.ev
+			filled, err := tt.run(tt.ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := countEvents(t, path); n != before+1 {
+				t.Fatalf("%d rows written, want 1", n-before)
+			}
+			want := caller
+			want.TokenID, want.User, want.Group, want.Count = filled.TokenID, filled.User, filled.Group, filled.Count
+			want.Time = millis(clock.Now())
+			if !filled.Time.IsZero() {
+				want.Time = filled.Time
+			}
+			stored := allEvents(t, s)[0]
+			want.ID = stored.ID
+			if !reflect.DeepEqual(stored, want) {
+				t.Errorf("stored event\n%+v, want\n%+v", stored, want)
+			}
+			if !reflect.DeepEqual(*tt.ev, want) || tt.ev.ID == 0 {
+				t.Errorf("ev after the call\n%+v, want the stored event\n%+v", *tt.ev, want)
+			}
+		})
+	}
+}
+
+// TestNoChangeNoEvent: a call that changes nothing, or fails, stores no
+// event and leaves ev as it was; a nil ev stores none either.
+func TestNoChangeNoEvent(t *testing.T) {
+	s, _, path := newTestStore(t)
+	ctx := t.Context()
+	tok, _ := mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
+	revoked, _ := mustCreate(t, s, NewToken{User: "alice", Name: "old"})
+	if _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	mustAddMember(t, s, "eng", "alice")
+
+	tests := []struct {
+		name    string
+		run     func(ev *audit.Event) error
+		wantErr error // nil: the call succeeds, changing nothing
+	}{
+		{"revoke a revoked token", func(ev *audit.Event) error {
+			_, err := s.Revoke(ctx, revoked.ID, ev)
+			return err
+		}, nil},
+		{"revoke user without tokens", func(ev *audit.Event) error {
+			_, err := s.RevokeUser(ctx, "nobody", ev)
+			return err
+		}, nil},
+		{"add an existing member", func(ev *audit.Event) error {
+			_, _, err := s.AddMember(ctx, "eng", "ALICE", ev)
+			return err
+		}, nil},
+		{"remove a non-member", func(ev *audit.Event) error {
+			_, err := s.RemoveMember(ctx, "eng", "bob", ev)
+			return err
+		}, nil},
+		{"create conflict", func(ev *audit.Event) error {
+			_, _, err := s.Create(ctx, NewToken{User: "alice", Name: "ci"}, ev)
+			return err
+		}, ErrConflict},
+		{"create invalid", func(ev *audit.Event) error {
+			_, _, err := s.Create(ctx, NewToken{User: "a:b", Name: "ci"}, ev)
+			return err
+		}, ErrInvalid},
+		{"update revoked", func(ev *audit.Event) error {
+			_, err := s.Update(ctx, revoked.ID, Patch{Name: ptr("x")}, ev)
+			return err
+		}, ErrConflict},
+		{"rotate unknown", func(ev *audit.Event) error {
+			_, _, err := s.Rotate(ctx, "zzzzzzzzzzzz", "", ev)
+			return err
+		}, ErrNotFound},
+		{"revoke unknown", func(ev *audit.Event) error {
+			_, err := s.Revoke(ctx, "zzzzzzzzzzzz", ev)
+			return err
+		}, ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := adminEvent(audit.TypeTokenRevoked)
+			caller := *ev
+			err := tt.run(ev)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("error = %v, want %v", err, tt.wantErr)
+			}
+			if n := countEvents(t, path); n != 0 {
+				t.Errorf("%d events stored, want none", n)
+			}
+			if !reflect.DeepEqual(*ev, caller) {
+				t.Errorf("ev changed to %+v", *ev)
+			}
+		})
+	}
+
+	t.Run("nil event", func(t *testing.T) {
+		other, _, err := s.Create(ctx, NewToken{User: "bob", Name: "ci"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls := []func() error{
+			func() error { _, err := s.Update(ctx, tok.ID, Patch{Name: ptr("x")}, nil); return err },
+			func() error { _, _, err := s.Rotate(ctx, tok.ID, "", nil); return err },
+			func() error { _, err := s.Revoke(ctx, tok.ID, nil); return err },
+			func() error { _, err := s.RevokeUser(ctx, "bob", nil); return err },
+			func() error { _, _, err := s.AddMember(ctx, "ops", "bob", nil); return err },
+			func() error { _, err := s.RemoveMember(ctx, "ops", "bob", nil); return err },
+		}
+		for i, call := range calls {
+			if err := call(); err != nil {
+				t.Fatalf("call %d: %v", i, err)
+			}
+		}
+		if got, _ := s.Get(ctx, other.ID); got.RevokedAt.IsZero() {
+			t.Error("RevokeUser did nothing")
+		}
+		if n := countEvents(t, path); n != 0 {
+			t.Errorf("%d events stored, want none", n)
+		}
+	})
+}
+
+// failAuditInserts makes every insert into audit_events fail until the
+// returned function is called.
+func failAuditInserts(t *testing.T, path string) (restore func()) {
+	t.Helper()
+	db := rawDB(t, path)
+	_, err := db.Exec(`CREATE TRIGGER fail_audit BEFORE INSERT ON audit_events
+BEGIN SELECT RAISE(ABORT, 'audit insert refused'); END`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		if _, err := db.Exec(`DROP TRIGGER fail_audit`); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestChangeEventAtomic: when the audit event can't be stored, the change
+// it records does not happen, in the file or in memory.
+func TestChangeEventAtomic(t *testing.T) {
+	s, clock, path := newTestStore(t)
+	ctx := t.Context()
+	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)})
+	mustCreate(t, s, NewToken{User: "bob", Name: "ci"})
+	mustAddMember(t, s, "eng", "alice")
+	restore := failAuditInserts(t, path)
+
+	dump := func() string {
+		return dumpTable(t, path) + dumpMembers(t, path) + dumpQuery(t, path, `SELECT * FROM audit_events`)
+	}
+	// memory is what the in-memory indexes say.
+	memory := func() string {
+		e, ok := s.Lookup(secret)
+		return fmt.Sprint(e, ok, s.CountByState(clock.Now()), s.GroupsOf("alice"), s.GroupsOf("carol"))
+	}
+	tests := []struct {
+		name string
+		run  func(ev *audit.Event) error
+	}{
+		{"create", func(ev *audit.Event) error {
+			_, secret, err := s.Create(ctx, NewToken{User: "carol", Name: "new"}, ev)
+			if err != nil && secret != "" {
+				t.Error("Create returned a secret with an error")
+			}
+			return err
+		}},
+		{"update", func(ev *audit.Event) error {
+			_, err := s.Update(ctx, tok.ID, Patch{Name: ptr("renamed"), ExpiresAt: new(time.Time)}, ev)
+			return err
+		}},
+		{"rotate", func(ev *audit.Event) error {
+			_, secret, err := s.Rotate(ctx, tok.ID, "", ev)
+			if err != nil && secret != "" {
+				t.Error("Rotate returned a secret with an error")
+			}
+			return err
+		}},
+		{"revoke", func(ev *audit.Event) error {
+			_, err := s.Revoke(ctx, tok.ID, ev)
+			return err
+		}},
+		{"revoke user", func(ev *audit.Event) error {
+			_, err := s.RevokeUser(ctx, "bob", ev)
+			return err
+		}},
+		{"add member", func(ev *audit.Event) error {
+			_, _, err := s.AddMember(ctx, "ops", "carol", ev)
+			return err
+		}},
+		{"remove member", func(ev *audit.Event) error {
+			_, err := s.RemoveMember(ctx, "eng", "alice", ev)
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock.Advance(time.Second)
+			beforeFile, beforeMemory := dump(), memory()
+			ev := adminEvent(audit.TypeTokenUpdated)
+			caller := *ev
+			err := tt.run(ev)
+			if err == nil || !strings.Contains(err.Error(), "recording audit event") || !strings.Contains(err.Error(), "audit insert refused") {
+				t.Fatalf("error = %v, want the failed audit insert", err)
+			}
+			if after := dump(); after != beforeFile {
+				t.Errorf("the file changed:\n%s\nwant\n%s", after, beforeFile)
+			}
+			if after := memory(); after != beforeMemory {
+				t.Errorf("memory changed:\n%s\nwant\n%s", after, beforeMemory)
+			}
+			if !reflect.DeepEqual(*ev, caller) {
+				t.Errorf("ev changed to %+v", *ev)
+			}
+		})
+	}
+
+	t.Run("a nil event is not inserted", func(t *testing.T) {
+		for _, tt := range tests {
+			if err := tt.run(nil); err != nil {
+				t.Errorf("%s without an event: %v", tt.name, err)
+			}
+		}
+	})
+	t.Run("append is all or nothing", func(t *testing.T) {
+		restore()
+		_, err := rawDB(t, path).Exec(`CREATE TRIGGER fail_boom BEFORE INSERT ON audit_events WHEN NEW.type = 'boom'
+BEGIN SELECT RAISE(ABORT, 'boom refused'); END`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := countEvents(t, path)
+		err = s.AppendAudit(ctx, []audit.Event{{Type: audit.TypeAuthFailed}, {Type: "boom"}, {Type: audit.TypeAuthFailed}})
+		if err == nil || !strings.Contains(err.Error(), "event 1 (boom)") {
+			t.Fatalf("AppendAudit error = %v, want one naming event 1", err)
+		}
+		if n := countEvents(t, path); n != before {
+			t.Errorf("%d events stored by a failed AppendAudit", n-before)
+		}
+	})
+}
+
+// queryFixture appends a set of events, oldest first, and returns them as
+// stored.
+func queryFixture(t *testing.T, s *Store, base time.Time) []audit.Event {
+	t.Helper()
+	at := func(m int) time.Time { return base.Add(time.Duration(m) * time.Minute) }
+	events := []audit.Event{
+		{Time: at(0), Type: audit.TypeTokenCreated, Outcome: audit.OutcomeSuccess, User: "Alice", TokenID: "aaaaaaaaaaaa", Actor: "admin", Changed: []string{"name"}},
+		{Time: at(1), Type: audit.TypeAuthSucceeded, Outcome: audit.OutcomeSuccess, User: "alice", TokenID: "aaaaaaaaaaaa", ClientIP: "192.0.2.1", Scheme: "bearer", Method: "GET", Host: "api.example.com", Path: "/v1/x", Status: 200},
+		{Time: at(2), Type: audit.TypeAuthFailed, Outcome: audit.OutcomeFailure, Reason: "wrong_secret", User: "bob", ClientIP: "192.0.2.2", Status: 401},
+		{Time: at(3), Type: audit.TypeDenied, Outcome: audit.OutcomeDenied, Reason: "path", User: "ALICE", TokenID: "aaaaaaaaaaaa", ClientIP: "192.0.2.2", Rule: "/admin/*", Status: 403},
+		{Time: at(4), Type: audit.TypeAuthSucceeded, Outcome: audit.OutcomeSuccess, User: "bob", TokenID: "bbbbbbbbbbbb", ClientIP: "2001:db8::1"},
+		{Time: at(5), Type: audit.TypeWouldDeny, Outcome: audit.OutcomeReported, Reason: "client_ip", User: "bob", TokenID: "bbbbbbbbbbbb", ClientIP: "192.0.2.1"},
+		{Time: at(6), Type: audit.TypeGroupMemberAdded, Outcome: audit.OutcomeSuccess, User: "Carol", Group: "eng", Actor: "admin"},
+		{Time: at(7), Type: audit.TypeUserTokensRevoked, Outcome: audit.OutcomeSuccess, User: "bob", Count: 2, Actor: "admin"},
+		// Stored last but timed earlier (a late flush): order is by id.
+		{Time: at(-1), Type: audit.TypeAuthFailed, Outcome: audit.OutcomeFailure, Reason: "malformed", ClientIP: "192.0.2.3"},
+	}
+	mustAppend(t, s, events...)
+	stored := allEvents(t, s)
+	slices.Reverse(stored)
+	if len(stored) != len(events) {
+		t.Fatalf("%d events stored, want %d", len(stored), len(events))
+	}
+	for i := range events {
+		want := events[i]
+		want.ID, want.Time = stored[i].ID, millis(want.Time)
+		if !reflect.DeepEqual(stored[i], want) {
+			t.Fatalf("event %d stored as\n%+v, want\n%+v", i, stored[i], want)
+		}
+		if i > 0 && stored[i].ID <= stored[i-1].ID {
+			t.Fatalf("ids not increasing: %d after %d", stored[i].ID, stored[i-1].ID)
+		}
+	}
+	return stored
+}
+
+func TestQueryAudit(t *testing.T) {
+	s, clock, _ := newTestStore(t)
+	ctx := t.Context()
+	base := clock.Now()
+	stored := queryFixture(t, s, base)
+	at := func(m int) time.Time { return base.Add(time.Duration(m) * time.Minute) }
+
+	tests := []struct {
+		name string
+		q    audit.Query
+		want []int // indexes into the fixture, newest first
+	}{
+		{"all, by id not time", audit.Query{}, []int{8, 7, 6, 5, 4, 3, 2, 1, 0}},
+		{"token", audit.Query{TokenID: "aaaaaaaaaaaa"}, []int{3, 1, 0}},
+		{"unknown token", audit.Query{TokenID: "zzzzzzzzzzzz"}, []int{}},
+		{"user ignores case", audit.Query{User: "aLiCe"}, []int{3, 1, 0}},
+		{"client ip", audit.Query{ClientIP: "192.0.2.2"}, []int{3, 2}},
+		{"ipv6 client ip", audit.Query{ClientIP: "2001:db8::1"}, []int{4}},
+		{"one type", audit.Query{Types: []audit.Type{audit.TypeAuthSucceeded}}, []int{4, 1}},
+		{"types are or-ed", audit.Query{Types: []audit.Type{audit.TypeAuthFailed, audit.TypeDenied, audit.TypeWouldDeny}}, []int{8, 5, 3, 2}},
+		{"unknown type", audit.Query{Types: []audit.Type{"nope"}}, []int{}},
+		{"outcome", audit.Query{Outcome: audit.OutcomeFailure}, []int{8, 2}},
+		{"since is inclusive", audit.Query{Since: at(5)}, []int{7, 6, 5}},
+		{"until is exclusive", audit.Query{Until: at(1)}, []int{8, 0}},
+		{"since and until", audit.Query{Since: at(2), Until: at(5)}, []int{4, 3, 2}},
+		{"user and type", audit.Query{User: "BOB", Types: []audit.Type{audit.TypeAuthSucceeded, audit.TypeUserTokensRevoked}}, []int{7, 4}},
+		{"token and ip", audit.Query{TokenID: "aaaaaaaaaaaa", ClientIP: "192.0.2.1"}, []int{1}},
+		{"ip and outcome", audit.Query{ClientIP: "192.0.2.1", Outcome: audit.OutcomeReported}, []int{5}},
+		{"user, types and time", audit.Query{User: "alice", Types: []audit.Type{audit.TypeAuthSucceeded, audit.TypeDenied}, Since: at(2)}, []int{3}},
+		{"every filter", audit.Query{
+			TokenID: "bbbbbbbbbbbb", User: "Bob", ClientIP: "2001:db8::1", Outcome: audit.OutcomeSuccess,
+			Types: []audit.Type{audit.TypeAuthSucceeded}, Since: at(4), Until: at(5),
+		}, []int{4}},
+		{"every filter, one off", audit.Query{
+			TokenID: "bbbbbbbbbbbb", User: "Bob", ClientIP: "2001:db8::1", Outcome: audit.OutcomeSuccess,
+			Types: []audit.Type{audit.TypeAuthSucceeded}, Since: at(4), Until: at(4),
+		}, []int{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			page, err := s.QueryAudit(ctx, tt.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if page.Events == nil {
+				t.Fatal("Events is nil")
+			}
+			want := make([]audit.Event, len(tt.want))
+			for i, j := range tt.want {
+				want[i] = stored[j]
+			}
+			if !reflect.DeepEqual(page.Events, want) {
+				t.Errorf("QueryAudit(%+v) = %v, want %v", tt.q, eventIDs(page.Events), eventIDs(want))
+			}
+			if page.NextCursor != "" {
+				t.Errorf("NextCursor = %q on the only page", page.NextCursor)
+			}
+		})
+	}
+}
+
+func eventIDs(events []audit.Event) []int64 {
+	ids := make([]int64, len(events))
+	for i, e := range events {
+		ids[i] = e.ID
+	}
+	return ids
+}
+
+// TestQueryAuditTimeBounds: Since and Until at and between the stored
+// milliseconds.
+func TestQueryAuditTimeBounds(t *testing.T) {
+	s, clock, _ := newTestStore(t)
+	t0 := millis(clock.Now())
+	ms := func(n float64) time.Time { return t0.Add(time.Duration(n * float64(time.Millisecond))) }
+	mustAppend(t, s, audit.Event{Time: ms(0), Type: "e0"}, audit.Event{Time: ms(1), Type: "e1"}, audit.Event{Time: ms(2), Type: "e2"})
+	tests := []struct {
+		name         string
+		since, until time.Time
+		want         string
+	}{
+		{"since at an event", ms(1), time.Time{}, "[e2 e1]"},
+		{"since between", ms(0.5), time.Time{}, "[e2 e1]"},
+		{"since a nanosecond after", ms(1).Add(time.Nanosecond), time.Time{}, "[e2]"},
+		{"until at an event", time.Time{}, ms(1), "[e0]"},
+		{"until between", time.Time{}, ms(1.5), "[e1 e0]"},
+		{"until a nanosecond after", time.Time{}, ms(1).Add(time.Nanosecond), "[e1 e0]"},
+		{"since = until", ms(1), ms(1), "[]"},
+		{"one millisecond", ms(1), ms(2), "[e1]"},
+		{"until before since", ms(2), ms(1), "[]"},
+		{"another time zone", ms(1).In(time.FixedZone("X", 3600)), time.Time{}, "[e2 e1]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			page, err := s.QueryAudit(t.Context(), audit.Query{Since: tt.since, Until: tt.until})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var types []string
+			for _, e := range page.Events {
+				types = append(types, string(e.Type))
+			}
+			if got := fmt.Sprint(types); got != tt.want {
+				t.Errorf("got %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestQueryAuditPages pages through more events than a page holds.
+func TestQueryAuditPages(t *testing.T) {
+	s, clock, _ := newTestStore(t)
+	events := make([]audit.Event, 250)
+	for i := range events {
+		events[i] = audit.Event{Time: clock.Now(), Type: audit.TypeAuthSucceeded, Outcome: audit.OutcomeSuccess, TokenID: "aaaaaaaaaaaa"}
+		if i%5 == 0 {
+			events[i].TokenID = "bbbbbbbbbbbb" // 50 of them
+		}
+		clock.Advance(time.Second)
+	}
+	mustAppend(t, s, events...)
+
+	tests := []struct {
+		name      string
+		q         audit.Query
+		wantPages []int
+	}{
+		{"three pages", audit.Query{Limit: 100}, []int{100, 100, 50}},
+		{"filtered, index order", audit.Query{Limit: 100, TokenID: "aaaaaaaaaaaa"}, []int{100, 100}},
+		{"filtered, table order", audit.Query{Limit: 100, Outcome: audit.OutcomeSuccess}, []int{100, 100, 50}},
+		{"small pages", audit.Query{Limit: 7, TokenID: "bbbbbbbbbbbb"}, []int{7, 7, 7, 7, 7, 7, 7, 1}},
+		{"one page exactly", audit.Query{Limit: 50, TokenID: "bbbbbbbbbbbb"}, []int{50}},
+		{"default limit", audit.Query{}, []int{audit.DefaultQueryLimit, audit.DefaultQueryLimit, 50}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := tt.q
+			var sizes []int
+			var ids []int64
+			for range 100 {
+				page, err := s.QueryAudit(t.Context(), q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sizes = append(sizes, len(page.Events))
+				for _, e := range page.Events {
+					if tt.q.TokenID != "" && e.TokenID != tt.q.TokenID {
+						t.Fatalf("event %d has token %s", e.ID, e.TokenID)
+					}
+					ids = append(ids, e.ID)
+				}
+				if page.NextCursor == "" {
+					break
+				}
+				q.Cursor = page.NextCursor
+			}
+			if !reflect.DeepEqual(sizes, tt.wantPages) {
+				t.Errorf("page sizes %v, want %v", sizes, tt.wantPages)
+			}
+			// Strictly decreasing: newest first, no duplicates.
+			for i := 1; i < len(ids); i++ {
+				if ids[i] >= ids[i-1] {
+					t.Fatalf("id %d follows %d", ids[i], ids[i-1])
+				}
+			}
+			// No gaps: exactly the matching events.
+			var want []int64
+			for _, e := range allEvents(t, s) {
+				if tt.q.TokenID == "" || e.TokenID == tt.q.TokenID {
+					want = append(want, e.ID)
+				}
+			}
+			if !reflect.DeepEqual(ids, want) {
+				t.Errorf("paged through %d events, want the %d matching", len(ids), len(want))
+			}
+		})
+	}
+}
+
+func TestQueryAuditLimits(t *testing.T) {
+	s, _, _ := newTestStore(t)
+	events := make([]audit.Event, audit.MaxQueryLimit+10)
+	for i := range events {
+		events[i] = audit.Event{Type: audit.TypeAuthSucceeded}
+	}
+	mustAppend(t, s, events...)
+	tests := []struct {
+		limit, want int
+	}{
+		{0, audit.DefaultQueryLimit},
+		{1, 1},
+		{audit.MaxQueryLimit, audit.MaxQueryLimit},
+		{audit.MaxQueryLimit + 1, audit.MaxQueryLimit},
+		{1 << 40, audit.MaxQueryLimit},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.limit), func(t *testing.T) {
+			page, err := s.QueryAudit(t.Context(), audit.Query{Limit: tt.limit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page.Events) != tt.want || page.NextCursor == "" {
+				t.Errorf("%d events, next %q; want %d and a cursor", len(page.Events), page.NextCursor, tt.want)
+			}
+		})
+	}
+}
+
+func TestQueryAuditInvalid(t *testing.T) {
+	s, _, _ := newTestStore(t)
+	mustAppend(t, s, audit.Event{Type: audit.TypeAuthFailed})
+	b64 := base64.RawURLEncoding.EncodeToString
+	str := func(s string) []byte { return []byte(s) }
+	tests := []struct {
+		name string
+		q    audit.Query
+		want string // in the message
+	}{
+		{"cursor not base64", audit.Query{Cursor: "!!!"}, `cursor "!!!"`},
+		{"cursor padded", audit.Query{Cursor: base64.URLEncoding.EncodeToString(str("1234"))}, "cursor"},
+		{"cursor not a number", audit.Query{Cursor: b64(str("abc"))}, "cursor"},
+		{"cursor zero", audit.Query{Cursor: b64(str("0"))}, "cursor"},
+		{"cursor negative", audit.Query{Cursor: b64(str("-5"))}, "cursor"},
+		{"cursor with a leading zero", audit.Query{Cursor: b64(str("05"))}, "cursor"},
+		{"cursor with a plus", audit.Query{Cursor: b64(str("+5"))}, "cursor"},
+		{"cursor too big", audit.Query{Cursor: b64(str("99999999999999999999"))}, "cursor"},
+		{"cursor with a space", audit.Query{Cursor: b64(str("5 "))}, "cursor"},
+		{"cursor in standard base64", audit.Query{Cursor: "Pz8/"}, "cursor"},
+		{"negative limit", audit.Query{Limit: -1}, "limit -1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s.QueryAudit(t.Context(), tt.q)
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error = %v, want ErrInvalid", err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not mention %q", err, tt.want)
+			}
+		})
+	}
+	t.Run("a well-formed cursor past every event", func(t *testing.T) {
+		page, err := s.QueryAudit(t.Context(), audit.Query{Cursor: encodeCursor(1)})
+		if err != nil || len(page.Events) != 0 || page.NextCursor != "" {
+			t.Errorf("QueryAudit = %+v, %v; want an empty last page", page, err)
+		}
+	})
+}
+
+// TestQueryAuditPlans: each form of the query walks an index (or the
+// table) in id order, so that a page costs its size, not the table's.
+func TestQueryAuditPlans(t *testing.T) {
+	s, _, _ := newTestStore(t)
+	since := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		q    audit.Query
+		want string // in the plan
+	}{
+		{"no filter", audit.Query{}, "USING INTEGER PRIMARY KEY"},
+		{"time", audit.Query{Since: since, Until: since.Add(time.Hour)}, "USING INTEGER PRIMARY KEY"},
+		{"several types", audit.Query{Types: []audit.Type{"a", "b"}}, "USING INTEGER PRIMARY KEY"},
+		{"token", audit.Query{TokenID: "aaaaaaaaaaaa", User: "x", Types: []audit.Type{"a", "b"}}, "USING INDEX audit_events_token_id"},
+		{"client ip", audit.Query{ClientIP: "192.0.2.1", User: "x"}, "USING INDEX audit_events_client_ip"},
+		{"user", audit.Query{User: "x", Types: []audit.Type{"a"}}, "USING INDEX audit_events_user_key"},
+		{"one type", audit.Query{Types: []audit.Type{"a"}, Since: since}, "USING INDEX audit_events_type"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args, err := queryArgs(tt.q, 1000, 101)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows, err := s.reader.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+eventQuery(tt.q), args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var plan []string
+			for rows.Next() {
+				var id, parent, notused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, detail)
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			got := strings.Join(plan, "; ")
+			if !strings.Contains(got, "SEARCH audit_events "+tt.want) || strings.Contains(got, "TEMP B-TREE") {
+				t.Errorf("plan %q: want a search %s without a sort", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPruneAudit(t *testing.T) {
+	s, clock, path := newTestStore(t)
+	ctx := t.Context()
+	s.pruneChunkSize = 7
+	tok, _ := mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
+
+	// 50 old events (49 appended, 1 admin), each a second apart, then
+	// the cut-off, then 20 new ones.
+	for range 49 {
+		mustAppend(t, s, audit.Event{Type: audit.TypeAuthSucceeded}) // the clock's time
+		clock.Advance(time.Second)
+	}
+	if _, err := s.Update(ctx, tok.ID, Patch{Name: ptr("x")}, adminEvent(audit.TypeTokenUpdated)); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second)
+	cutoff := clock.Now()
+	var newIDs []int64
+	for range 20 {
+		mustAppend(t, s, audit.Event{Type: audit.TypeAuthSucceeded})
+		clock.Advance(time.Second)
+	}
+	for _, e := range allEvents(t, s)[:20] {
+		newIDs = append(newIDs, e.ID)
+	}
+
+	t.Run("a failed chunk keeps the earlier ones", func(t *testing.T) {
+		// The third chunk holds the 20th event: two chunks go, then the
+		// error.
+		var id20 int64
+		if err := rawDB(t, path).QueryRow(`SELECT id FROM audit_events ORDER BY id LIMIT 1 OFFSET 19`).Scan(&id20); err != nil {
+			t.Fatal(err)
+		}
+		_, err := rawDB(t, path).Exec(`CREATE TRIGGER fail_prune BEFORE DELETE ON audit_events WHEN OLD.id = ` + fmt.Sprint(id20) + `
+BEGIN SELECT RAISE(ABORT, 'prune refused'); END`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := s.PruneAudit(ctx, cutoff)
+		if err == nil || !strings.Contains(err.Error(), "prune refused") {
+			t.Fatalf("PruneAudit error = %v, want the trigger's", err)
+		}
+		if n != 14 {
+			t.Errorf("PruneAudit = %d with the error, want 14 (two chunks of 7)", n)
+		}
+		if got := countEvents(t, path); got != 70-14 {
+			t.Errorf("%d events left, want %d", got, 70-14)
+		}
+		if _, err := rawDB(t, path).Exec(`DROP TRIGGER fail_prune`); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("exactly the old events go", func(t *testing.T) {
+		n, err := s.PruneAudit(ctx, cutoff)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 50-14 {
+			t.Errorf("PruneAudit = %d, want %d", n, 50-14)
+		}
+		if got := eventIDs(allEvents(t, s)); !reflect.DeepEqual(got, newIDs) {
+			t.Errorf("left %v, want the new events %v", got, newIDs)
+		}
+	})
+	t.Run("again", func(t *testing.T) {
+		if n, err := s.PruneAudit(ctx, cutoff); err != nil || n != 0 {
+			t.Errorf("PruneAudit = %d, %v; want 0", n, err)
+		}
+	})
+	t.Run("a multiple of the chunk size", func(t *testing.T) {
+		// 14 of the 20 new events, a second apart, are before this.
+		n, err := s.PruneAudit(ctx, cutoff.Add(14*time.Second))
+		if err != nil || n != 14 {
+			t.Errorf("PruneAudit = %d, %v; want 14", n, err)
+		}
+		if got := countEvents(t, path); got != 6 {
+			t.Errorf("%d events left, want 6", got)
+		}
+	})
+	t.Run("ids are never reused", func(t *testing.T) {
+		if n, err := s.PruneAudit(ctx, clock.Now().Add(time.Hour)); err != nil || n != 6 {
+			t.Fatalf("PruneAudit = %d, %v; want 6", n, err)
+		}
+		mustAppend(t, s, audit.Event{Type: audit.TypeAuthFailed})
+		if got := allEvents(t, s)[0].ID; got <= newIDs[0] {
+			t.Errorf("new event has id %d, not above the pruned %d", got, newIDs[0])
+		}
+	})
+}
+
+// TestAuditHoldsNoSecrets: whatever the write methods record, no token, no
+// part of its secret and no hash of it reaches audit_events.
+func TestAuditHoldsNoSecrets(t *testing.T) {
+	s, _, path := newTestStore(t)
+	ctx := t.Context()
+	var secrets []string
+	remember := func(secret string) {
+		t.Helper()
+		sep := strings.LastIndexByte(secret, '_')
+		body := secret[sep+1:]
+		hash := Hash(secret)
+		secrets = append(secrets,
+			secret,
+			body[idLen:idLen+secretLen],     // the secret part alone
+			body[idLen+8:idLen+secretLen-8], // any long piece of it
+			hex.EncodeToString(hash[:]),     // the hash, as SQL's hex() or Go would print it
+			strings.ToUpper(hex.EncodeToString(hash[:])),
+			string(hash[:]),
+		)
+	}
+	for i, user := range []string{"alice", "Bob"} {
+		tok, secret, err := s.Create(ctx, NewToken{User: user, Name: "ci", Description: "d"}, adminEvent(audit.TypeTokenCreated, "name", "description"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		remember(secret)
+		for range 2 {
+			_, secret, err := s.Rotate(ctx, tok.ID, "acme", adminEvent(audit.TypeTokenRotated))
+			if err != nil {
+				t.Fatal(err)
+			}
+			remember(secret)
+		}
+		if _, err := s.Update(ctx, tok.ID, Patch{Name: ptr(fmt.Sprint("n", i))}, adminEvent(audit.TypeTokenUpdated, "name")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.RevokeUser(ctx, "alice", adminEvent(audit.TypeUserTokensRevoked)); err != nil {
+		t.Fatal(err)
+	}
+
+	rows, err := rawDB(t, path).Query(`SELECT * FROM audit_events`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range vals {
+			text := fmt.Sprint(v)
+			if b, ok := v.([]byte); ok {
+				text = string(b)
+			}
+			for _, secret := range secrets {
+				if strings.Contains(text, secret) {
+					t.Errorf("row %d, column %s holds secret material %q", n, cols[i], secret)
+				}
+			}
+		}
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n != 9 {
+		t.Errorf("scanned %d rows, want 9: the test must see what it checks", n)
+	}
+}

@@ -1,0 +1,183 @@
+//go:build cgo
+
+package tokenstore
+
+import (
+	"database/sql"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func expiringNames(t *testing.T, s *Store, before time.Time) []string {
+	t.Helper()
+	toks, err := s.ExpiringTokens(t.Context(), before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if toks == nil {
+		t.Fatal("ExpiringTokens returned a nil slice")
+	}
+	names := []string{}
+	for _, tok := range toks {
+		names = append(names, tok.Name)
+	}
+	return names
+}
+
+func TestExpiringTokens(t *testing.T) {
+	s, clock, path := newTestStore(t)
+	ctx := t.Context()
+	now := clock.Now()
+	window := now.Add(2 * time.Hour)
+	create := func(name string, expires time.Time) Token {
+		t.Helper()
+		tok, _ := mustCreate(t, s, NewToken{User: "alice", Name: name, ExpiresAt: expires})
+		return tok
+	}
+	create("soon", now.Add(time.Hour))
+	edge := create("at the window's end", window)
+	create("a millisecond past the window", window.Add(time.Millisecond))
+	create("never expires", time.Time{})
+	sooner := create("sooner", now.Add(time.Minute))
+	revoked := create("revoked", now.Add(time.Hour))
+	if _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	create("expires now", now.Add(time.Millisecond))
+	create("already expired", now.Add(-time.Minute)) // Create takes it: limits are the caller's
+	clock.Advance(time.Millisecond)                  // "expires now" is expired now
+
+	t.Run("window", func(t *testing.T) {
+		want := []string{"sooner", "soon", "at the window's end"}
+		if got := expiringNames(t, s, window); !reflect.DeepEqual(got, want) {
+			t.Errorf("ExpiringTokens = %q, want %q", got, want)
+		}
+	})
+	t.Run("narrower window", func(t *testing.T) {
+		if got := expiringNames(t, s, now.Add(time.Hour).Add(-time.Millisecond)); !reflect.DeepEqual(got, []string{"sooner"}) {
+			t.Errorf("ExpiringTokens = %q, want [sooner]", got)
+		}
+	})
+	t.Run("window in the past", func(t *testing.T) {
+		if got := expiringNames(t, s, now.Add(-time.Hour)); len(got) != 0 {
+			t.Errorf("ExpiringTokens = %q, want none", got)
+		}
+	})
+
+	notifiedAt := func(id string) sql.NullInt64 {
+		t.Helper()
+		var n sql.NullInt64
+		if err := rawDB(t, path).QueryRow(`SELECT expiry_notified_at FROM tokens WHERE id = ?`, id).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	t.Run("marked tokens are left out", func(t *testing.T) {
+		before := dumpQuery(t, path, `SELECT id, updated_at, seq FROM tokens ORDER BY id`)
+		markedAt := clock.Now()
+		if err := s.MarkExpiryNotified(ctx, []string{sooner.ID, edge.ID, "zzzzzzzzzzzz", "bad"}); err != nil {
+			t.Fatal(err)
+		}
+		if got := expiringNames(t, s, window); !reflect.DeepEqual(got, []string{"soon"}) {
+			t.Errorf("ExpiringTokens = %q, want [soon]", got)
+		}
+		if got := notifiedAt(sooner.ID); got.Int64 != markedAt.UnixMilli() {
+			t.Errorf("expiry_notified_at = %v, want %d", got, markedAt.UnixMilli())
+		}
+		if after := dumpQuery(t, path, `SELECT id, updated_at, seq FROM tokens ORDER BY id`); after != before {
+			t.Errorf("marking changed updated_at or seq:\n%s\nwant\n%s", after, before)
+		}
+
+		clock.Advance(time.Second)
+		if err := s.MarkExpiryNotified(ctx, []string{sooner.ID}); err != nil {
+			t.Fatal(err)
+		}
+		if got := notifiedAt(sooner.ID); got.Int64 != markedAt.UnixMilli() {
+			t.Errorf("marking again moved expiry_notified_at to %v, want the first mark %d", got, markedAt.UnixMilli())
+		}
+	})
+
+	steps := []struct {
+		name string
+		run  func() error
+		want []string
+	}{
+		{"an update without an expiry keeps the mark", func() error {
+			_, err := s.Update(ctx, sooner.ID, Patch{Name: ptr("sooner, renamed")}, nil)
+			return err
+		}, []string{"soon"}},
+		{"an update of the expiry clears it", func() error {
+			_, err := s.Update(ctx, sooner.ID, Patch{ExpiresAt: ptr(now.Add(90 * time.Minute))}, nil)
+			return err
+		}, []string{"soon", "sooner, renamed"}},
+		{"a rotation clears it", func() error {
+			_, _, err := s.Rotate(ctx, edge.ID, "", nil)
+			return err
+		}, []string{"soon", "sooner, renamed", "at the window's end"}},
+		{"once expired, never", func() error {
+			clock.Advance(time.Hour)
+			return nil
+		}, []string{"sooner, renamed", "at the window's end"}},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			if err := st.run(); err != nil {
+				t.Fatal(err)
+			}
+			if got := expiringNames(t, s, window); !reflect.DeepEqual(got, st.want) {
+				t.Errorf("ExpiringTokens = %q, want %q", got, st.want)
+			}
+		})
+	}
+	t.Run("nothing to mark", func(t *testing.T) {
+		if err := s.MarkExpiryNotified(ctx, nil); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+func TestCountByState(t *testing.T) {
+	s, clock, path := newTestStore(t)
+	ctx := t.Context()
+	zero := map[State]int{StateActive: 0, StateExpired: 0, StateRevoked: 0}
+	if got := s.CountByState(clock.Now()); !reflect.DeepEqual(got, zero) {
+		t.Errorf("CountByState of nothing = %v, want %v", got, zero)
+	}
+	for i := range 3 {
+		mustCreate(t, s, NewToken{User: "alice", Name: fmt.Sprint("active", i)})
+	}
+	mustCreate(t, s, NewToken{User: "alice", Name: "expiring", ExpiresAt: clock.Now().Add(time.Hour)})
+	revoked, _ := mustCreate(t, s, NewToken{User: "alice", Name: "revoked", ExpiresAt: clock.Now().Add(time.Minute)})
+	if _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		at   time.Duration
+		want map[State]int
+	}{
+		{"now", 0, map[State]int{StateActive: 4, StateExpired: 0, StateRevoked: 1}},
+		{"at expiry", time.Hour, map[State]int{StateActive: 3, StateExpired: 1, StateRevoked: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := s.CountByState(clock.Now().Add(tt.at)); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("CountByState = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	t.Run("tokens of other processes once polled", func(t *testing.T) {
+		other := openStore(t, path, Options{PollInterval: -1})
+		mustCreate(t, other, NewToken{User: "bob", Name: "ci"})
+		p := &poller{store: s}
+		defer p.close()
+		if err := p.poll(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CountByState(clock.Now())[StateActive]; got != 5 {
+			t.Errorf("active = %d, want 5", got)
+		}
+	})
+}
