@@ -150,12 +150,7 @@ empty value (--allow-ip "") clears that list.`,
 			if err != nil {
 				return err
 			}
-			if jsonOutput(cmd) {
-				_, err := cmd.OutOrStdout().Write(raw)
-				return err
-			}
-			printDetails(cmd.OutOrStdout(), tok)
-			return nil
+			return output(cmd, raw, func(w io.Writer) error { printDetails(w, tok); return nil })
 		},
 	}
 	cmd.Flags().String("name", "", "New name")
@@ -182,12 +177,10 @@ func groupCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if jsonOutput(cmd) {
-					_, err := cmd.OutOrStdout().Write(raw)
+				return output(cmd, raw, func(w io.Writer) error {
+					_, err := fmt.Fprintln(w, done(args[0], args[1]))
 					return err
-				}
-				_, err = fmt.Fprintln(cmd.OutOrStdout(), done(args[0], args[1]))
-				return err
+				})
 			},
 		}
 	}
@@ -196,37 +189,34 @@ func groupCommand() *cobra.Command {
 		Short: "Lists groups, or the members of one",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			w := cmd.OutOrStdout()
 			if len(args) == 0 {
 				var groups []groupJSON
 				raw, err := adminCall(cmd, http.MethodGet, "/api_tokens/groups", nil, &groups)
-				if err != nil || jsonOutput(cmd) {
-					if err == nil {
-						_, err = w.Write(raw)
-					}
+				if err != nil {
 					return err
 				}
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "GROUP\tMEMBERS")
-				for _, g := range groups {
-					fmt.Fprintf(tw, "%s\t%d\n", g.Name, g.Members)
-				}
-				return tw.Flush()
+				return output(cmd, raw, func(w io.Writer) error {
+					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "GROUP\tMEMBERS")
+					for _, g := range groups {
+						fmt.Fprintf(tw, "%s\t%d\n", g.Name, g.Members)
+					}
+					return tw.Flush()
+				})
 			}
 			var members []memberJSON
 			raw, err := adminCall(cmd, http.MethodGet, "/api_tokens/groups/"+url.PathEscape(args[0])+"/members", nil, &members)
-			if err != nil || jsonOutput(cmd) {
-				if err == nil {
-					_, err = w.Write(raw)
-				}
+			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "USER\tADDED")
-			for _, m := range members {
-				fmt.Fprintf(tw, "%s\t%s\n", m.User, shortTime(&m.AddedAt, ""))
-			}
-			return tw.Flush()
+			return output(cmd, raw, func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "USER\tADDED")
+				for _, m := range members {
+					fmt.Fprintf(tw, "%s\t%s\n", m.User, shortTime(&m.AddedAt, ""))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	group.AddCommand(
@@ -258,11 +248,7 @@ func listCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if jsonOutput(cmd) {
-				_, err := cmd.OutOrStdout().Write(raw)
-				return err
-			}
-			return printTable(cmd.OutOrStdout(), toks)
+			return output(cmd, raw, func(w io.Writer) error { return printTable(w, toks) })
 		},
 	}
 	cmd.Flags().String("user", "", "Only this user's tokens")
@@ -281,12 +267,7 @@ func showCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if jsonOutput(cmd) {
-				_, err := cmd.OutOrStdout().Write(raw)
-				return err
-			}
-			printDetails(cmd.OutOrStdout(), tok)
-			return nil
+			return output(cmd, raw, func(w io.Writer) error { printDetails(w, tok); return nil })
 		},
 	}
 }
@@ -307,24 +288,20 @@ func revokeCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if jsonOutput(cmd) {
-					_, err := cmd.OutOrStdout().Write(raw)
+				return output(cmd, raw, func(w io.Writer) error {
+					_, err := fmt.Fprintf(w, "Revoked %d token(s) of %s.\n", out.Revoked, out.User)
 					return err
-				}
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "Revoked %d token(s) of %s.\n", out.Revoked, out.User)
-				return err
+				})
 			}
 			var tok tokenJSON
 			raw, err := adminCall(cmd, http.MethodDelete, "/api_tokens/tokens/"+url.PathEscape(args[0]), nil, &tok)
 			if err != nil {
 				return err
 			}
-			if jsonOutput(cmd) {
-				_, err := cmd.OutOrStdout().Write(raw)
+			return output(cmd, raw, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "Revoked token %s (%s of %s).\n", tok.ID, tok.Name, tok.User)
 				return err
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Revoked token %s (%s of %s).\n", tok.ID, tok.Name, tok.User)
-			return err
+			})
 		},
 	}
 	cmd.Flags().String("user", "", "Revoke every token of this user")
@@ -402,17 +379,25 @@ func jsonOutput(cmd *cobra.Command) bool {
 	return v
 }
 
-// printSecret prints a newly created or rotated token with its secret.
-func printSecret(cmd *cobra.Command, raw []byte, tok tokenJSON, verb string) error {
+// output prints the admin API's raw answer with --json, and otherwise what
+// human writes.
+func output(cmd *cobra.Command, raw []byte, human func(w io.Writer) error) error {
 	w := cmd.OutOrStdout()
-	if jsonOutput(cmd) {
+	if jsonOutput(cmd) || human == nil {
 		_, err := w.Write(raw)
 		return err
 	}
-	fmt.Fprintf(w, "%s token %s (%s of %s), %s.\n\n", verb, tok.ID, tok.Name, tok.User, expiresText(tok.ExpiresAt))
-	fmt.Fprintf(w, "    %s\n\n", tok.Token)
-	_, err := fmt.Fprintln(w, "Copy it now: it is shown only this once. Use it in place of the password: curl -u "+tok.User+":<token> …")
-	return err
+	return human(w)
+}
+
+// printSecret prints a newly created or rotated token with its secret.
+func printSecret(cmd *cobra.Command, raw []byte, tok tokenJSON, verb string) error {
+	return output(cmd, raw, func(w io.Writer) error {
+		fmt.Fprintf(w, "%s token %s (%s of %s), %s.\n\n", verb, tok.ID, tok.Name, tok.User, expiresText(tok.ExpiresAt))
+		fmt.Fprintf(w, "    %s\n\n", tok.Token)
+		_, err := fmt.Fprintln(w, "Copy it now: it is shown only this once. Use it in place of the password: curl -u "+tok.User+":<token> …")
+		return err
+	})
 }
 
 // printTable prints tokens as a table.
@@ -525,36 +510,7 @@ are success, failure, denied, passed and reported.`,
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
-			if jsonOutput(cmd) {
-				_, err := w.Write(raw)
-				return err
-			}
-			if len(page.Events) == 0 {
-				_, err := fmt.Fprintln(w, "No events.")
-				return err
-			}
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tTYPE\tOUTCOME\tREASON\tUSER\tTOKEN\tCLIENT\tREQUEST")
-			for _, e := range page.Events {
-				req := strings.TrimSpace(e.Method + " " + e.Host + e.Path)
-				if e.Status != 0 {
-					req += " → " + strconv.Itoa(e.Status)
-				}
-				client := e.ClientIP
-				if client == "" {
-					client = e.Actor
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format("2006-01-02 15:04:05"),
-					e.Type, e.Outcome, dash(e.Reason), dash(e.User), dash(e.TokenID), dash(client), dash(req))
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if page.NextCursor != "" {
-				fmt.Fprintf(w, "\nMore: caddy api-token audit --cursor %s (with the same filters)\n", page.NextCursor)
-			}
-			return nil
+			return output(cmd, raw, func(w io.Writer) error { return printEvents(w, page) })
 		},
 	}
 	for _, f := range []struct{ name, usage string }{
@@ -571,4 +527,33 @@ are success, failure, denied, passed and reported.`,
 		cmd.Flags().String(f.name, "", f.usage)
 	}
 	return cmd
+}
+
+// printEvents prints a page of audit events as a table.
+func printEvents(w io.Writer, page auditPageJSON) error {
+	if len(page.Events) == 0 {
+		_, err := fmt.Fprintln(w, "No events.")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tTYPE\tOUTCOME\tREASON\tUSER\tTOKEN\tCLIENT\tREQUEST")
+	for _, e := range page.Events {
+		req := strings.TrimSpace(e.Method + " " + e.Host + e.Path)
+		if e.Status != 0 {
+			req += " → " + strconv.Itoa(e.Status)
+		}
+		client := e.ClientIP
+		if client == "" {
+			client = e.Actor
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format("2006-01-02 15:04:05"),
+			e.Type, e.Outcome, dash(e.Reason), dash(e.User), dash(e.TokenID), dash(client), dash(req))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if page.NextCursor != "" {
+		fmt.Fprintf(w, "\nMore: caddy api-token audit --cursor %s (with the same filters)\n", page.NextCursor)
+	}
+	return nil
 }
