@@ -1,15 +1,20 @@
 package caddymodule
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -24,8 +29,8 @@ func init() {
 
 // adminAPI serves the token management routes under /api_tokens/ on
 // Caddy's admin endpoint. Caddy builds a new one for every config load and
-// never cleans it up, so it owns nothing: it finds the api_tokens app of
-// the running config on every request.
+// never cleans it up, so it owns nothing: it uses the api_tokens app that
+// is running when a request comes (see running).
 //
 //	POST   /api_tokens/tokens                 create; 201 with the secret in "token"
 //	GET    /api_tokens/tokens[?user=&state=]  list
@@ -39,9 +44,7 @@ func init() {
 //	PUT    /api_tokens/groups/{group}/members/{user}  add a member
 //	DELETE /api_tokens/groups/{group}/members/{user}  remove a member
 //	GET    /api_tokens/audit[?type=&outcome=&user=&token=&client_ip=&since=&until=&cursor=&limit=]
-type adminAPI struct {
-	ctx caddy.Context
-}
+type adminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
 func (adminAPI) CaddyModule() caddy.ModuleInfo {
@@ -49,12 +52,6 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 		ID:  "admin.api.api_tokens",
 		New: func() caddy.Module { return new(adminAPI) },
 	}
-}
-
-// Provision keeps the config's context for finding the app per request.
-func (a *adminAPI) Provision(ctx caddy.Context) error {
-	a.ctx = ctx
-	return nil
 }
 
 // Routes returns the admin routes of the api_tokens app.
@@ -133,19 +130,14 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("resource not found: %s", r.URL.Path)}
 }
 
-// app finds the api_tokens app of the running config.
+// app returns the running api_tokens app, or a 503.
 func (a *adminAPI) app() (*App, error) {
-	v, err := a.ctx.AppIfConfigured("api_tokens")
-	if err != nil {
+	app := running.Load()
+	if app == nil {
 		return nil, caddy.APIError{
 			HTTPStatus: http.StatusServiceUnavailable,
-			Err: fmt.Errorf("no token store configured: use the api_token handler or the api_tokens global option in the config (%v)",
-				err),
+			Err:        errors.New("no token store configured: use the api_token handler or the api_tokens global option in the config"),
 		}
-	}
-	app := v.(*App)
-	if app.store == nil {
-		return nil, caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: errors.New("token store is not open")}
 	}
 	return app, nil
 }
@@ -314,6 +306,9 @@ func (a *adminAPI) create(w http.ResponseWriter, r *http.Request, app *App) erro
 	if err := decodeBody(w, r, &req); err != nil {
 		return err
 	}
+	if err := checkDescription(req.Description); err != nil {
+		return err
+	}
 	if req.User != "" {
 		if err := app.checkHolder(req.User); err != nil {
 			return err
@@ -396,6 +391,11 @@ func (a *adminAPI) update(w http.ResponseWriter, r *http.Request, app *App, id s
 	if err := decodeBody(w, r, &req); err != nil {
 		return err
 	}
+	if req.Description != nil {
+		if err := checkDescription(*req.Description); err != nil {
+			return err
+		}
+	}
 	cur, err := app.store.Get(r.Context(), id)
 	if err != nil {
 		return storeError("updating token", err)
@@ -453,16 +453,12 @@ func (a *adminAPI) update(w http.ResponseWriter, r *http.Request, app *App, id s
 }
 
 func (a *adminAPI) revoke(w http.ResponseWriter, r *http.Request, app *App, id string) error {
-	before, err := app.store.Get(r.Context(), id)
-	if err != nil {
-		return storeError("revoking token", err)
-	}
 	ev := adminEvent(r, audit.TypeTokenRevoked)
-	tok, err := app.store.Revoke(r.Context(), id, app.inTx(ev))
+	tok, revoked, err := app.store.Revoke(r.Context(), id, app.inTx(ev))
 	if err != nil {
 		return storeError("revoking token", err)
 	}
-	if before.RevokedAt.IsZero() { // revoking twice changes nothing and records nothing
+	if revoked { // revoking twice changes nothing and records nothing
 		app.adminDone(ev, tok)
 		app.auditState.emit(app.auditState.ctx, eventRevoked, tokenEventData(tok))
 	}
@@ -650,21 +646,235 @@ func pathParts(r *http.Request, prefix string) ([]string, error) {
 	return parts, nil
 }
 
-// decodeBody reads one JSON object into v, strictly: unknown fields, wrong
-// types, trailing data and bodies over maxBodyBytes are 400 (413 for size)
-// with a message naming the problem.
+// maxJSONDepth bounds the nesting of an admin request body. Its object
+// holds strings, booleans and lists of strings: two levels.
+const maxJSONDepth = 16
+
+// decodeBody reads one JSON object into v, strictly. The body is read
+// whole first, so that its size is judged before its content: over
+// maxBodyBytes is 413, however it starts. Then each of these is a 400
+// naming the problem: not UTF-8, a byte order mark, a lone surrogate
+// escape (encoding/json would turn these three into U+FFFD silently), not
+// one JSON object, data after it, nesting deeper than maxJSONDepth, a key
+// that is not exactly the name of a field of v (encoding/json would also
+// take "User" or "uſer" for "user"), a key given twice, a null value, or
+// a value of the wrong type.
+//
+// Duplicate keys are refused, although encoding/json, and Caddy's own
+// admin API, take the last one: a proxy, log or review tool that reads the
+// first would see another request than the one applied, e.g. another
+// owner for the token. Nulls are refused because in a PATCH they would
+// read as "leave unchanged" to encoding/json and as "clear" to many
+// clients: omit a field to leave it, give [] or "" to clear it.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	dec := json.NewDecoder(r.Body)
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return bodyError(err)
+	}
+	fields := make(map[string]bool)
+	jsonFields(reflect.TypeOf(v).Elem(), fields)
+	if err := checkBody(body, fields); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return bodyError(err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		if err == nil {
-			err = errors.New("unexpected data after the JSON object")
-		}
+	return nil
+}
+
+// checkBody checks what encoding/json lets through, as decodeBody says,
+// and answers a 400 for the first problem.
+func checkBody(body []byte, fields map[string]bool) error {
+	if bytes.HasPrefix(body, []byte("\xef\xbb\xbf")) {
+		return badRequest(errors.New("request body starts with a UTF-8 byte order mark: send the JSON without it"))
+	}
+	if !utf8.Valid(body) {
+		return badRequest(fmt.Errorf("request body is not valid UTF-8 (at byte %d)", invalidUTF8At(body)))
+	}
+	if at, ok := loneSurrogate(body); !ok {
+		return badRequest(fmt.Errorf("request body has a lone UTF-16 surrogate escape (%s at byte %d): strings must be valid Unicode", body[at:at+6], at))
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil {
 		return bodyError(err)
+	}
+	if tok != json.Delim('{') {
+		return badRequest(fmt.Errorf("request body must be a JSON object, got %s", jsonKind(tok)))
+	}
+	seen := make(map[string]bool)
+	for dec.More() {
+		tok, err := nextToken(dec)
+		if err != nil {
+			return bodyError(err)
+		}
+		key, _ := tok.(string)
+		switch {
+		case !fields[key]:
+			return badRequest(fmt.Errorf("unknown field %.64q", key))
+		case seen[key]:
+			return badRequest(fmt.Errorf("duplicate key %.64q: give each field once", key))
+		}
+		seen[key] = true
+		if err := checkValue(dec, key); err != nil {
+			return err
+		}
+	}
+	if _, err := nextToken(dec); err != nil { // the closing brace
+		return bodyError(err)
+	}
+	end := dec.InputOffset()
+	if _, err := dec.Token(); err != io.EOF {
+		return badRequest(fmt.Errorf("unexpected data after the JSON object, which ends at byte %d", end))
+	}
+	return nil
+}
+
+// checkValue reads the value of field key from dec, refusing nulls in it
+// and nesting deeper than maxJSONDepth.
+func checkValue(dec *json.Decoder, key string) error {
+	depth := 1 // the body's object
+	for {
+		tok, err := nextToken(dec)
+		if err != nil {
+			return bodyError(err)
+		}
+		switch tok {
+		case nil:
+			return badRequest(fmt.Errorf("field %q: null is not allowed (omit the field to leave it unset, or give [] or \"\" to clear it)", key))
+		case json.Delim('['), json.Delim('{'):
+			if depth++; depth > maxJSONDepth {
+				return badRequest(fmt.Errorf("field %q: JSON nested deeper than %d levels", key, maxJSONDepth))
+			}
+		case json.Delim(']'), json.Delim('}'):
+			depth--
+		}
+		if depth == 1 {
+			return nil
+		}
+	}
+}
+
+// nextToken is dec.Token inside the body's object, where the end of the
+// input is never the end of the body.
+func nextToken(dec *json.Decoder) (json.Token, error) {
+	tok, err := dec.Token()
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return tok, err
+}
+
+// jsonFields adds the JSON names of the fields of struct type t to names,
+// with those of embedded structs, as encoding/json sees them.
+func jsonFields(t reflect.Type, names map[string]bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case f.Anonymous && f.Type.Kind() == reflect.Struct && name == "":
+			jsonFields(f.Type, names)
+		case !f.IsExported() || name == "-":
+		case name == "":
+			names[f.Name] = true
+		default:
+			names[name] = true
+		}
+	}
+}
+
+// jsonKind names the JSON value that starts with tok.
+func jsonKind(tok json.Token) string {
+	switch tok.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case float64, json.Number:
+		return "a number"
+	case string:
+		return "a string"
+	}
+	return "an array"
+}
+
+// invalidUTF8At returns the offset of the first byte of b that is not
+// part of valid UTF-8.
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i
+		}
+		i += size
+	}
+	return len(b)
+}
+
+// loneSurrogate looks through the strings of a JSON text for a \u escape
+// of a UTF-16 surrogate that is not half of a pair, which encoding/json
+// would decode as U+FFFD, and returns its offset and false if it finds one.
+// Malformed escapes are left to the JSON parser.
+func loneSurrogate(b []byte) (int, bool) {
+	inString := false
+	for i := 0; i < len(b); i++ {
+		switch {
+		case b[i] == '"':
+			inString = !inString
+		case !inString || b[i] != '\\':
+		case i+1 < len(b) && b[i+1] == 'u':
+			r, ok := hex4(b, i+2)
+			switch {
+			case !ok || !utf16.IsSurrogate(r):
+			case r >= 0xdc00: // a low half first
+				return i, false
+			default: // a high half: the low one must follow
+				low, ok := hex4(b, i+8)
+				if i+7 >= len(b) || b[i+6] != '\\' || b[i+7] != 'u' || !ok || low < 0xdc00 || low > 0xdfff {
+					return i, false
+				}
+				i += 6
+			}
+			i += 5
+		default:
+			i++ // an escaped quote or backslash
+		}
+	}
+	return 0, true
+}
+
+// hex4 reads four hex digits at b[i:], if there are.
+func hex4(b []byte, i int) (rune, bool) {
+	if i+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[i : i+4] {
+		switch {
+		case '0' <= c && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case 'a' <= c && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
+
+// checkDescription refuses control characters in a description, but for
+// tab and line breaks: the CLI prints descriptions to a terminal, where an
+// escape sequence would be obeyed.
+func checkDescription(desc string) error {
+	for _, r := range desc {
+		if unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' {
+			return badRequest(fmt.Errorf("description must not contain control characters other than tab and line breaks (found %U)", r))
+		}
 	}
 	return nil
 }
@@ -717,12 +927,50 @@ func storeError(op string, err error) error {
 		return badRequest(err)
 	case errors.Is(err, tokenstore.ErrConflict):
 		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: err}
+	case errors.Is(err, tokenstore.ErrBusy): // transient: the change can be tried again
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err}
 	}
-	return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: fmt.Errorf("%s: %w", op, err)}
+	if reason, ok := tokenstore.Unavailable(err); ok {
+		return caddy.APIError{
+			HTTPStatus: http.StatusServiceUnavailable,
+			Err:        fmt.Errorf("%s: the token store cannot write (%s); issued tokens keep working: %w", op, reason, err),
+		}
+	}
+	return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err} // store errors name their operation
 }
 
+// badRequest answers 400 with err's message, clipped to maxErrorLen: the
+// store's messages quote the values at fault, which may be long (a 60 KB
+// "CIDR").
 func badRequest(err error) error {
-	return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: clipError(err)}
+}
+
+// maxErrorLen bounds the message of a 400 answer, in bytes.
+const maxErrorLen = 512
+
+// clippedError is an error whose message was cut to maxErrorLen; it
+// unwraps to the original.
+type clippedError struct {
+	msg string
+	err error
+}
+
+func (e clippedError) Error() string { return e.msg }
+func (e clippedError) Unwrap() error { return e.err }
+
+// clipError cuts err's message to maxErrorLen bytes, on a character
+// boundary, marking the cut.
+func clipError(err error) error {
+	msg := err.Error()
+	if len(msg) <= maxErrorLen {
+		return err
+	}
+	cut := maxErrorLen - len("… (cut)")
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return clippedError{msg: msg[:cut] + "… (cut)", err: err}
 }
 
 func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) error {
@@ -755,10 +1003,7 @@ func formatDuration(d time.Duration) string {
 }
 
 // Interface guards
-var (
-	_ caddy.AdminRouter = (*adminAPI)(nil)
-	_ caddy.Provisioner = (*adminAPI)(nil)
-)
+var _ caddy.AdminRouter = (*adminAPI)(nil)
 
 // eventJSON is an audit event as the admin API shows it.
 type eventJSON struct {

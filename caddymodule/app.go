@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -84,6 +85,7 @@ type App struct {
 
 	store      *tokenstore.Store
 	storeKey   string
+	released   bool // Cleanup dropped the store reference
 	audit      audit.Sink
 	auditState *auditState
 	logger     *zap.Logger
@@ -201,24 +203,38 @@ var errNoCgo = errors.New("api_tokens needs a cgo build for its SQLite store (gi
 // flushes, audit retention and the expiry sweep.
 func (a *App) Start() error {
 	a.startAudit()
+	running.Store(a)
 	return nil
 }
 
 // Stop ends the background work, writing out queued audit events and
 // pending usage first. The store is released in Cleanup.
 func (a *App) Stop() error {
+	running.CompareAndSwap(a, nil) // unless a newer config's app took over
 	a.stopAudit()
 	return nil
 }
+
+// running is the api_tokens app of the running config, for the admin API.
+// Caddy builds a new admin endpoint for every config before it provisions
+// the apps, so an admin request must not look the app up through the
+// config: during a reload it could find one still being provisioned. Start
+// publishes a fully provisioned app; Stop withdraws it unless the next
+// config's app has already replaced it (Caddy starts the new config before
+// it stops the old one).
+var running atomic.Pointer[App]
 
 // Cleanup drops this config's reference to the token store. The store is
 // closed when no config uses it any more.
 func (a *App) Cleanup() error {
 	a.stopAudit() // in case Start ran but Stop did not
-	if a.store == nil {
+	if a.store == nil || a.released {
 		return nil
 	}
-	a.store = nil
+	// a.store stays set: Caddy does not wait for the old config's requests
+	// before cleaning it up, and they may still look tokens up. The store
+	// itself stays open while the new config holds a reference.
+	a.released = true
 	_, err := stores.Delete(a.storeKey)
 	return err
 }

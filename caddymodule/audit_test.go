@@ -17,6 +17,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
 func init() {
@@ -144,9 +146,14 @@ func TestAuditTrail(t *testing.T) {
 	secrets := []string{"hunter2", "Zm9v"} // a password, and a query value
 
 	alice := createToken(t, tester, `{"user":"alice","name":"ci","read_only":true,"rate_limit":"2/1h"}`)
+	soon := createToken(t, tester, `{"user":"alice","name":"soon","expires_in":"1s"}`)
+	_, unknown, err := tokenstore.Generate(tokenstore.DefaultPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
 	short := createToken(t, tester, `{"user":"alice","name":"short","expires_in":"30m"}`)
 	other := createToken(t, tester, `{"user":"bob","name":"old"}`)
-	secrets = append(secrets, alice.Token, short.Token, other.Token)
+	secrets = append(secrets, alice.Token, short.Token, other.Token, soon.Token, unknown)
 	get := func(ip, path, authz string, port ...string) int {
 		t.Helper()
 		site := siteURL
@@ -176,7 +183,7 @@ func TestAuditTrail(t *testing.T) {
 		want            map[string]any
 	}{
 		{"10.0.0.2", "/rest/x", "Bearer caddytok_x", 401, map[string]any{"type": "auth_failed", "reason": "malformed_token"}},
-		{"10.0.0.2", "/rest/x", "Bearer " + strings.Replace(alice.Token, alice.ID, "aaaaaaaaaaaa", 1), 401, map[string]any{"type": "auth_failed"}},
+		{"10.0.0.2", "/rest/x", "Bearer " + unknown, 401, map[string]any{"type": "auth_failed", "reason": "unknown_token"}},
 		{"10.0.0.2", "/rest/x", basicAuth("bob", alice.Token), 401, map[string]any{"type": "auth_failed", "reason": "wrong_user", "token_id": alice.ID}},
 		{"192.0.2.1", "/rest/x", basicAuth("alice", "hunter2"), 401, map[string]any{"type": "auth_failed", "reason": "password_blocked"}},
 		{"10.0.0.3", "/rest/x", basicAuth("alice", "hunter2"), 200, map[string]any{"type": "password_passed", "outcome": "passed"}},
@@ -213,7 +220,14 @@ func TestAuditTrail(t *testing.T) {
 	if s := get("10.0.0.7", "/rest/x", "Bearer "+dave.Token); s != 403 {
 		t.Errorf("ex-holder: %d", s)
 	}
-	// Expired and revoked.
+	// Expired (1s after creation) and revoked.
+	deadline := time.Now().Add(10 * time.Second)
+	for get("10.0.0.8", "/rest/x", "Bearer "+soon.Token) != 401 {
+		if time.Now().After(deadline) {
+			t.Fatal("a 1s token still works after 10s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	do(t, tester, http.MethodDelete, adminURL+"/api_tokens/tokens/"+dave.ID, "")
 	if s := get("10.0.0.7", "/rest/x", "Bearer "+dave.Token); s != 401 {
 		t.Errorf("revoked: %d", s)
@@ -241,6 +255,7 @@ func TestAuditTrail(t *testing.T) {
 		{"&type=denied", map[string]any{"type": "denied", "reason": "throttled", "client_ip": "198.51.100.9"}},
 		{"&type=denied", map[string]any{"type": "denied", "reason": "holder_not_allowed", "token_id": dave.ID}},
 		{"&type=auth_failed", map[string]any{"type": "auth_failed", "reason": "revoked", "token_id": dave.ID}},
+		{"&type=auth_failed", map[string]any{"type": "auth_failed", "reason": "expired", "token_id": soon.ID}},
 		{"&type=would_deny", map[string]any{"type": "would_deny", "reason": "ip_not_allowed", "client_ip": "203.0.113.9"}},
 		{"&user=ALICE&outcome=failure", map[string]any{"reason": "password_blocked", "client_ip": "192.0.2.1"}},
 		{"&token=" + alice.ID + "&client_ip=10.0.0.2", map[string]any{"reason": "wrong_user"}},

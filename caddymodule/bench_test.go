@@ -2,38 +2,109 @@ package caddymodule
 
 import (
 	"context"
-	"fmt"
+	"flag"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
+// benchSizes are the store sizes BenchmarkServeHTTP runs at. Large stores
+// take a while to build (about 25 s and 1.5 GB of heap for a million
+// tokens), so the default is only the small one. The flag is the test
+// binary's, so it goes after the package (go test stops reading its own
+// flags at the first one it does not know):
+//
+//	go test -run XXX -bench BenchmarkServeHTTP -benchtime 200000x -count 3 \
+//	    ./caddymodule -apitoken.bench-sizes=1000,100000,1000000
+var benchSizes = flag.String("apitoken.bench-sizes", "1000",
+	"comma-separated token counts for BenchmarkServeHTTP (e.g. 1000,100000,1000000)")
+
+// The valid and unknown-token cases cycle through benchRing distinct
+// tokens (all of them in a smaller store): the same working set at every
+// store size, so that the sizes compare the index and nothing else. The
+// *_spread cases cycle through benchSpread tokens spread over the store,
+// which at 100 000 tokens and more no longer fit in the CPU caches: the
+// cost of an index probed all over, as diverse real traffic would.
+const (
+	benchRing   = 1000
+	benchSpread = 16384
+)
+
+// benchUsers is how many users own the store's tokens, round robin; all of
+// them are in the holders group "staff".
+const benchUsers = 100
+
 // benchGate is a handler with every check on (path inspection, protect,
-// throttle, gate and token CIDRs, holders, scope, rate limit) over a store
-// of n tokens.
+// throttle, gate and token CIDRs, holders, scope, rate limit, usage
+// tracking and the request metric) over a store of n tokens, and the
+// credentials for each of BenchmarkServeHTTP's cases.
 type benchGate struct {
-	h        *Handler
-	secret   string
-	user     string
-	unknown  string
-	wrong    string
-	throttle netip.Addr
+	h         *Handler
+	throttled *Handler // h with a throttle in which throttleIP is blocked
+	sink      *benchSink
+
+	user, secret    string   // a valid token of a holder
+	basic, bearer   []string // Authorization values of up to benchSpread valid tokens
+	unknown         []string // as many well-formed tokens that are not stored
+	wrong           string   // the secret with its last character changed
+	outsider        string   // a valid token of a user who is not a holder
+	expired         string
+	revoked         string
+	limited         string // a token whose own rate limit is used up
+	throttleIP      netip.Addr
+	setup           time.Duration // building the store and the index
+	heapPerToken    float64       // live heap of the index, per token
+	sysGrowth       uint64        // bytes the Go runtime took from the OS during setup
+	populateBatches int
 }
+
+// benchSink keeps the reason of the last audit event, so each case can be
+// checked to take the path it is named after.
+type benchSink struct{ reason string }
+
+func (s *benchSink) Record(e audit.Event) { s.reason = e.Reason }
+
+// benchBatch is how many tokens one CreateBatch call writes while
+// populating the store: each batch holds its records in memory until it
+// commits.
+const benchBatch = 50_000
 
 func newBenchGate(tb testing.TB, n int) *benchGate {
 	tb.Helper()
-	h, st, clock, _ := testHandler(tb)
-	h.app.audit = discardSink{}
-	var err error
+	// As testHandler, but without the store's poller: it would re-read
+	// every row the setup writes (the writer is another connection), for
+	// seconds of CPU during the first cases at a million tokens. A server
+	// whose store is not being written polls one PRAGMA a second.
+	clock := &fakeClock{now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
+	st, err := tokenstore.Open(context.Background(), filepath.Join(tb.TempDir(), "t.db"),
+		tokenstore.Options{Now: clock.Now, PollInterval: -1})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	g := &benchGate{sink: &benchSink{}, throttleIP: netip.MustParseAddr("203.0.113.66")}
+	app := &App{store: st, now: clock.Now, audit: g.sink, TokenPrefix: tokenstore.DefaultPrefix}
+	h := &Handler{Realm: "test", Passwords: PasswordsBlock, app: app, logger: zap.NewNop()}
+	g.h = h
+	// What the app has on every request in production: usage tracking
+	// and the request metric (a zero Context has no registry: only the
+	// counter is created).
+	h.app.auditState = &auditState{usage: audit.NewUsageTracker(0)}
+	h.app.registerMetrics(caddy.Context{})
 	if h.paths, err = policy.CompilePathRules(policy.PathConfig{Deny: []string{"/secure/admin/*"}}); err != nil {
 		tb.Fatal(err)
 	}
@@ -46,54 +117,190 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 	if h.app.holders, err = policy.ParseHolders([]string{"group:staff"}); err != nil {
 		tb.Fatal(err)
 	}
-	h.throttle = policy.NewThrottle(policy.ThrottleConfig{MaxFailures: 10, Window: time.Minute, Cooldown: 5 * time.Minute})
+	// The throttle runs on every request and counts every failure, but
+	// never blocks: a case that fails 200 000 times from one address must
+	// keep measuring its own path, not the throttle's 429. The throttled
+	// case uses a copy of the handler whose throttle has blocked
+	// throttleIP.
+	h.throttle = policy.NewThrottle(policy.ThrottleConfig{MaxFailures: 1 << 30, Window: time.Minute, Cooldown: 5 * time.Minute})
 	h.limiter = policy.NewRateLimiter(0)
 	h.rate = policy.Rate{Events: 1 << 30, Per: time.Second}
+	throttled := *h
+	throttled.throttle = policy.NewThrottle(policy.ThrottleConfig{MaxFailures: 10, Window: time.Minute, Cooldown: 5 * time.Minute})
+	for range 10 {
+		throttled.throttle.Fail(g.throttleIP, clock.Now())
+	}
+	g.throttled = &throttled
 
 	ctx := context.Background()
-	g := &benchGate{h: h, user: "user0", throttle: netip.MustParseAddr("203.0.113.66")}
-	for i := range n {
-		user := fmt.Sprintf("user%d", i%1000)
-		_, secret, err := st.Create(ctx, tokenstore.NewToken{
-			Prefix: "caddytok", User: user, Name: fmt.Sprintf("t%d", i),
-			ExpiresAt:  clock.Now().Add(24 * time.Hour),
-			AllowedIPs: []string{"198.51.100.0/24"},
-			Scope:      policy.Scope{Methods: []string{"GET", "POST"}, Paths: []string{"/rest/api/*"}},
-		}, nil)
+	for u := range benchUsers {
+		if _, _, err := st.AddMember(ctx, "staff", "user"+strconv.Itoa(u), nil); err != nil {
+			tb.Fatal(err)
+		}
+	}
+
+	// The store: n tokens with rules, in batches; keep the secrets of
+	// benchSpread tokens spread evenly over it.
+	ring := min(n, benchSpread)
+	step := n / ring
+	var ringSecrets, ringUsers []string
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	nts := make([]tokenstore.NewToken, 0, benchBatch)
+	for lo := 0; lo < n; lo += benchBatch {
+		nts = nts[:0]
+		for i := lo; i < min(lo+benchBatch, n); i++ {
+			nts = append(nts, tokenstore.NewToken{
+				Prefix: "caddytok", User: "user" + strconv.Itoa(i%benchUsers), Name: "t" + strconv.Itoa(i),
+				ExpiresAt:  clock.Now().Add(24 * time.Hour),
+				AllowedIPs: []string{"198.51.100.0/24"},
+				Scope:      policy.Scope{Methods: []string{"GET", "POST"}, Paths: []string{"/rest/api/*"}},
+			})
+		}
+		toks, secrets, err := st.CreateBatch(ctx, nts)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if i == 0 {
-			g.secret = secret
+		g.populateBatches++
+		for j := range toks {
+			if i := lo + j; i%step == 0 && len(ringSecrets) < ring {
+				ringSecrets = append(ringSecrets, secrets[j])
+				ringUsers = append(ringUsers, toks[j].User)
+			}
 		}
 	}
-	if _, _, err := st.AddMember(ctx, "staff", "user0", nil); err != nil {
+	nts = nil
+	g.setup = time.Since(start)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	g.heapPerToken = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(n)
+	g.sysGrowth = after.Sys - before.Sys
+
+	g.user, g.secret = ringUsers[0], ringSecrets[0]
+	for i, s := range ringSecrets {
+		g.basic = append(g.basic, basicAuth(ringUsers[i], s))
+		g.bearer = append(g.bearer, "Bearer "+s)
+		_, unknown, err := tokenstore.Generate("caddytok")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		g.unknown = append(g.unknown, "Bearer "+unknown)
+	}
+	g.wrong = g.secret[:len(g.secret)-1] + "x"
+	if strings.HasSuffix(g.secret, "x") {
+		g.wrong = g.secret[:len(g.secret)-1] + "y"
+	}
+
+	create := func(nt tokenstore.NewToken) (tokenstore.Token, string) {
+		tb.Helper()
+		nt.Prefix = "caddytok"
+		nt.AllowedIPs = []string{"198.51.100.0/24"}
+		tok, secret, err := st.Create(ctx, nt, nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return tok, secret
+	}
+	_, g.outsider = create(tokenstore.NewToken{User: "outsider", Name: "x", ExpiresAt: clock.Now().Add(time.Hour)})
+	_, g.expired = create(tokenstore.NewToken{User: "user0", Name: "expired", ExpiresAt: clock.Now().Add(-time.Hour)})
+	limited, limitedSecret := create(tokenstore.NewToken{User: "user0", Name: "limited", ExpiresAt: clock.Now().Add(time.Hour), RateLimit: "1/1h"})
+	if _, ok := h.limiter.Allow(limited.ID, policy.Rate{Events: 1, Per: time.Hour}, clock.Now()); !ok {
+		tb.Fatal("the limited token's one request is already used up")
+	}
+	g.limited = limitedSecret
+	revoked, secret := create(tokenstore.NewToken{User: "user0", Name: "revoked", ExpiresAt: clock.Now().Add(time.Hour)})
+	if _, _, err := st.Revoke(ctx, revoked.ID, nil); err != nil {
 		tb.Fatal(err)
 	}
-	_, g.unknown, _ = tokenstore.Generate("caddytok")
-	g.wrong = g.secret[:len(g.secret)-1] + "x"
-	for range 10 {
-		h.throttle.Fail(g.throttle, clock.Now())
-	}
+	g.revoked = secret
 	return g
 }
 
-type discardSink struct{}
+// benchCase is one path through ServeHTTP.
+type benchCase struct {
+	name   string
+	h      *Handler
+	target string
+	authz  []string // Authorization values, cycled through; none: no header
+	ip     string
+	reason policy.Reason // what the audit event says; "": no event
+}
 
-func (discardSink) Record(audit.Event) {}
+func (g *benchGate) cases() []benchCase {
+	const api, ip = "/rest/api/2/issue/ABC-1", "198.51.100.7"
+	one := func(s string) []string { return []string{s} }
+	ring := func(s []string) []string { return s[:min(len(s), benchRing)] }
+	return []benchCase{
+		{"baseline_unprotected", g.h, "/secure/Dashboard.jspa", nil, ip, ""},
+		{"valid_basic", g.h, api, ring(g.basic), ip, policy.ReasonOK},
+		{"valid_bearer", g.h, api, ring(g.bearer), ip, policy.ReasonOK},
+		{"valid_bearer_one_token", g.h, api, one("Bearer " + g.secret), ip, policy.ReasonOK},
+		{"valid_bearer_spread", g.h, api, g.bearer, ip, policy.ReasonOK},
+		{"no_credentials", g.h, api, nil, ip, policy.ReasonNoCredentials},
+		{"malformed_header", g.h, api, one("Basic %%%"), ip, policy.ReasonMalformedHeader},
+		{"malformed_token", g.h, api, one("Bearer caddytok_nope"), ip, policy.ReasonMalformedToken},
+		{"mistyped_token", g.h, api, one("Bearer " + g.wrong), ip, policy.ReasonMalformedToken},
+		{"unknown_token", g.h, api, ring(g.unknown), ip, policy.ReasonUnknownToken},
+		{"unknown_token_spread", g.h, api, g.unknown, ip, policy.ReasonUnknownToken},
+		{"wrong_user", g.h, api, one(basicAuth("mallory", g.secret)), ip, policy.ReasonWrongUser},
+		{"expired", g.h, api, one("Bearer " + g.expired), ip, policy.ReasonExpired},
+		{"revoked", g.h, api, one("Bearer " + g.revoked), ip, policy.ReasonRevoked},
+		{"password_blocked", g.h, api, one(basicAuth(g.user, "hunter2")), ip, policy.ReasonPasswordBlocked},
+		{"ip_denied", g.h, api, one("Bearer " + g.secret), "10.1.2.3", policy.ReasonIPNotAllowed},
+		{"holder_denied", g.h, api, one("Bearer " + g.outsider), ip, policy.ReasonHolderNotAllowed},
+		{"scope_denied", g.h, "/rest/other", one("Bearer " + g.secret), ip, policy.ReasonPathNotAllowed},
+		{"path_blocked", g.h, "/rest/..;/WEB-INF/web.xml", one("Bearer " + g.secret), ip, policy.ReasonPathBlocked},
+		{"throttled", g.throttled, api, one("Bearer " + g.secret), g.throttleIP.String(), policy.ReasonThrottled},
+		{"rate_limited", g.h, api, one("Bearer " + g.limited), ip, policy.ReasonRateLimited},
+	}
+}
 
-// benchRequest is one prepared request, reused across iterations the way a
-// server reuses nothing but the handler: each iteration gets a fresh
-// replacer, as Caddy gives each request.
-func (g *benchGate) request(target, authz, clientIP string) func() *http.Request {
-	return func() *http.Request {
-		req := httptest.NewRequest(http.MethodGet, target, nil)
-		if authz != "" {
-			req.Header.Set("Authorization", authz)
+// benchRequests is a ring of prepared requests for one case. Each request
+// is served many times, like the handler's state; only its Authorization
+// value changes, through the header's own slice, so cycling through
+// tokens costs one store and no map access.
+type benchRequests struct {
+	reqs  []*http.Request
+	slots [][]string // reqs[i].Header["Authorization"], nil without one
+	authz []string
+}
+
+func (g *benchGate) requests(c benchCase) *benchRequests {
+	rs := &benchRequests{authz: c.authz}
+	for range 256 {
+		req := httptest.NewRequest(http.MethodGet, c.target, nil)
+		var slot []string
+		if len(c.authz) > 0 {
+			req.Header.Set("Authorization", c.authz[0])
+			slot = req.Header["Authorization"]
 		}
 		req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), nil, nil)
-		caddyhttp.SetVar(req.Context(), caddyhttp.ClientIPVarKey, clientIP)
-		return req
+		caddyhttp.SetVar(req.Context(), caddyhttp.ClientIPVarKey, c.ip)
+		rs.reqs = append(rs.reqs, req)
+		rs.slots = append(rs.slots, slot)
+	}
+	return rs
+}
+
+// serve serves the i-th request of the ring.
+func (rs *benchRequests) serve(h *Handler, w *discardWriter, i int) {
+	j := i % len(rs.reqs)
+	if s := rs.slots[j]; s != nil {
+		s[0] = rs.authz[i%len(rs.authz)]
+	}
+	clear(w.h)
+	_ = h.ServeHTTP(w, rs.reqs[j], nopNext)
+}
+
+// check serves one request and fails b unless it takes c's path.
+func (g *benchGate) check(tb testing.TB, c benchCase, rs *benchRequests, w *discardWriter, i int, when string) {
+	tb.Helper()
+	g.sink.reason = ""
+	rs.serve(c.h, w, i)
+	if got := policy.Reason(g.sink.reason); got != c.reason {
+		tb.Fatalf("%s: case %s ends in reason %q, want %q", when, c.name, got, c.reason)
 	}
 }
 
@@ -107,68 +314,95 @@ func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (w *discardWriter) WriteHeader(int)             {}
 
 // BenchmarkServeHTTP measures the whole decision for one request: the
-// handler's ServeHTTP with a no-op next. The request is built outside the
-// timed region; "baseline" serves a request outside protect (inspection
-// only), so each case can be read as a ratio to it.
+// handler's ServeHTTP with every check on and a no-op next, for each path
+// a request can take, over stores of -apitoken.bench-sizes tokens (see
+// benchSizes). Each size's store is built once and shared by its cases;
+// each case first checks, through the audit reason, that its request takes
+// the path it is named after, before and after the timed loop. Requests
+// are built outside the timed region and reused; "baseline_unprotected"
+// serves a request outside protect (inspection only), so each case can be
+// read as a ratio to it. The valid and unknown-token cases cycle through
+// 1000 different tokens at every size, the *_spread ones through 16384
+// (see benchRing), and *_one_token through one.
+//
+// The store's build time and the index's heap per token are logged with
+// each size (go test -v).
 func BenchmarkServeHTTP(b *testing.B) {
-	for _, n := range []int{1000} {
-		g := newBenchGate(b, n)
-		cases := []struct {
-			name, target, authz, ip string
-		}{
-			{"baseline_unprotected", "/secure/Dashboard.jspa", "", "198.51.100.7"},
-			{"valid_basic", "/rest/api/2/issue/ABC-1", basicAuth(g.user, g.secret), "198.51.100.7"},
-			{"valid_bearer", "/rest/api/2/issue/ABC-1", "Bearer " + g.secret, "198.51.100.7"},
-			{"malformed_token", "/rest/api/2/issue/ABC-1", "Bearer caddytok_nope", "198.51.100.7"},
-			{"unknown_token", "/rest/api/2/issue/ABC-1", "Bearer " + g.unknown, "198.51.100.7"},
-			{"mistyped_token", "/rest/api/2/issue/ABC-1", "Bearer " + g.wrong, "198.51.100.7"},
-			{"password_blocked", "/rest/api/2/issue/ABC-1", basicAuth(g.user, "hunter2"), "198.51.100.7"},
-			{"ip_denied", "/rest/api/2/issue/ABC-1", "Bearer " + g.secret, "10.1.2.3"},
-			{"scope_denied", "/rest/other", "Bearer " + g.secret, "198.51.100.7"},
-			{"path_blocked", "/rest/..;/WEB-INF/web.xml", "Bearer " + g.secret, "198.51.100.7"},
-			{"throttled", "/rest/api/2/issue/ABC-1", "Bearer " + g.secret, g.throttle.String()},
-		}
-		for _, c := range cases {
-			b.Run(fmt.Sprintf("%s/tokens=%d", c.name, n), func(b *testing.B) {
-				mk := g.request(c.target, c.authz, c.ip)
-				reqs := make([]*http.Request, 256)
-				for i := range reqs {
-					reqs[i] = mk()
-				}
-				w := &discardWriter{h: make(http.Header)}
-				b.ReportAllocs()
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					r := reqs[i%len(reqs)]
-					clear(w.h)
-					_ = g.h.ServeHTTP(w, r, nopNext)
-				}
-			})
-		}
+	for _, n := range parseBenchSizes(b, *benchSizes) {
+		b.Run("tokens="+strconv.Itoa(n), func(b *testing.B) {
+			g := newBenchGate(b, n)
+			b.Logf("%d tokens: built in %v (%d batches), index heap %.0f bytes per token (%.1f MB), runtime grew by %.1f MB",
+				n, g.setup.Round(time.Millisecond), g.populateBatches, g.heapPerToken, g.heapPerToken*float64(n)/1e6, float64(g.sysGrowth)/1e6)
+			for _, c := range g.cases() {
+				b.Run(c.name, func(b *testing.B) {
+					rs := g.requests(c)
+					w := &discardWriter{h: make(http.Header)}
+					g.check(b, c, rs, w, 0, "before")
+					// Warm up: every token of the ring once (the rate
+					// limiter and usage tracker learn their keys), every
+					// request once.
+					for i := range max(len(c.authz), len(rs.reqs)) {
+						rs.serve(c.h, w, i)
+					}
+					b.ReportAllocs()
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						rs.serve(c.h, w, i)
+					}
+					b.StopTimer()
+					g.check(b, c, rs, w, b.N, "after")
+				})
+			}
+		})
 	}
+}
+
+// parseBenchSizes reads -apitoken.bench-sizes.
+func parseBenchSizes(tb testing.TB, s string) []int {
+	tb.Helper()
+	var sizes []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			tb.Fatalf("-apitoken.bench-sizes %q: %q is not a positive whole number", s, f)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
 }
 
 // TestServeHTTPAllocs bounds the allocations of a valid request with every
 // check on, so a change that adds allocations to the hot path shows up.
 func TestServeHTTPAllocs(t *testing.T) {
 	g := newBenchGate(t, 10)
-	mk := g.request("/rest/api/2/issue/ABC-1", basicAuth(g.user, g.secret), "198.51.100.7")
-	w := &discardWriter{h: make(http.Header)}
-	req := mk()
-	if err := g.h.ServeHTTP(w, req, nopNext); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name  string
+		authz string
+		limit float64
+	}{
+		// Basic decoding (2), and the replacer's three placeholders;
+		// nothing per check.
+		{"basic", basicAuth(g.user, g.secret), 8},
+		{"bearer", "Bearer " + g.secret, 6},
 	}
-	if v, _ := req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).GetString("http.auth.user.id"); v != g.user {
-		t.Fatalf("the benchmark request does not authenticate: user %q", v)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := benchCase{name: tt.name, h: g.h, target: "/rest/api/2/issue/ABC-1", authz: []string{tt.authz}, ip: "198.51.100.7", reason: policy.ReasonOK}
+			rs := g.requests(c)
+			w := &discardWriter{h: make(http.Header)}
+			g.check(t, c, rs, w, 0, "before")
+			if v, _ := rs.reqs[0].Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).GetString("http.auth.user.id"); v != g.user {
+				t.Fatalf("the request does not authenticate: user %q", v)
+			}
+			i := 0
+			allocs := testing.AllocsPerRun(200, func() {
+				rs.serve(g.h, w, i)
+				i++
+			})
+			if allocs > tt.limit {
+				t.Errorf("a valid request allocates %v times, want at most %v", allocs, tt.limit)
+			}
+			t.Logf("valid request: %v allocations", allocs)
+		})
 	}
-	allocs := testing.AllocsPerRun(200, func() {
-		_ = g.h.ServeHTTP(w, req, nopNext)
-	})
-	// Basic decoding (2), and the replacer's three placeholders; nothing
-	// per check.
-	const limit = 8
-	if allocs > limit {
-		t.Errorf("a valid request allocates %v times, want at most %d", allocs, limit)
-	}
-	t.Logf("valid request: %v allocations", allocs)
 }

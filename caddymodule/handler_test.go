@@ -106,7 +106,7 @@ func TestHandlerReasons(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Revoke(ctx, revoked.ID, nil); err != nil {
+	if _, _, err := st.Revoke(ctx, revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	_, unknownSecret, _ := tokenstore.Generate("caddytok")

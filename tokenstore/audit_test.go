@@ -92,7 +92,7 @@ func TestChangeEvents(t *testing.T) {
 			return audit.Event{TokenID: tok.ID, User: "Alice"}, err
 		}},
 		{"revoke", adminEvent(audit.TypeTokenRevoked), func(ev *audit.Event) (audit.Event, error) {
-			_, err := s.Revoke(ctx, victim.ID, ev)
+			_, _, err := s.Revoke(ctx, victim.ID, ev)
 			return audit.Event{TokenID: victim.ID, User: "Alice"}, err
 		}},
 		{"revoke user", adminEvent(audit.TypeUserTokensRevoked), func(ev *audit.Event) (audit.Event, error) {
@@ -145,7 +145,7 @@ func TestNoChangeNoEvent(t *testing.T) {
 	ctx := t.Context()
 	tok, _ := mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
 	revoked, _ := mustCreate(t, s, NewToken{User: "alice", Name: "old"})
-	if _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
+	if _, _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	mustAddMember(t, s, "eng", "alice")
@@ -156,7 +156,7 @@ func TestNoChangeNoEvent(t *testing.T) {
 		wantErr error // nil: the call succeeds, changing nothing
 	}{
 		{"revoke a revoked token", func(ev *audit.Event) error {
-			_, err := s.Revoke(ctx, revoked.ID, ev)
+			_, _, err := s.Revoke(ctx, revoked.ID, ev)
 			return err
 		}, nil},
 		{"revoke user without tokens", func(ev *audit.Event) error {
@@ -188,7 +188,7 @@ func TestNoChangeNoEvent(t *testing.T) {
 			return err
 		}, ErrNotFound},
 		{"revoke unknown", func(ev *audit.Event) error {
-			_, err := s.Revoke(ctx, "zzzzzzzzzzzz", ev)
+			_, _, err := s.Revoke(ctx, "zzzzzzzzzzzz", ev)
 			return err
 		}, ErrNotFound},
 	}
@@ -217,7 +217,7 @@ func TestNoChangeNoEvent(t *testing.T) {
 		calls := []func() error{
 			func() error { _, err := s.Update(ctx, tok.ID, Patch{Name: ptr("x")}, nil); return err },
 			func() error { _, _, err := s.Rotate(ctx, tok.ID, "", nil); return err },
-			func() error { _, err := s.Revoke(ctx, tok.ID, nil); return err },
+			func() error { _, _, err := s.Revoke(ctx, tok.ID, nil); return err },
 			func() error { _, err := s.RevokeUser(ctx, "bob", nil); return err },
 			func() error { _, _, err := s.AddMember(ctx, "ops", "bob", nil); return err },
 			func() error { _, err := s.RemoveMember(ctx, "ops", "bob", nil); return err },
@@ -295,7 +295,7 @@ func TestChangeEventAtomic(t *testing.T) {
 			return err
 		}},
 		{"revoke", func(ev *audit.Event) error {
-			_, err := s.Revoke(ctx, tok.ID, ev)
+			_, _, err := s.Revoke(ctx, tok.ID, ev)
 			return err
 		}},
 		{"revoke user", func(ev *audit.Event) error {

@@ -23,3 +23,23 @@ func isUniqueViolation(err error) bool {
 	var serr sqlite3.Error
 	return errors.As(err, &serr) && serr.ExtendedCode == sqlite3.ErrConstraintUnique
 }
+
+// storageTrouble says what kept SQLite from writing, if it was the disk or
+// the file rather than the request: full, read-only, or an I/O error.
+func storageTrouble(err error) (string, bool) {
+	var serr sqlite3.Error
+	if !errors.As(err, &serr) {
+		return "", false
+	}
+	switch serr.Code {
+	case sqlite3.ErrFull:
+		return "the disk is full", true
+	case sqlite3.ErrReadonly:
+		return "the database is read-only", true
+	case sqlite3.ErrIoErr:
+		return "disk I/O error", true
+	case sqlite3.ErrCantOpen:
+		return "the database file cannot be opened", true
+	}
+	return "", false
+}

@@ -18,4 +18,18 @@ var (
 	// ErrSchemaNewer: the database was migrated by a newer build, whose
 	// schema this build does not know. Open refuses it rather than guess.
 	ErrSchemaNewer = errors.New("database schema is newer than this build")
+	// ErrBusy: another connection or process held the database's write
+	// lock for longer than the busy timeout (e.g. a sqlite3 shell in the
+	// middle of a write transaction). Nothing was written; the change can
+	// be tried again.
+	ErrBusy = errors.New("token store is locked by another connection or process")
 )
+
+// Unavailable reports whether err means the store could not write for a
+// reason outside the request — the disk is full, the database file is
+// read-only or unreadable, or an I/O error — and says which. Nothing was
+// written; tokens already issued keep working (requests never touch the
+// database), and the change can be tried again once the disk is fixed.
+func Unavailable(err error) (reason string, ok bool) {
+	return storageTrouble(err)
+}

@@ -42,7 +42,7 @@ func TestExpiringTokens(t *testing.T) {
 	create("never expires", time.Time{})
 	sooner := create("sooner", now.Add(time.Minute))
 	revoked := create("revoked", now.Add(time.Hour))
-	if _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
+	if _, _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	create("expires now", now.Add(time.Millisecond))
@@ -150,7 +150,7 @@ func TestCountByState(t *testing.T) {
 	}
 	mustCreate(t, s, NewToken{User: "alice", Name: "expiring", ExpiresAt: clock.Now().Add(time.Hour)})
 	revoked, _ := mustCreate(t, s, NewToken{User: "alice", Name: "revoked", ExpiresAt: clock.Now().Add(time.Minute)})
-	if _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
+	if _, _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {

@@ -40,7 +40,7 @@ func TestLookup(t *testing.T) {
 	ctx := t.Context()
 	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
 	revoked, revokedSecret := mustCreate(t, s, NewToken{User: "bob", Name: "old"})
-	if _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
+	if _, _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	scope := policy.Scope{ReadOnly: true, Methods: []string{"get"}, Paths: []string{"/api/*"}}
@@ -119,7 +119,7 @@ func TestOpenLoadsIndex(t *testing.T) {
 	}
 	tok, secret := mustCreate(t, s1, NewToken{User: "alice", Name: "ci"})
 	revoked, revokedSecret := mustCreate(t, s1, NewToken{User: "alice", Name: "old"})
-	if _, err := s1.Revoke(t.Context(), revoked.ID, nil); err != nil {
+	if _, _, err := s1.Revoke(t.Context(), revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := s1.Close(); err != nil {
@@ -202,7 +202,7 @@ func TestPollerSeesOtherWriters(t *testing.T) {
 		if _, ok := watcher.Lookup(secret); !ok {
 			t.Fatal("own Create not visible at once")
 		}
-		if _, err := watcher.Revoke(ctx, tok.ID, nil); err != nil {
+		if _, _, err := watcher.Revoke(ctx, tok.ID, nil); err != nil {
 			t.Fatal(err)
 		}
 		if e, _ := watcher.Lookup(secret); !e.Revoked {
@@ -286,7 +286,7 @@ func TestLookupDuringWrites(t *testing.T) {
 			sl.mu.Unlock()
 		}
 		if round == 10 {
-			if _, err := s.Revoke(ctx, victim.ID, nil); err != nil {
+			if _, _, err := s.Revoke(ctx, victim.ID, nil); err != nil {
 				t.Fatal(err)
 			}
 			if e, _ := s.Lookup(victimSecret); !e.Revoked {

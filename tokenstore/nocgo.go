@@ -7,8 +7,10 @@ package tokenstore
 // Open refuses to start with an error wrapping ErrNoCgo.
 const cgoEnabled = false
 
-// isUniqueViolation and isBusy are never reached without cgo: Open fails
-// first.
+// isUniqueViolation, isBusy and storageTrouble are never reached without
+// cgo: Open fails first.
 func isUniqueViolation(error) bool { return false }
 
 func isBusy(error) bool { return false }
+
+func storageTrouble(error) (string, bool) { return "", false }

@@ -286,7 +286,7 @@ func TestUpdateRules(t *testing.T) {
 
 	t.Run("revoked", func(t *testing.T) {
 		victim, _ := mustCreate(t, s, NewToken{User: "alice", Name: "victim"})
-		if _, err := s.Revoke(ctx, victim.ID, nil); err != nil {
+		if _, _, err := s.Revoke(ctx, victim.ID, nil); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Update(ctx, victim.ID, Patch{RateLimit: ptr("1/1s")}, nil); !errors.Is(err, ErrConflict) {

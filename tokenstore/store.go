@@ -44,8 +44,9 @@ type Options struct {
 // Store is a token store, with the groups that may hold tokens, backed by
 // one SQLite file. Its methods are safe for concurrent use.
 type Store struct {
-	path string
-	now  func() time.Time
+	path        string
+	now         func() time.Time
+	busyTimeout time.Duration
 
 	writer *sql.DB // one connection, BEGIN IMMEDIATE: every write goes here
 	reader *sql.DB // query-only pool for Get, List and the poller
@@ -98,10 +99,11 @@ func open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 	}
 
 	s := &Store{
-		path:    path,
-		now:     opts.Now,
-		index:   index{m: make(map[string]entry)},
-		members: memberIndex{m: make(map[string][]string)},
+		path:        path,
+		now:         opts.Now,
+		busyTimeout: opts.BusyTimeout,
+		index:       index{m: make(map[string]entry)},
+		members:     memberIndex{m: make(map[string][]string)},
 
 		pruneChunkSize: defaultPruneChunk,
 	}
@@ -183,6 +185,18 @@ func (s *Store) closeDBs() error {
 		errs = append(errs, s.writer.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// beginWrite begins a write transaction on the writer connection: BEGIN
+// IMMEDIATE, which waits up to the busy timeout for the database's write
+// lock. If another connection or process holds it for longer, the error
+// wraps ErrBusy.
+func (s *Store) beginWrite(ctx context.Context) (*sql.Tx, error) {
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil && isBusy(err) {
+		return nil, fmt.Errorf("%w (waited %s): %w", ErrBusy, s.busyTimeout, err)
+	}
+	return tx, err
 }
 
 // createFile creates the missing parent directories of path with mode 0700

@@ -298,7 +298,7 @@ func TestCreateConflict(t *testing.T) {
 		}
 	})
 	t.Run("after revocation", func(t *testing.T) {
-		if _, err := s.Revoke(ctx, first.ID, nil); err != nil {
+		if _, _, err := s.Revoke(ctx, first.ID, nil); err != nil {
 			t.Fatal(err)
 		}
 		mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
@@ -334,7 +334,7 @@ func TestList(t *testing.T) {
 	b1 := create("bob", "b1", time.Hour)
 	a3 := create("ALICE", "a3", 0) // will be revoked
 	b2 := create("bob", "b2", 0)
-	if _, err := s.Revoke(ctx, a3.ID, nil); err != nil {
+	if _, _, err := s.Revoke(ctx, a3.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(30 * time.Minute) // a2 has expired, b1 has not
@@ -516,7 +516,7 @@ func TestUpdate(t *testing.T) {
 	}
 
 	t.Run("revoked", func(t *testing.T) {
-		if _, err := s.Revoke(ctx, other.ID, nil); err != nil {
+		if _, _, err := s.Revoke(ctx, other.ID, nil); err != nil {
 			t.Fatal(err)
 		}
 		before := dumpTable(t, path)
@@ -540,7 +540,7 @@ func TestRevoke(t *testing.T) {
 	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
 
 	clock.Advance(time.Minute)
-	revoked, err := s.Revoke(ctx, tok.ID, nil)
+	revoked, _, err := s.Revoke(ctx, tok.ID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -561,7 +561,7 @@ func TestRevoke(t *testing.T) {
 	t.Run("again", func(t *testing.T) {
 		before := dumpTable(t, path)
 		clock.Advance(time.Minute)
-		again, err := s.Revoke(ctx, tok.ID, nil)
+		again, _, err := s.Revoke(ctx, tok.ID, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -574,7 +574,7 @@ func TestRevoke(t *testing.T) {
 	})
 	t.Run("not found", func(t *testing.T) {
 		for _, id := range []string{"zzzzzzzzzzzz", "bad id"} {
-			if _, err := s.Revoke(ctx, id, nil); !errors.Is(err, ErrNotFound) {
+			if _, _, err := s.Revoke(ctx, id, nil); !errors.Is(err, ErrNotFound) {
 				t.Errorf("Revoke(%q) error = %v, want ErrNotFound", id, err)
 			}
 		}
@@ -594,7 +594,7 @@ func TestRevokeUser(t *testing.T) {
 	a2, s2 := create("Alice", "a2")
 	a3, _ := create("alice", "a3")
 	b1, sb := create("bob", "b1")
-	if _, err := s.Revoke(ctx, a3.ID, nil); err != nil {
+	if _, _, err := s.Revoke(ctx, a3.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	a3, _ = s.Get(ctx, a3.ID)
@@ -700,7 +700,7 @@ func TestRotate(t *testing.T) {
 
 	expired, _ := mustCreate(t, s, NewToken{User: "alice", Name: "expired", ExpiresAt: clock.Now().Add(time.Second)})
 	revoked, _ := mustCreate(t, s, NewToken{User: "alice", Name: "revoked"})
-	if _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
+	if _, _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(time.Second)

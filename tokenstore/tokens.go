@@ -113,7 +113,7 @@ func (s *Store) Create(ctx context.Context, nt NewToken, ev *audit.Event) (Token
 	}
 	rec.setRules(parsed)
 
-	tx, err := s.writer.BeginTx(ctx, nil)
+	tx, err := s.beginWrite(ctx)
 	if err != nil {
 		return Token{}, "", fmt.Errorf("creating token: %w", err)
 	}
@@ -184,7 +184,7 @@ func (s *Store) Update(ctx context.Context, id string, p Patch, ev *audit.Event)
 	if !ValidID(id) {
 		return Token{}, fmt.Errorf("updating token %q: %w", id, ErrNotFound)
 	}
-	tx, err := s.writer.BeginTx(ctx, nil)
+	tx, err := s.beginWrite(ctx)
 	if err != nil {
 		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
 	}
@@ -223,40 +223,42 @@ func (s *Store) Update(ctx context.Context, id string, p Patch, ev *audit.Event)
 	return rec.Token, nil
 }
 
-// Revoke revokes the token for good. Revoking a revoked token changes
-// nothing and returns it as it is: no audit event is stored then, and ev is
-// left as it was. Otherwise ev is stored with the change, as Create does.
-func (s *Store) Revoke(ctx context.Context, id string, ev *audit.Event) (Token, error) {
+// Revoke revokes the token for good and reports whether this call did it.
+// Revoking a revoked token changes nothing and returns it as it is, with
+// false: no audit event is stored then, and ev is left as it was. Otherwise
+// ev is stored with the change, as Create does. Of concurrent calls for one
+// token, exactly one reports true.
+func (s *Store) Revoke(ctx context.Context, id string, ev *audit.Event) (Token, bool, error) {
 	if !ValidID(id) {
-		return Token{}, fmt.Errorf("revoking token %q: %w", id, ErrNotFound)
+		return Token{}, false, fmt.Errorf("revoking token %q: %w", id, ErrNotFound)
 	}
-	tx, err := s.writer.BeginTx(ctx, nil)
+	tx, err := s.beginWrite(ctx)
 	if err != nil {
-		return Token{}, fmt.Errorf("revoking token %s: %w", id, err)
+		return Token{}, false, fmt.Errorf("revoking token %s: %w", id, err)
 	}
 	defer tx.Rollback()
 	rec, err := findRecord(ctx, tx, id)
 	if err != nil {
-		return Token{}, fmt.Errorf("revoking token %s: %w", id, err)
+		return Token{}, false, fmt.Errorf("revoking token %s: %w", id, err)
 	}
 	if !rec.RevokedAt.IsZero() {
-		return rec.Token, nil
+		return rec.Token, false, nil
 	}
 	now := millis(s.now())
 	rec.RevokedAt, rec.UpdatedAt = now, now
 	if err := updateRecord(ctx, tx, &rec); err != nil {
-		return Token{}, fmt.Errorf("revoking token %s: %w", id, err)
+		return Token{}, false, fmt.Errorf("revoking token %s: %w", id, err)
 	}
 	stored, err := insertChange(ctx, tx, ev, tokenEvent(ev, rec.Token), now)
 	if err != nil {
-		return Token{}, fmt.Errorf("revoking token %s: %w", id, err)
+		return Token{}, false, fmt.Errorf("revoking token %s: %w", id, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return Token{}, fmt.Errorf("revoking token %s: %w", id, err)
+		return Token{}, false, fmt.Errorf("revoking token %s: %w", id, err)
 	}
 	s.index.apply(rec)
 	changeDone(ev, stored)
-	return rec.Token, nil
+	return rec.Token, true, nil
 }
 
 // RevokeUser revokes every unrevoked token of user, compared
@@ -271,7 +273,7 @@ func (s *Store) RevokeUser(ctx context.Context, user string, ev *audit.Event) ([
 	if err := validateUser(user); err != nil {
 		return nil, fmt.Errorf("revoking tokens of user: %w", err)
 	}
-	tx, err := s.writer.BeginTx(ctx, nil)
+	tx, err := s.beginWrite(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("revoking tokens of user %q: %w", user, err)
 	}
@@ -323,7 +325,7 @@ func (s *Store) Rotate(ctx context.Context, id, prefix string, ev *audit.Event) 
 		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
 	}
 
-	tx, err := s.writer.BeginTx(ctx, nil)
+	tx, err := s.beginWrite(ctx)
 	if err != nil {
 		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
 	}

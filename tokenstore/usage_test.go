@@ -153,7 +153,7 @@ func TestFlushUsage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		revoked, err := s.Revoke(ctx, a.ID, nil)
+		revoked, _, err := s.Revoke(ctx, a.ID, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

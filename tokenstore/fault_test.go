@@ -1,0 +1,475 @@
+//go:build cgo && linux
+
+package tokenstore
+
+// Fault tests: the store with its write lock held by another process, on a
+// disk that fills up, and on files that can't be written any more. In each
+// case writes must fail with a clear error and change nothing, Lookup must
+// keep answering, and once the trouble is over the file must be sound and
+// writable, holding every write that was acknowledged.
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"maps"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/apitoken/caddy-apitoken/audit"
+)
+
+// lockHolderEnv names the database that TestLockHolderProcess, run as a
+// child process, locks.
+const lockHolderEnv = "TOKENSTORE_TEST_LOCK_HOLDER_DB"
+
+// TestLockHolderProcess is not a test of its own but the other process of
+// the lock tests (the helper-process pattern of os/exec's tests): run by
+// holdWriteLock, it plays an operator's sqlite3 shell that has begun a
+// write transaction and not finished it. It takes the write lock with
+// BEGIN IMMEDIATE, writes a row it never commits, prints "locked", and
+// rolls back and exits when its stdin closes. Run directly, it does
+// nothing.
+func TestLockHolderProcess(t *testing.T) {
+	path := os.Getenv(lockHolderEnv)
+	if path == "" {
+		return
+	}
+	err := func() error {
+		db, err := sql.Open("sqlite3", dsn(path, url.Values{"_busy_timeout": {"5000"}}))
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		ctx := context.Background()
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		if _, err := conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+			return err
+		}
+		if _, err := conn.ExecContext(ctx, `INSERT INTO group_members (group_name, user_key, user, added_at)
+VALUES ('lock-holder', 'lock-holder', 'lock-holder', 0)`); err != nil {
+			return err
+		}
+		fmt.Println("locked")
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n') // returns when stdin closes
+		_, err = conn.ExecContext(ctx, `ROLLBACK`)
+		return err
+	}()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lock holder:", err)
+		os.Exit(2)
+	}
+	os.Exit(0)
+}
+
+// holdWriteLock starts another process that holds the write lock of the
+// database at path until release is called or the test ends.
+func holdWriteLock(t *testing.T, path string) (release func()) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLockHolderProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), lockHolderEnv+"="+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // if this test binary dies first
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	locked := make(chan bool, 1)
+	exited := make(chan error, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		locked <- line == "locked\n"
+		exited <- cmd.Wait() // after the read: Wait closes stdout
+	}()
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			stdin.Close()
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Errorf("lock holder: %v: %s", err, stderr.String())
+				}
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+				t.Error("lock holder still running 10s after its release")
+			}
+		})
+	}
+	t.Cleanup(release)
+	select {
+	case ok := <-locked:
+		if !ok {
+			t.Fatalf("lock holder did not lock: %s", stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("lock holder did not lock within 20s: %s", stderr.String())
+	}
+	return release
+}
+
+// auditByToken counts the stored audit events per token id and type.
+func auditByToken(t *testing.T, path string) map[string]int {
+	t.Helper()
+	rows, err := rawDB(t, path).Query(`SELECT token_id, type, count(*) FROM audit_events GROUP BY 1, 2`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	counts := map[string]int{}
+	for rows.Next() {
+		var id, typ string
+		var n int
+		if err := rows.Scan(&id, &typ, &n); err != nil {
+			t.Fatal(err)
+		}
+		counts[id+" "+typ] = n
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return counts
+}
+
+func integrityOK(t *testing.T, path string) {
+	t.Helper()
+	var res string
+	if err := rawDB(t, path).QueryRow(`PRAGMA integrity_check`).Scan(&res); err != nil || res != "ok" {
+		t.Errorf("integrity_check: %q %v", res, err)
+	}
+}
+
+func createdEvent() *audit.Event {
+	return &audit.Event{Type: audit.TypeTokenCreated, Outcome: audit.OutcomeSuccess}
+}
+
+// TestFaultLockedByAnotherProcess: while another process holds the write
+// lock, every write waits for the busy timeout and then fails with
+// ErrBusy, a message naming the lock, and no change; reads, Lookup and the
+// poller go on; once the lock is released, writes work and the other
+// process's uncommitted row is gone.
+func TestFaultLockedByAnotherProcess(t *testing.T) {
+	path := testDBPath(t)
+	const busy = 300 * time.Millisecond
+	var pollErrs sync.Map
+	s := openStore(t, path, Options{BusyTimeout: busy, PollInterval: 20 * time.Millisecond,
+		OnPollError: func(err error) { pollErrs.Store(err.Error(), true) }})
+	ctx := context.Background()
+	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "before"})
+	before := dumpTable(t, path)
+
+	release := holdWriteLock(t, path)
+
+	name := "renamed"
+	writes := []struct {
+		name string
+		call func() error
+	}{
+		{"Create", func() error {
+			_, _, err := s.Create(ctx, NewToken{User: "alice", Name: "during"}, createdEvent())
+			return err
+		}},
+		{"Update", func() error { _, err := s.Update(ctx, tok.ID, Patch{Name: &name}, nil); return err }},
+		{"Revoke", func() error { _, _, err := s.Revoke(ctx, tok.ID, nil); return err }},
+		{"RevokeUser", func() error { _, err := s.RevokeUser(ctx, "alice", nil); return err }},
+		{"Rotate", func() error { _, _, err := s.Rotate(ctx, tok.ID, "", nil); return err }},
+	}
+	for _, w := range writes {
+		t.Run(w.name, func(t *testing.T) {
+			start := time.Now()
+			err := w.call()
+			took := time.Since(start)
+			if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "locked by another connection or process") {
+				t.Errorf("error %v, want ErrBusy", err)
+			}
+			// It waited for the lock, and it gave up rather than hang; no
+			// tighter bound on wall time, which a loaded machine stretches.
+			if took < busy || took > 30*time.Second {
+				t.Errorf("gave up after %v, want at least the busy timeout (%v) and no hang", took, busy)
+			}
+		})
+	}
+	// Reads and the hot path don't wait for the writer.
+	if e, ok := s.Lookup(secret); !ok || e.Revoked || e.Name != "before" {
+		t.Errorf("Lookup while locked: %+v %v", e, ok)
+	}
+	if toks, err := s.List(ctx, Filter{}); err != nil || len(toks) != 1 {
+		t.Errorf("List while locked: %d tokens, %v", len(toks), err)
+	}
+	time.Sleep(5 * 20 * time.Millisecond) // a few polls
+	pollErrs.Range(func(k, _ any) bool {
+		t.Errorf("poller while locked: %v", k)
+		return true
+	})
+
+	release()
+	if got := dumpTable(t, path); got != before {
+		t.Errorf("failed writes changed the table:\nbefore %s\nafter  %s", before, got)
+	}
+	if g := s.GroupsOf("lock-holder"); len(g) != 0 {
+		t.Errorf("the lock holder's uncommitted row is visible: %v", g)
+	}
+	after, afterSecret := mustCreate(t, s, NewToken{User: "alice", Name: "after"})
+	if _, _, err := s.Revoke(ctx, tok.ID, nil); err != nil {
+		t.Errorf("Revoke after the lock: %v", err)
+	}
+	if e, ok := s.Lookup(afterSecret); !ok || e.ID != after.ID {
+		t.Error("token created after the lock not found")
+	}
+	if e, ok := s.Lookup(secret); !ok || !e.Revoked {
+		t.Error("token revoked after the lock not revoked")
+	}
+	if n := auditByToken(t, path); len(n) != 0 {
+		t.Errorf("audit events of failed writes: %v", n)
+	}
+	integrityOK(t, path)
+}
+
+// mountTmpfs mounts a tmpfs of the given size on a new temp dir and
+// returns the dir; it is detached when the test ends. It needs root
+// (CAP_SYS_ADMIN); the test is skipped without it.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size="+size+",mode=0700"); err != nil {
+		t.Skipf("simulating a full disk needs a tmpfs mount, which needs CAP_SYS_ADMIN: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmounting %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// fillDisk writes a file into dir until the file system is full, then frees
+// slack bytes of it again.
+func fillDisk(t *testing.T, dir string, slack int64) (path string) {
+	t.Helper()
+	path = filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	var size int64
+	for i := 0; ; i++ {
+		if i == 1<<20 {
+			t.Fatal("4 GiB written and the disk is not full")
+		}
+		n, err := f.Write(buf)
+		size += int64(n)
+		if errors.Is(err, syscall.ENOSPC) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Truncate(max(0, size-slack)); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestFaultDiskFull runs the store on a 1 MiB tmpfs that fills up during a
+// series of creates: the kernel answers ENOSPC as a real full disk does, and
+// SQLite SQLITE_FULL. From then on every write must tell the truth: it
+// fails with a message saying the disk is full and changes nothing, or, if
+// it fits in space SQLite already holds (the frames of the write that
+// failed), succeeds. A create as big as the one that failed must fail
+// again. Lookup goes on, the store can be reopened on the full disk (a
+// restarted Caddy still serves its tokens), and once space is freed writes
+// work. Every acknowledged write survives with its audit event; a failed
+// one leaves neither.
+func TestFaultDiskFull(t *testing.T) {
+	dir := mountTmpfs(t, "1m")
+	path := filepath.Join(dir, "tokens.db")
+	ctx := context.Background()
+	s, err := Open(ctx, path, Options{PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	ev := func(typ audit.Type) *audit.Event { return &audit.Event{Type: typ, Outcome: audit.OutcomeSuccess} }
+	victim, victimSecret := mustCreate(t, s, NewToken{User: "bob", Name: "victim"})
+	wantEvents := map[string]int{}
+
+	filler := fillDisk(t, dir, 256<<10)
+	acked := map[string]string{victim.ID: victimSecret} // id: secret in force
+	var fullErr error
+	for i := 0; i < 1000 && fullErr == nil; i++ {
+		tok, secret, err := s.Create(ctx, NewToken{User: "alice", Name: fmt.Sprintf("t%d", i)}, ev(audit.TypeTokenCreated))
+		if err != nil {
+			fullErr = err
+			break
+		}
+		acked[tok.ID] = secret
+		wantEvents[tok.ID+" token_created"] = 1
+	}
+	if fullErr == nil || !strings.Contains(fullErr.Error(), "database or disk is full") {
+		t.Fatalf("1000 creates on a 1 MiB disk, the last: %v; want a full disk", fullErr)
+	}
+	t.Logf("%d creates acknowledged, then: %v", len(acked)-1, fullErr)
+	before := dumpTable(t, path)
+	if _, _, err := s.Create(ctx, NewToken{User: "alice", Name: "again"}, ev(audit.TypeTokenCreated)); err == nil || !strings.Contains(err.Error(), "database or disk is full") {
+		t.Errorf("a second create on the full disk: %v", err)
+	}
+	if got := dumpTable(t, path); got != before {
+		t.Errorf("a failed create changed the table")
+	}
+
+	// Smaller writes may fit where the failed one was; either way the
+	// answer must match what the store and Lookup then say.
+	truthful := func(what string, err error, changed func() bool) bool {
+		t.Helper()
+		switch {
+		case err == nil && !changed():
+			t.Errorf("%s succeeded on the full disk, but changed nothing", what)
+		case err != nil && !strings.Contains(err.Error(), "database or disk is full"):
+			t.Errorf("%s on the full disk: %v", what, err)
+		case err != nil && changed():
+			t.Errorf("%s failed on the full disk (%v), but changed the token", what, err)
+		}
+		t.Logf("%s on the full disk: %v", what, err)
+		return err == nil
+	}
+	rotated, newSecret, err := s.Rotate(ctx, victim.ID, "", ev(audit.TypeTokenRotated))
+	if truthful("Rotate", err, func() bool { _, ok := s.Lookup(victimSecret); return !ok }) {
+		acked[victim.ID] = newSecret
+		wantEvents[victim.ID+" token_rotated"] = 1
+		if e, ok := s.Lookup(newSecret); !ok || e.ID != rotated.ID {
+			t.Error("the new secret of a rotation on the full disk is not found")
+		}
+	}
+	_, _, err = s.Revoke(ctx, victim.ID, ev(audit.TypeTokenRevoked))
+	victimRevoked := truthful("Revoke", err, func() bool { e, _ := s.Lookup(acked[victim.ID]); return e.Revoked })
+	if victimRevoked {
+		wantEvents[victim.ID+" token_revoked"] = 1
+	}
+	for id, secret := range acked {
+		if e, ok := s.Lookup(secret); !ok || e.ID != id || e.Revoked != (victimRevoked && id == victim.ID) {
+			t.Errorf("Lookup of %s on the full disk: %+v %v", id, e, ok)
+		}
+	}
+
+	// A restart on the still full disk.
+	if err := s.Close(); err != nil {
+		t.Errorf("Close on a full disk: %v", err)
+	}
+	s, err = Open(ctx, path, Options{PollInterval: -1})
+	if err != nil {
+		t.Fatalf("Open on a full disk: %v", err)
+	}
+	for id, secret := range acked {
+		if e, ok := s.Lookup(secret); !ok || e.ID != id || e.Revoked != (victimRevoked && id == victim.ID) {
+			t.Errorf("after reopening on a full disk, %s: %+v %v", id, e, ok)
+		}
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	after, afterSecret, err := s.Create(ctx, NewToken{User: "alice", Name: "after"}, ev(audit.TypeTokenCreated))
+	if err != nil {
+		t.Fatalf("Create after space was freed: %v", err)
+	}
+	wantEvents[after.ID+" token_created"] = 1
+	if !victimRevoked {
+		if _, _, err := s.Revoke(ctx, victim.ID, ev(audit.TypeTokenRevoked)); err != nil {
+			t.Errorf("Revoke after space was freed: %v", err)
+		}
+		wantEvents[victim.ID+" token_revoked"] = 1
+	}
+	if e, ok := s.Lookup(afterSecret); !ok || e.ID != after.ID {
+		t.Error("token created after space was freed not found")
+	}
+	if toks, err := s.List(ctx, Filter{}); err != nil || len(toks) != len(acked)+1 {
+		t.Errorf("List: %d tokens (%v), want %d", len(toks), err, len(acked)+1)
+	}
+	if got := auditByToken(t, path); !maps.Equal(got, wantEvents) {
+		t.Errorf("audit events %v, want %v (those of the acknowledged writes, no others)", got, wantEvents)
+	}
+	integrityOK(t, path)
+}
+
+// TestFaultUnwritable makes the database and its -wal file immutable
+// (chattr +i) under an open store: every write(2) to them fails with EPERM,
+// as on a file system gone read-only under a running server (EROFS);
+// SQLite answers SQLITE_IOERR_WRITE either way. (chmod would not do: the
+// tests run as root, and the store's descriptors are open already.) Writes
+// must fail and change nothing, Lookup go on; once the files are writable
+// again, writes work and the file is sound.
+func TestFaultUnwritable(t *testing.T) {
+	chattr, err := exec.LookPath("chattr")
+	if err != nil {
+		t.Skip("needs chattr (e2fsprogs)")
+	}
+	path := testDBPath(t)
+	set := func(flag string) error {
+		for _, p := range []string{path, path + "-wal"} {
+			if out, err := exec.Command(chattr, flag, p).CombinedOutput(); err != nil {
+				return fmt.Errorf("chattr %s %s: %v: %s", flag, p, err, out)
+			}
+		}
+		return nil
+	}
+	s := openStore(t, path, Options{PollInterval: -1})
+	ctx := context.Background()
+	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "before"})
+	before := dumpTable(t, path)
+
+	t.Cleanup(func() { _ = set("-i") }) // else t.TempDir can't remove them
+	if err := set("+i"); err != nil {
+		t.Skipf("the file system or the user can't make files immutable: %v", err)
+	}
+	if _, _, err := s.Create(ctx, NewToken{User: "alice", Name: "during"}, createdEvent()); err == nil || !strings.Contains(err.Error(), "disk I/O error") {
+		t.Errorf("Create on an unwritable file: %v", err)
+	}
+	if _, _, err := s.Revoke(ctx, tok.ID, nil); err == nil || !strings.Contains(err.Error(), "disk I/O error") {
+		t.Errorf("Revoke on an unwritable file: %v", err)
+	}
+	if e, ok := s.Lookup(secret); !ok || e.Revoked {
+		t.Errorf("Lookup on an unwritable file: %+v %v", e, ok)
+	}
+	if err := set("-i"); err != nil {
+		t.Fatal(err)
+	}
+	if got := dumpTable(t, path); got != before {
+		t.Errorf("failed writes changed the table:\nbefore %s\nafter  %s", before, got)
+	}
+	if _, _, err := s.Create(ctx, NewToken{User: "alice", Name: "after"}, nil); err != nil {
+		t.Errorf("Create once writable again: %v", err)
+	}
+	if _, _, err := s.Revoke(ctx, tok.ID, nil); err != nil {
+		t.Errorf("Revoke once writable again: %v", err)
+	}
+	if n := auditByToken(t, path); len(n) != 0 {
+		t.Errorf("audit events of failed writes: %v", n)
+	}
+	integrityOK(t, path)
+}
