@@ -186,6 +186,12 @@ func (a *App) sweepExpiringOnce(ctx context.Context) {
 	}
 }
 
+// wants reports whether anyone listens for the Caddy event name, so that
+// callers on the request path build its data only then.
+func (st *auditState) wants(name string) bool {
+	return st != nil && st.events != nil && st.events.ShouldEmit(name)
+}
+
 // emit sends a Caddy event if anyone listens for it.
 func (st *auditState) emit(ctx caddy.Context, name string, data map[string]any) {
 	if st != nil && st.events != nil && st.events.ShouldEmit(name) {

@@ -137,18 +137,20 @@ type Handler struct {
 	// but let requests through. Default: false.
 	ReportOnly bool `json:"report_only,omitempty"`
 
-	app         *App
-	ctx         caddy.Context // the origin of Caddy events this handler emits
-	logger      *zap.Logger
-	allowIPs    []netip.Prefix
-	passFrom    []netip.Prefix
-	paths       *policy.PathRules
-	protect     policy.PathSet
-	throttle    *policy.Throttle
-	throttleKey string
-	limiter     *policy.RateLimiter
-	rate        policy.Rate
-	provisioned bool
+	app             *App
+	ctx             caddy.Context // the origin of Caddy events this handler emits
+	logger          *zap.Logger
+	allowIPs        []netip.Prefix
+	passFrom        []netip.Prefix
+	paths           *policy.PathRules
+	protect         policy.PathSet
+	throttle        *policy.Throttle
+	throttleKey     string
+	limiter         *policy.RateLimiter
+	rate            policy.Rate
+	provisioned     bool
+	basicChallenge  string // WWW-Authenticate values, built in Provision
+	bearerChallenge string
 }
 
 // PathsConfig configures path inspection.
@@ -223,6 +225,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Passwords == "" {
 		h.Passwords = PasswordsBlock
 	}
+	h.buildChallenges()
 	var err error
 	if h.allowIPs, err = policy.ParsePrefixes(h.AllowIPs); err != nil {
 		return fmt.Errorf("allow_ips: %w", err)
@@ -288,6 +291,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.app = app.(*App)
 	return nil
+}
+
+// buildChallenges builds the WWW-Authenticate values from the realm.
+func (h *Handler) buildChallenges() {
+	h.basicChallenge = `Basic realm="` + h.Realm + `", charset="UTF-8"`
+	h.bearerChallenge = `Bearer realm="` + h.Realm + `", error="invalid_token"`
 }
 
 // Validate checks the handler's options.
@@ -584,38 +593,63 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ref refusal, cr
 	}
 	h.record(r, typ, outcome, ref.reason, cred, e, ref.status, ref.rule)
 
-	msg := msgForbidden
+	text := &textForbidden
+	hdr := w.Header()
 	switch ref.status {
 	case http.StatusUnauthorized:
-		msg = msgUnauthorized
+		text = &textUnauthorized
 		if ref.reason == policy.ReasonPasswordBlocked {
-			msg = msgPasswordBlocked
+			text = &textPasswordBlocked
 		}
-		w.Header().Set("WWW-Authenticate", `Basic realm="`+h.Realm+`", charset="UTF-8"`)
+		// Canonical key spellings throughout: Set would otherwise
+		// canonicalise (and allocate) on every refusal.
+		hdr.Set("Www-Authenticate", h.basicChallenge)
 		if cred.Scheme == policy.SchemeBearer {
-			w.Header().Add("WWW-Authenticate", `Bearer realm="`+h.Realm+`", error="invalid_token"`)
+			hdr.Add("Www-Authenticate", h.bearerChallenge)
 		}
 	case http.StatusBadRequest:
-		msg = msgPathBlocked
+		text = &textPathBlocked
 	case http.StatusTooManyRequests:
-		msg = msgTooMany
+		text = &textTooMany
 		secs := int((ref.retryAfter + time.Second - 1) / time.Second)
-		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+		hdr.Set("Retry-After", strconv.Itoa(max(secs, 1)))
 	}
-	return respond(w, r, ref.status, msg), true
+	return respond(w, r, ref.status, text), true
 }
+
+// refusalText is a refusal's fixed answer, built once: the client only
+// ever gets one of these, never the precise reason.
+type refusalText struct {
+	err    error
+	body   []byte
+	length string
+}
+
+func newRefusalText(msg string) refusalText {
+	body := []byte(msg + "\n")
+	return refusalText{err: errors.New(msg), body: body, length: strconv.Itoa(len(body))}
+}
+
+var (
+	textUnauthorized    = newRefusalText(msgUnauthorized)
+	textPasswordBlocked = newRefusalText(msgPasswordBlocked)
+	textPathBlocked     = newRefusalText(msgPathBlocked)
+	textForbidden       = newRefusalText(msgForbidden)
+	textTooMany         = newRefusalText(msgTooMany)
+)
 
 // respond answers a refusal: as a handler error when the server has
 // handle_errors routes to render it, otherwise with the short text.
-func respond(w http.ResponseWriter, r *http.Request, status int, msg string) error {
+func respond(w http.ResponseWriter, r *http.Request, status int, text *refusalText) error {
 	if hasErrorRoutes(r) {
-		return caddyhttp.Error(status, errors.New(msg))
+		return caddyhttp.Error(status, text.err)
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Content-Length", strconv.Itoa(len(msg)+1))
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/plain; charset=utf-8")
+	hdr.Set("Content-Length", text.length)
+	hdr.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = w.Write([]byte(msg + "\n"))
+	_, _ = w.Write(text.body)
 	return nil
 }
 
@@ -634,7 +668,8 @@ func (h *Handler) record(r *http.Request, typ audit.Type, outcome audit.Outcome,
 	}
 	clientIP, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	countRequest(outcome, string(reason))
-	if typ == audit.TypeDenied || typ == audit.TypeAuthFailed {
+	if (typ == audit.TypeDenied || typ == audit.TypeAuthFailed) && h.app.auditState.wants(eventDenied) {
+		// Only built when someone listens: a denial flood must stay cheap.
 		h.app.auditState.emit(h.ctx, eventDenied, map[string]any{
 			"reason": string(reason), "status": status, "user": user, "token_id": e.ID,
 			"client_ip": clientIP, "method": r.Method, "host": r.Host, "path": r.URL.Path,

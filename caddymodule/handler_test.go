@@ -73,6 +73,7 @@ func testHandler(t testing.TB) (*Handler, *tokenstore.Store, *fakeClock, *captur
 	sink := &captureSink{}
 	app := &App{store: st, now: clock.Now, audit: sink, TokenPrefix: tokenstore.DefaultPrefix}
 	h := &Handler{Realm: "test", Passwords: PasswordsBlock, app: app, logger: zap.NewNop()}
+	h.buildChallenges()
 	return h, st, clock, sink
 }
 
