@@ -41,24 +41,11 @@ func (s *Store) CreateBatch(ctx context.Context, nts []NewToken) ([]Token, []str
 		if err != nil {
 			return nil, nil, fmt.Errorf("creating %d tokens: item %d: %w", len(nts), i, err)
 		}
-		id, secret, err := Generate(nt.Prefix)
+		rec, secret, err := newRecord(nt, parsed, now)
 		if err != nil {
 			return nil, nil, fmt.Errorf("creating %d tokens: item %d: %w", len(nts), i, err)
 		}
-		recs[i] = record{
-			Token: Token{
-				ID:          id,
-				User:        nt.User,
-				Name:        nt.Name,
-				Description: nt.Description,
-				Hint:        Hint(secret),
-				CreatedAt:   now,
-				UpdatedAt:   now,
-				ExpiresAt:   millis(nt.ExpiresAt),
-			},
-			hash: Hash(secret),
-		}
-		recs[i].setRules(parsed)
+		recs[i] = rec
 		secrets[i] = secret
 	}
 

@@ -68,6 +68,30 @@ allowed_ips = ?, scope = ?, rate_limit = ?, expiry_notified_at = ?
 WHERE id = ?`
 )
 
+// newRecord makes the record of a new token, validated as parsed, and
+// its secret: a fresh id and secret, the hash and hint, times at now.
+func newRecord(nt NewToken, parsed rules, now time.Time) (record, string, error) {
+	id, secret, err := Generate(nt.Prefix)
+	if err != nil {
+		return record{}, "", err
+	}
+	rec := record{
+		Token: Token{
+			ID:          id,
+			User:        nt.User,
+			Name:        nt.Name,
+			Description: nt.Description,
+			Hint:        Hint(secret),
+			CreatedAt:   now,
+			UpdatedAt:   now,
+			ExpiresAt:   millis(nt.ExpiresAt),
+		},
+		hash: Hash(secret),
+	}
+	rec.setRules(parsed)
+	return rec, secret, nil
+}
+
 // Create stores a new token and returns it with its secret, the full token
 // string, which is not stored and can't be shown again.
 //
@@ -93,25 +117,11 @@ func (s *Store) Create(ctx context.Context, nt NewToken, ev *audit.Event) (Token
 	if err != nil {
 		return Token{}, "", fmt.Errorf("creating token: %w", err)
 	}
-	id, secret, err := Generate(nt.Prefix)
+	now := millis(s.now())
+	rec, secret, err := newRecord(nt, parsed, now)
 	if err != nil {
 		return Token{}, "", fmt.Errorf("creating token: %w", err)
 	}
-	now := millis(s.now())
-	rec := record{
-		Token: Token{
-			ID:          id,
-			User:        nt.User,
-			Name:        nt.Name,
-			Description: nt.Description,
-			Hint:        Hint(secret),
-			CreatedAt:   now,
-			UpdatedAt:   now,
-			ExpiresAt:   millis(nt.ExpiresAt),
-		},
-		hash: Hash(secret),
-	}
-	rec.setRules(parsed)
 
 	tx, err := s.beginWrite(ctx)
 	if err != nil {
