@@ -76,12 +76,19 @@ type Event struct {
 	Actor string
 	// Changed lists the fields an admin call changed.
 	Changed []string
-	// Count is the number of tokens affected, for bulk admin events.
+	// Count is the number of tokens affected, for bulk admin events, and
+	// the number of refusals a summary stands for (see IsSummary).
 	Count int
 	// Group is the group of a membership event.
 	Group string
 	// Rule names the path rule that refused a request.
 	Rule string
+	// TopClients and TopUsers, on a summary, are the most frequent client
+	// addresses and presented users among the refusals it stands for, most
+	// frequent first, at most TopReported each; the first of each is also
+	// the summary's ClientIP and User.
+	TopClients []Tally
+	TopUsers   []Tally
 }
 
 // Sink records events. Record must be safe for concurrent use and must not
@@ -106,7 +113,7 @@ func (s ZapSink) Record(e Event) {
 	if c == nil {
 		return
 	}
-	fields := make([]zap.Field, 0, 12)
+	fields := make([]zap.Field, 0, 16)
 	fields = append(fields, zap.String("outcome", string(e.Outcome)))
 	add := func(key, v string) {
 		if v != "" {
@@ -133,5 +140,33 @@ func (s ZapSink) Record(e Event) {
 	if e.Count != 0 {
 		fields = append(fields, zap.Int("count", e.Count))
 	}
+	if len(e.TopClients) > 0 {
+		fields = append(fields, zap.Array("top_clients", tallies(e.TopClients)))
+	}
+	if len(e.TopUsers) > 0 {
+		fields = append(fields, zap.Array("top_users", tallies(e.TopUsers)))
+	}
 	c.Write(fields...)
+}
+
+// tallies logs a top list as an array of {"value": …, "count": …}, the
+// form the database and the admin API use.
+type tallies []Tally
+
+func (ts tallies) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	for _, t := range ts {
+		if err := enc.AppendObject(tallyLog(t)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tallyLog logs a Tally.
+type tallyLog Tally
+
+func (t tallyLog) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("value", t.Value)
+	enc.AddInt("count", t.Count)
+	return nil
 }

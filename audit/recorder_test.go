@@ -183,7 +183,7 @@ func TestRecorderZapFields(t *testing.T) {
 // the queued event is exactly the one recorded.
 func TestRecorderCarriesOnlyWhatItIsGiven(t *testing.T) {
 	allowed := []string{"outcome", "reason", "user", "token_id", "scheme", "client_ip", "method",
-		"host", "path", "actor", "group", "rule", "status", "changed", "count"}
+		"host", "path", "actor", "group", "rule", "status", "changed", "count", "top_clients", "top_users"}
 	for _, typ := range allTypes {
 		t.Run(string(typ), func(t *testing.T) {
 			r, w, q, logs := newTestRecorder(t, []string{"admin", "failure", "denied", "success"}, zapcore.DebugLevel)

@@ -1005,7 +1005,9 @@ func formatDuration(d time.Duration) string {
 // Interface guards
 var _ caddy.AdminRouter = (*adminAPI)(nil)
 
-// eventJSON is an audit event as the admin API shows it.
+// eventJSON is an audit event as the admin API shows it. A summary of
+// refusals beyond the detail limit is a request event with a count and
+// the top lists.
 type eventJSON struct {
 	ID       int64     `json:"id"`
 	Time     time.Time `json:"time"`
@@ -1025,6 +1027,9 @@ type eventJSON struct {
 	Count    int       `json:"count,omitempty"`
 	Group    string    `json:"group,omitempty"`
 	Rule     string    `json:"rule,omitempty"`
+
+	TopClients []audit.Tally `json:"top_clients,omitempty"`
+	TopUsers   []audit.Tally `json:"top_users,omitempty"`
 }
 
 // auditPageJSON answers GET /api_tokens/audit.
@@ -1096,7 +1101,7 @@ func (a *adminAPI) queryAudit(w http.ResponseWriter, r *http.Request, app *App) 
 			ID: e.ID, Time: e.Time.UTC(), Type: string(e.Type), Outcome: string(e.Outcome), Reason: e.Reason,
 			User: e.User, TokenID: e.TokenID, Scheme: e.Scheme, ClientIP: e.ClientIP, Method: e.Method,
 			Host: e.Host, Path: e.Path, Status: e.Status, Actor: e.Actor, Changed: e.Changed,
-			Count: e.Count, Group: e.Group, Rule: e.Rule,
+			Count: e.Count, Group: e.Group, Rule: e.Rule, TopClients: e.TopClients, TopUsers: e.TopUsers,
 		})
 	}
 	return writeJSON(w, http.StatusOK, out)

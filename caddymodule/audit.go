@@ -33,6 +33,53 @@ type AuditConfig struct {
 	// How long before a token's expiry the api_token_expiring event fires
 	// (once per token). Default: 7d.
 	ExpiryWarning caddy.Duration `json:"expiry_warning,omitempty"`
+
+	// How many refusals (failure and denied events) of each type and
+	// reason are recorded in full per window; the ones beyond are counted
+	// and recorded as one summary event per type and reason at the end of
+	// the window, so that a flood of refusals stays cheap.
+	// Default: 100 events per 10s window.
+	DetailLimit *DetailLimitConfig `json:"detail_limit,omitempty"`
+}
+
+// DetailLimitConfig bounds the refusals the audit trail records in full.
+type DetailLimitConfig struct {
+	// Off records every refusal in full. Default: false.
+	Off bool `json:"off,omitempty"`
+	// Refusals of one type and reason recorded in full per window.
+	// Default: 100.
+	Events int `json:"events,omitempty"`
+	// Length of the windows, at least 1s; windows are aligned to
+	// multiples of it (10s: :00, :10, …). Default: 10s.
+	Window caddy.Duration `json:"window,omitempty"`
+}
+
+// limit returns the detail limit c configures, with the defaults applied;
+// the zero audit.DetailLimit when it is off.
+func (c *DetailLimitConfig) limit() (audit.DetailLimit, error) {
+	l := audit.DetailLimit{Events: audit.DefaultDetailEvents, Window: audit.DefaultDetailWindow}
+	if c == nil {
+		return l, nil
+	}
+	if c.Off {
+		if c.Events != 0 || c.Window != 0 {
+			return audit.DetailLimit{}, errors.New("detail_limit: off takes no events or window")
+		}
+		return audit.DetailLimit{}, nil
+	}
+	if c.Events < 0 {
+		return audit.DetailLimit{}, fmt.Errorf("detail_limit: events %d: must be a positive whole number", c.Events)
+	}
+	if c.Events > 0 {
+		l.Events = c.Events
+	}
+	if c.Window < 0 || (c.Window > 0 && time.Duration(c.Window) < minDetailWindow) {
+		return audit.DetailLimit{}, fmt.Errorf("detail_limit: window %s: must be at least %s", time.Duration(c.Window), minDetailWindow)
+	}
+	if c.Window > 0 {
+		l.Window = time.Duration(c.Window)
+	}
+	return l, nil
 }
 
 // Audit defaults.
@@ -41,6 +88,10 @@ const (
 	DefaultExpiryWarning = 7 * 24 * time.Hour
 	usageFlushEvery      = 10 * time.Second
 	expirySweepEvery     = time.Minute
+	// summaryFlushEvery is how often the summaries of ended detail
+	// windows are looked for (they are due at most this late).
+	summaryFlushEvery = time.Second
+	minDetailWindow   = time.Second
 )
 
 // Caddy event names this module emits.
@@ -90,10 +141,15 @@ func (a *App) provisionAudit(ctx caddy.Context) error {
 	if warning == 0 {
 		warning = DefaultExpiryWarning
 	}
+	limit, err := cfg.DetailLimit.limit()
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
 	logger := a.logger.Named("audit")
 	st := &auditState{warning: warning, ctx: ctx, usage: audit.NewUsageTracker(0)}
 	st.queue = audit.NewQueue(audit.QueueConfig{Writer: a.store, Logger: logger, Now: a.now})
-	st.recorder = audit.NewRecorder(audit.RecorderConfig{Selection: sel, Logger: logger, Queue: st.queue})
+	st.recorder = audit.NewRecorder(audit.RecorderConfig{Selection: sel, Logger: logger, Queue: st.queue,
+		DetailLimit: limit, Now: a.now})
 	st.pruner = &audit.Pruner{Writer: a.store, Retain: retain, Now: a.now, Logger: logger}
 	if ev, err := ctx.AppIfConfigured("events"); err == nil {
 		st.events, _ = ev.(*caddyevents.App)
@@ -103,8 +159,9 @@ func (a *App) provisionAudit(ctx caddy.Context) error {
 	return nil
 }
 
-// startAudit runs the background loops: the audit queue's writer, usage
-// flushes, retention pruning and the expiry sweep.
+// startAudit runs the background loops: the audit queue's writer, the
+// summaries of refusals beyond the detail limit, usage flushes, retention
+// pruning and the expiry sweep.
 func (a *App) startAudit() {
 	st := a.auditState
 	ctx, cancel := context.WithCancel(context.Background())
@@ -118,18 +175,21 @@ func (a *App) startAudit() {
 	}
 	logger := a.logger.Named("audit")
 	run(func() { st.queue.Run(ctx) })
+	run(func() { st.recorder.Run(ctx, summaryFlushEvery) })
 	run(func() { st.usage.Run(ctx, a.store, usageFlushEvery, logger) })
 	run(func() { st.pruner.Run(ctx) })
 	run(func() { a.sweepExpiring(ctx) })
 }
 
 // stopAudit ends the loops; each writes out what it holds before it
-// returns (the queue drains, usage flushes).
+// returns (the queue drains, usage flushes). The pending summaries of
+// refusals go to the queue first, while its writer still takes them.
 func (a *App) stopAudit() {
 	st := a.auditState
 	if st == nil || st.cancel == nil {
 		return
 	}
+	st.recorder.Close(a.now())
 	st.cancel()
 	st.wg.Wait()
 	st.cancel = nil

@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -17,7 +19,11 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddytest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
@@ -434,6 +440,212 @@ func TestAuditTrail(t *testing.T) {
 			if status, _, body := do(t, tester, http.MethodGet, adminURL+"/api_tokens/audit"+q, ""); status != 400 {
 				t.Errorf("%s: %d %s", q, status, body)
 			}
+		}
+	})
+}
+
+// TestAuditDetailLimit drives refusals through the handler with the app's
+// real audit machinery (a detail limit of 5 a minute) and reads what
+// reached the database: the detailed events, one summary per window with
+// the right count, written by the summary loop once the window is over,
+// and by stopAudit for the window still running — before the queue's
+// writer drains and ends.
+func TestAuditDetailLimit(t *testing.T) {
+	h, st, clock, _ := testHandler(t)
+	ctx := context.Background()
+	app := h.app
+	core, logs := observer.New(zapcore.InfoLevel)
+	app.logger = zap.New(core)
+	app.Audit = &AuditConfig{DetailLimit: &DetailLimitConfig{Events: 5, Window: caddy.Duration(time.Minute)}}
+	cctx, cancel := caddy.NewContext(caddy.Context{Context: ctx})
+	defer cancel()
+	if err := app.provisionAudit(cctx); err != nil {
+		t.Fatal(err)
+	}
+	app.audit = app.auditState.recorder
+	app.startAudit()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			app.stopAudit()
+		}
+	})
+
+	revoked, revokedSecret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "old"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Revoke(ctx, revoked.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, unknown, err := tokenstore.Generate("caddytok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refuse := func(authz string) {
+		t.Helper()
+		req := httptest.NewRequest(http.MethodGet, "/rest/api/2/myself", nil)
+		req.Header.Set("Authorization", authz)
+		if w, _, called := serve(t, h, req); called || w.Code != http.StatusUnauthorized {
+			t.Fatalf("refusal answered %d (next called: %v)", w.Code, called)
+		}
+	}
+	stored := func() []audit.Event {
+		t.Helper()
+		page, err := st.QueryAudit(ctx, audit.Query{Limit: audit.MaxQueryLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return page.Events
+	}
+	summaries := func() []audit.Event {
+		var out []audit.Event
+		for _, e := range stored() {
+			if e.IsSummary() {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+
+	// Window 1 (12:00–12:01): a flood of one unknown token under two user
+	// names, and a revoked token's use in between, on a budget of its own.
+	start := clock.Now()
+	for i := range 40 {
+		user := "admin"
+		if i%4 == 3 {
+			user = "root"
+		}
+		refuse(basicAuth(user, unknown))
+		if i == 20 || i == 30 {
+			refuse("Bearer " + revokedSecret)
+		}
+	}
+	// The flood stops; the summary loop records the window once it is over.
+	clock.Advance(time.Minute)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(summaries()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no summary stored after the window ended")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Window 2: 8 more, then the app stops while the window runs.
+	for range 8 {
+		refuse(basicAuth("admin", unknown))
+	}
+	clock.Advance(10 * time.Second)
+	app.stopAudit()
+	stopped = true
+
+	events := stored()
+	var detailed []string
+	for _, e := range events {
+		if !e.IsSummary() {
+			detailed = append(detailed, e.Reason)
+		}
+	}
+	if n, r := strings.Count(strings.Join(detailed, " "), "unknown_token"), strings.Count(strings.Join(detailed, " "), "revoked"); n != 10 || r != 2 || len(detailed) != 12 {
+		t.Errorf("detailed events %q: want 5 unknown_token a window, and both revoked", detailed)
+	}
+	got := summaries() // newest first
+	want := []audit.Event{
+		{Time: start.Add(time.Minute + 10*time.Second), Count: 3, User: "admin",
+			TopClients: []audit.Tally{{Value: "198.51.100.4", Count: 3}}, TopUsers: []audit.Tally{{Value: "admin", Count: 3}}},
+		{Time: start.Add(time.Minute), Count: 35, User: "admin",
+			TopClients: []audit.Tally{{Value: "198.51.100.4", Count: 35}}, TopUsers: []audit.Tally{{Value: "admin", Count: 26}, {Value: "root", Count: 9}}},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("summaries %+v, want %d", got, len(want))
+	}
+	for i, w := range want {
+		w.ID, w.Type, w.Outcome, w.Reason = got[i].ID, audit.TypeAuthFailed, audit.OutcomeFailure, "unknown_token"
+		w.Scheme, w.ClientIP, w.Method, w.Host, w.Path, w.Status = "basic", "198.51.100.4", "GET", "example.com", "/rest/api/2/myself", 401
+		if !reflect.DeepEqual(got[i], w) {
+			t.Errorf("summary %d\n%+v, want\n%+v", i, got[i], w)
+		}
+	}
+
+	t.Run("zap", func(t *testing.T) {
+		lines := logs.FilterMessage("auth_failed").FilterField(zap.String("reason", "unknown_token")).All()
+		if len(lines) != 10+2 {
+			t.Fatalf("%d unknown_token lines logged, want 10 in full and 2 summaries", len(lines))
+		}
+		var counts []any
+		for _, l := range lines {
+			if c, ok := l.ContextMap()["count"]; ok {
+				counts = append(counts, c, l.ContextMap()["top_users"])
+			}
+		}
+		wantCounts := []any{
+			int64(35), []any{map[string]any{"value": "admin", "count": 26}, map[string]any{"value": "root", "count": 9}},
+			int64(3), []any{map[string]any{"value": "admin", "count": 3}},
+		}
+		if !reflect.DeepEqual(counts, wantCounts) {
+			t.Errorf("summary lines: %v, want %v", counts, wantCounts)
+		}
+	})
+
+	t.Run("admin API and CLI", func(t *testing.T) {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodGet, "/api_tokens/audit?type=auth_failed&limit=1", nil)
+		if err := new(adminAPI).queryAudit(w, r, app); err != nil {
+			t.Fatal(err)
+		}
+		var page auditPageJSON
+		if err := json.Unmarshal(w.Body.Bytes(), &page); err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Events) != 1 || page.Events[0].Count != 3 || !strings.Contains(w.Body.String(), `"top_clients":[{"value":"198.51.100.4","count":3}]`) {
+			t.Errorf("GET /api_tokens/audit answered %s", w.Body)
+		}
+		page.NextCursor = ""
+		var out strings.Builder
+		if err := printEvents(&out, page); err != nil {
+			t.Fatal(err)
+		}
+		if want := "→ 401 [summary of 3; clients 198.51.100.4 (3); users admin (3)]"; !strings.Contains(out.String(), want) {
+			t.Errorf("CLI output lacks %q:\n%s", want, out.String())
+		}
+	})
+}
+
+func TestDetailLimitConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		c    *DetailLimitConfig
+		want audit.DetailLimit
+		err  string
+	}{
+		{"default", nil, audit.DetailLimit{Events: 100, Window: 10 * time.Second}, ""},
+		{"empty", &DetailLimitConfig{}, audit.DetailLimit{Events: 100, Window: 10 * time.Second}, ""},
+		{"events only", &DetailLimitConfig{Events: 20}, audit.DetailLimit{Events: 20, Window: 10 * time.Second}, ""},
+		{"both", &DetailLimitConfig{Events: 20, Window: caddy.Duration(time.Minute)}, audit.DetailLimit{Events: 20, Window: time.Minute}, ""},
+		{"off", &DetailLimitConfig{Off: true}, audit.DetailLimit{}, ""},
+		{"off with events", &DetailLimitConfig{Off: true, Events: 3}, audit.DetailLimit{}, "off takes no events or window"},
+		{"negative events", &DetailLimitConfig{Events: -1}, audit.DetailLimit{}, "events -1: must be a positive whole number"},
+		{"negative window", &DetailLimitConfig{Window: -caddy.Duration(time.Second)}, audit.DetailLimit{}, "window -1s: must be at least 1s"},
+		{"short window", &DetailLimitConfig{Window: caddy.Duration(time.Millisecond)}, audit.DetailLimit{}, "window 1ms: must be at least 1s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.c.limit()
+			if (err == nil) != (tt.err == "") || (err != nil && !strings.Contains(err.Error(), tt.err)) {
+				t.Fatalf("limit() error = %v, want %q", err, tt.err)
+			}
+			if got != tt.want {
+				t.Errorf("limit() = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+	t.Run("provision refuses", func(t *testing.T) {
+		h, _, _, _ := testHandler(t)
+		h.app.logger = zap.NewNop()
+		h.app.Audit = &AuditConfig{DetailLimit: &DetailLimitConfig{Events: -3}}
+		cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		defer cancel()
+		if err := h.app.provisionAudit(cctx); err == nil || !strings.Contains(err.Error(), "audit: detail_limit: events -3") {
+			t.Errorf("provisionAudit = %v, want the events refused", err)
 		}
 	})
 }

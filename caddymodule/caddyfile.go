@@ -254,6 +254,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //	            sample_success <fraction>
 //	            retain         <duration>
 //	            expiry_warning <duration>
+//	            detail_limit   off|<events> <window>
 //	        }
 //	    }
 //	}
@@ -396,6 +397,14 @@ func parseAudit(d *caddyfile.Dispenser) (*AuditConfig, error) {
 			}
 			continue
 		}
+		if opt == "detail_limit" {
+			limit, err := parseDetailLimit(d)
+			if err != nil {
+				return nil, err
+			}
+			cfg.DetailLimit = limit
+			continue
+		}
 		var val string
 		if !d.AllArgs(&val) {
 			return nil, d.ArgErr()
@@ -427,6 +436,34 @@ func parseAudit(d *caddyfile.Dispenser) (*AuditConfig, error) {
 		return nil, d.Errf("audit: %v", err)
 	}
 	return cfg, nil
+}
+
+// parseDetailLimit parses `detail_limit off|<events> <window>` of the
+// audit block.
+func parseDetailLimit(d *caddyfile.Dispenser) (*DetailLimitConfig, error) {
+	args := d.RemainingArgs()
+	if len(args) > 0 && args[0] == "off" {
+		if len(args) > 1 {
+			return nil, d.Errf("audit detail_limit off takes no further arguments, got %q", args[1])
+		}
+		return &DetailLimitConfig{Off: true}, nil
+	}
+	if len(args) != 2 {
+		return nil, d.Errf("audit detail_limit takes off, or <events> <window> such as 100 10s; got %d arguments", len(args))
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n <= 0 {
+		return nil, d.Errf("audit detail_limit events %q: must be a positive whole number", args[0])
+	}
+	window, err := parsePositiveDuration(d, "audit detail_limit window", args[1])
+	if err != nil {
+		return nil, err
+	}
+	c := &DetailLimitConfig{Events: n, Window: window}
+	if _, err := c.limit(); err != nil {
+		return nil, d.Errf("audit %v", err)
+	}
+	return c, nil
 }
 
 // parseMaxValidity parses a duration or `unlimited` (stored as -1).

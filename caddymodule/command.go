@@ -17,6 +17,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/apitoken/caddy-apitoken/audit"
 )
 
 func init() {
@@ -529,7 +531,30 @@ are success, failure, denied, passed and reported.`,
 	return cmd
 }
 
-// printEvents prints a page of audit events as a table.
+// summaryText describes what a summary of refusals stands for: how many,
+// and from whom, "[summary of 5234; clients 203.0.113.7 (4120), …; users
+// admin (5000)]".
+func summaryText(e eventJSON) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[summary of %d", e.Count)
+	for _, list := range []struct {
+		name string
+		top  []audit.Tally
+	}{{"clients", e.TopClients}, {"users", e.TopUsers}} {
+		for i, t := range list.top {
+			sep := ", "
+			if i == 0 {
+				sep = "; " + list.name + " "
+			}
+			fmt.Fprintf(&b, "%s%s (%d)", sep, t.Value, t.Count)
+		}
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
+// printEvents prints a page of audit events as a table; a summary of
+// refusals says how many it stands for and their top clients and users.
 func printEvents(w io.Writer, page auditPageJSON) error {
 	if len(page.Events) == 0 {
 		_, err := fmt.Fprintln(w, "No events.")
@@ -545,6 +570,9 @@ func printEvents(w io.Writer, page auditPageJSON) error {
 		client := e.ClientIP
 		if client == "" {
 			client = e.Actor
+		}
+		if (audit.Event{Type: audit.Type(e.Type), Count: e.Count}).IsSummary() {
+			req = strings.TrimSpace(req + " " + summaryText(e))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format("2006-01-02 15:04:05"),
 			e.Type, e.Outcome, dash(e.Reason), dash(e.User), dash(e.TokenID), dash(client), dash(req))

@@ -22,12 +22,12 @@ const defaultPruneChunk = 5000
 // expects.
 const (
 	eventColumns = `id, time, type, outcome, reason, user, token_id, scheme, client_ip, method, host, path,
-status, actor, changed, count, grp, rule`
+status, actor, changed, count, grp, rule, top_clients, top_users`
 
 	insertEvent = `INSERT INTO audit_events
 (time, type, outcome, reason, user, user_key, token_id, scheme, client_ip, method, host, path,
- status, actor, changed, count, grp, rule)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+ status, actor, changed, count, grp, rule, top_clients, top_users)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 	// ?1 the time to prune before, in ms, ?2 the chunk size.
 	pruneEvents = `DELETE FROM audit_events WHERE id IN
@@ -253,19 +253,36 @@ func insertEvents(ctx context.Context, tx *sql.Tx, events []audit.Event, now tim
 
 // eventArgs returns the arguments of insertEvent for e.
 func eventArgs(e audit.Event) ([]any, error) {
-	changed := ""
-	if len(e.Changed) > 0 {
-		b, err := json.Marshal(e.Changed)
-		if err != nil {
-			return nil, fmt.Errorf("encoding changed: %w", err)
-		}
-		changed = string(b)
+	changed, err := jsonColumn("changed", e.Changed)
+	if err != nil {
+		return nil, err
+	}
+	topClients, err := jsonColumn("top_clients", e.TopClients)
+	if err != nil {
+		return nil, err
+	}
+	topUsers, err := jsonColumn("top_users", e.TopUsers)
+	if err != nil {
+		return nil, err
 	}
 	return []any{
 		e.Time.UnixMilli(), string(e.Type), string(e.Outcome), e.Reason,
 		e.User, userKey(e.User), e.TokenID, e.Scheme, e.ClientIP, e.Method, e.Host, e.Path,
-		e.Status, e.Actor, changed, e.Count, e.Group, e.Rule,
+		e.Status, e.Actor, changed, e.Count, e.Group, e.Rule, topClients, topUsers,
 	}, nil
+}
+
+// jsonColumn encodes a list for a JSON array column, or returns the empty
+// string for an empty list.
+func jsonColumn[T any](name string, list []T) (string, error) {
+	if len(list) == 0 {
+		return "", nil
+	}
+	b, err := json.Marshal(list)
+	if err != nil {
+		return "", fmt.Errorf("encoding %s: %w", name, err)
+	}
+	return string(b), nil
 }
 
 // pageBounds returns the page size and the id below which the page starts.
@@ -358,18 +375,30 @@ func scanEvent(row interface{ Scan(...any) error }) (audit.Event, error) {
 		typ, outcome  string
 		changed       string
 		status, count int64
+		top           [2]string
 	)
 	err := row.Scan(&e.ID, &ms, &typ, &outcome, &e.Reason, &e.User, &e.TokenID, &e.Scheme, &e.ClientIP,
-		&e.Method, &e.Host, &e.Path, &status, &e.Actor, &changed, &count, &e.Group, &e.Rule)
+		&e.Method, &e.Host, &e.Path, &status, &e.Actor, &changed, &count, &e.Group, &e.Rule, &top[0], &top[1])
 	if err != nil {
 		return audit.Event{}, err
 	}
 	e.Time = fromMillis(ms)
 	e.Type, e.Outcome = audit.Type(typ), audit.Outcome(outcome)
 	e.Status, e.Count = int(status), int(count)
-	if changed != "" {
-		if err := json.Unmarshal([]byte(changed), &e.Changed); err != nil {
-			return audit.Event{}, fmt.Errorf("audit event %d: changed: %w", e.ID, err)
+	for _, c := range []struct {
+		name string
+		text string
+		dst  any
+	}{
+		{"changed", changed, &e.Changed},
+		{"top_clients", top[0], &e.TopClients},
+		{"top_users", top[1], &e.TopUsers},
+	} {
+		if c.text == "" {
+			continue
+		}
+		if err := json.Unmarshal([]byte(c.text), c.dst); err != nil {
+			return audit.Event{}, fmt.Errorf("audit event %d: %s: %w", e.ID, c.name, err)
 		}
 	}
 	return e, nil

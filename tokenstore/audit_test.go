@@ -862,3 +862,134 @@ func TestAuditHoldsNoSecrets(t *testing.T) {
 		t.Errorf("scanned %d rows, want 9: the test must see what it checks", n)
 	}
 }
+
+// TestAuditSummaryRoundTrip: a summary's top lists are stored as JSON
+// arrays and read back as written; other events leave the columns empty.
+func TestAuditSummaryRoundTrip(t *testing.T) {
+	s, clock, path := newTestStore(t)
+	ctx := t.Context()
+	// Through the real path: a Recorder with a detail limit of one, its
+	// queue, the store as its writer.
+	q := audit.NewQueue(audit.QueueConfig{Writer: s})
+	r := audit.NewRecorder(audit.RecorderConfig{Queue: q, Now: clock.Now,
+		DetailLimit: audit.DetailLimit{Events: 1, Window: time.Minute}})
+	refusal := func(ip, user string) audit.Event {
+		return audit.Event{Time: clock.Now(), Type: audit.TypeAuthFailed, Outcome: audit.OutcomeFailure,
+			Reason: "unknown_token", User: user, Scheme: "basic", ClientIP: ip, Method: "GET", Host: "h", Path: "/x", Status: 401}
+	}
+	for _, c := range []struct {
+		ip, user string
+		n        int
+	}{{"203.0.113.7", "admin", 4}, {"2001:db8::9", "root", 2}, {"198.51.100.1", "", 1}} {
+		for range c.n {
+			r.Record(refusal(c.ip, c.user))
+		}
+	}
+	end := clock.Now().Truncate(time.Minute).Add(time.Minute)
+	r.Flush(end)
+	if err := q.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	got := allEvents(t, s) // newest first: the summary, then the detailed event
+	if len(got) != 2 {
+		t.Fatalf("stored %+v, want a detailed event and a summary", got)
+	}
+	want := audit.Event{
+		ID: got[0].ID, Time: end, Type: audit.TypeAuthFailed, Outcome: audit.OutcomeFailure, Reason: "unknown_token",
+		User: "admin", Scheme: "basic", ClientIP: "203.0.113.7", Method: "GET", Host: "h", Path: "/x", Status: 401, Count: 6,
+		TopClients: []audit.Tally{{Value: "203.0.113.7", Count: 3}, {Value: "2001:db8::9", Count: 2}, {Value: "198.51.100.1", Count: 1}},
+		TopUsers:   []audit.Tally{{Value: "admin", Count: 3}, {Value: "root", Count: 2}},
+	}
+	if !reflect.DeepEqual(got[0], want) || !got[0].IsSummary() {
+		t.Errorf("summary read back as\n%+v, want\n%+v", got[0], want)
+	}
+	if got[1].IsSummary() || got[1].TopClients != nil || got[1].TopUsers != nil {
+		t.Errorf("detailed event read back as %+v", got[1])
+	}
+	dump := dumpQuery(t, path, `SELECT top_clients, top_users FROM audit_events ORDER BY id`)
+	wantDump := `[ ]
+[[{"value":"203.0.113.7","count":3},{"value":"2001:db8::9","count":2},{"value":"198.51.100.1","count":1}] [{"value":"admin","count":3},{"value":"root","count":2}]]
+2 rows
+`
+	if dump != wantDump {
+		t.Errorf("columns hold\n%s\nwant\n%s", dump, wantDump)
+	}
+	t.Run("filters find the summary", func(t *testing.T) {
+		for _, q := range []audit.Query{{ClientIP: "203.0.113.7"}, {User: "ADMIN"}, {Types: []audit.Type{audit.TypeAuthFailed}, Outcome: audit.OutcomeFailure}} {
+			page, err := s.QueryAudit(ctx, q)
+			if err != nil || !slices.ContainsFunc(page.Events, audit.Event.IsSummary) {
+				t.Errorf("QueryAudit(%+v) = %+v, %v; want the summary", q, page.Events, err)
+			}
+		}
+	})
+	t.Run("only JSON arrays", func(t *testing.T) {
+		for _, col := range []string{"top_clients", "top_users"} {
+			_, err := rawDB(t, path).Exec(`INSERT INTO audit_events (time, type, ` + col + `) VALUES (1, 'auth_failed', '{"value":"x"}')`)
+			if err == nil || !strings.Contains(err.Error(), "CHECK constraint failed") {
+				t.Errorf("%s: an object was stored (%v)", col, err)
+			}
+		}
+	})
+}
+
+// TestMigrateAuditSummaries: migration 4 applies to a version 3 database
+// that holds audit events; they read back unchanged, without top lists.
+func TestMigrateAuditSummaries(t *testing.T) {
+	migrations, err := loadMigrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(migrations) < 4 || migrations[3].name != "0004_audit_summaries.sql" {
+		t.Fatalf("migration 4 is not 0004_audit_summaries.sql: %d migrations", len(migrations))
+	}
+	path := testDBPath(t)
+	ctx := t.Context()
+	db := rawDB(t, path)
+	for _, m := range migrations[:3] {
+		if err := applyMigration(ctx, db, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := userVersion(t, path); got != 3 {
+		t.Fatalf("user_version = %d, want 3", got)
+	}
+	// Events as a version 3 build wrote them.
+	_, err = db.ExecContext(ctx, `INSERT INTO audit_events
+(time, type, outcome, reason, user, user_key, client_ip, status, changed, count) VALUES
+(1000, 'auth_failed', 'failure', 'revoked', 'Alice', 'alice', '192.0.2.1', 401, '', 0),
+(2000, 'user_tokens_revoked', 'success', '', 'bob', 'bob', '', 0, '["revoked"]', 3)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openStore(t, path, Options{PollInterval: -1})
+	if got := userVersion(t, path); got != len(migrations) {
+		t.Errorf("user_version = %d, want %d", got, len(migrations))
+	}
+	var strict int
+	if err := rawDB(t, path).QueryRow(`SELECT strict FROM pragma_table_list WHERE name = 'audit_events'`).Scan(&strict); err != nil || strict != 1 {
+		t.Errorf("audit_events: strict = %d, %v; want it still STRICT", strict, err)
+	}
+	got := allEvents(t, s)
+	want := []audit.Event{
+		{ID: 2, Time: fromMillis(2000), Type: audit.TypeUserTokensRevoked, Outcome: audit.OutcomeSuccess, User: "bob", Changed: []string{"revoked"}, Count: 3},
+		{ID: 1, Time: fromMillis(1000), Type: audit.TypeAuthFailed, Outcome: audit.OutcomeFailure, Reason: "revoked", User: "Alice", ClientIP: "192.0.2.1", Status: 401},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("old events read back as\n%+v, want\n%+v", got, want)
+	}
+	if got[0].IsSummary() || got[1].IsSummary() {
+		t.Error("an old event reads as a summary")
+	}
+	summary := audit.Event{Time: fromMillis(3000), Type: audit.TypeDenied, Outcome: audit.OutcomeDenied, Reason: "scope_denied",
+		User: "carol", Count: 7, TopUsers: []audit.Tally{{Value: "carol", Count: 7}}}
+	mustAppend(t, s, summary)
+	summary.ID = 3
+	if got := allEvents(t, s)[0]; !reflect.DeepEqual(got, summary) {
+		t.Errorf("summary after the migration read back as\n%+v, want\n%+v", got, summary)
+	}
+}
