@@ -151,6 +151,7 @@ type Handler struct {
 	provisioned     bool
 	basicChallenge  string // WWW-Authenticate values, built in Provision
 	bearerChallenge string
+	userHeaderKey   string // UserHeader in canonical form
 }
 
 // PathsConfig configures path inspection.
@@ -226,6 +227,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.Passwords = PasswordsBlock
 	}
 	h.buildChallenges()
+	if h.UserHeader != "" {
+		h.userHeaderKey = http.CanonicalHeaderKey(h.UserHeader)
+	}
 	var err error
 	if h.allowIPs, err = policy.ParsePrefixes(h.AllowIPs); err != nil {
 		return fmt.Errorf("allow_ips: %w", err)
@@ -377,80 +381,117 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// client IP is not verified yet.
 		return caddyhttp.Error(http.StatusTooEarly, errors.New("TLS handshake not complete, remote IP cannot be verified"))
 	}
-	if h.UserHeader != "" {
-		r.Header.Del(h.UserHeader)
+	if h.userHeaderKey != "" {
+		delete(r.Header, h.userHeaderKey)
 	}
-	now := h.app.now()
-	var cred policy.Credential
+	x := exchange{w: w, r: r, next: next, now: h.app.now()}
+	x.clientIP, _ = caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 
+	raw, rewritten := targets(r)
 	if h.paths != nil {
-		if rule, reason := h.inspectPath(r); reason != policy.ReasonOK {
-			if err, stop := h.refuse(w, r, refusal{status: http.StatusBadRequest, reason: reason, rule: rule}, cred, tokenstore.Entry{}); stop {
+		if rule, reason := h.inspectPath(raw, rewritten); reason != policy.ReasonOK {
+			if err, stop := h.refuse(&x, refusal{status: http.StatusBadRequest, reason: reason, rule: rule}); stop {
 				return err
 			}
 		}
 	}
 
-	if !h.protect.IsZero() && !h.protects(r) {
+	if !h.protect.IsZero() && !h.protects(raw, rewritten) {
 		return next.ServeHTTP(w, r)
 	}
 
-	clientIP, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	ip, ipOK := policy.ParseClientIP(clientIP)
+	x.ip, x.ipOK = policy.ParseClientIP(x.clientIP)
 	if h.throttle != nil {
-		if retry, blocked := h.throttle.Blocked(ip, now); blocked {
-			if err, stop := h.refuse(w, r, refusal{status: http.StatusTooManyRequests, reason: policy.ReasonThrottled, retryAfter: retry}, cred, tokenstore.Entry{}); stop {
+		if retry, blocked := h.throttle.Blocked(x.ip, x.now); blocked {
+			if err, stop := h.refuse(&x, refusal{status: http.StatusTooManyRequests, reason: policy.ReasonThrottled, retryAfter: retry}); stop {
 				return err
 			}
 		}
 	}
 
-	cred, err := h.credential(r)
+	var err error
+	x.cred, err = h.credential(r)
 	switch {
 	case err != nil:
-		return h.authFailed(w, r, next, policy.ReasonMalformedHeader, cred, tokenstore.Entry{}, ip, now)
-	case cred.Scheme == policy.SchemeNone:
-		return h.authFailed(w, r, next, policy.ReasonNoCredentials, cred, tokenstore.Entry{}, ip, now)
+		return h.authFailed(&x, policy.ReasonMalformedHeader)
+	case x.cred.Scheme == policy.SchemeNone:
+		return h.authFailed(&x, policy.ReasonNoCredentials)
 	}
 
-	id, ok := tokenstore.Parse(cred.Secret)
+	id, ok := tokenstore.Parse(x.cred.Secret)
 	if !ok {
 		switch {
-		case cred.Scheme != policy.SchemeBasic:
-			return h.authFailed(w, r, next, policy.ReasonMalformedToken, cred, tokenstore.Entry{}, ip, now)
-		case h.Passwords == PasswordsPass && (len(h.passFrom) == 0 || policy.CheckIP(ip, ipOK, h.passFrom) == policy.ReasonOK):
-			h.record(r, audit.TypePasswordPassedOn, audit.OutcomePassed, policy.ReasonPasswordPassed, cred, tokenstore.Entry{}, 0, "")
-			return h.passPassword(w, r, next, ip)
+		case x.cred.Scheme != policy.SchemeBasic:
+			return h.authFailed(&x, policy.ReasonMalformedToken)
+		case h.Passwords == PasswordsPass && (len(h.passFrom) == 0 || policy.CheckIP(x.ip, x.ipOK, h.passFrom) == policy.ReasonOK):
+			h.record(&x, audit.TypePasswordPassedOn, audit.OutcomePassed, policy.ReasonPasswordPassed, 0, "")
+			return h.passPassword(w, r, next, x.ip)
 		}
-		return h.authFailed(w, r, next, policy.ReasonPasswordBlocked, cred, tokenstore.Entry{}, ip, now)
+		return h.authFailed(&x, policy.ReasonPasswordBlocked)
 	}
 
-	entry, found := h.app.store.LookupID(id, cred.Secret)
-	facts := policy.TokenFacts{Found: found, Revoked: entry.Revoked, Owner: entry.User, ExpiresAt: entry.ExpiresAt}
-	if reason := policy.CheckToken(now, facts, cred); reason != policy.ReasonOK {
-		return h.authFailed(w, r, next, reason, cred, entry, ip, now)
+	var found bool
+	x.entry, found = h.app.store.LookupID(id, x.cred.Secret)
+	facts := policy.TokenFacts{Found: found, Revoked: x.entry.Revoked, Owner: x.entry.User, ExpiresAt: x.entry.ExpiresAt}
+	if reason := policy.CheckToken(x.now, facts, x.cred); reason != policy.ReasonOK {
+		return h.authFailed(&x, reason)
 	}
 
 	// The token is authentic: the rest is authorisation.
-	for _, ref := range h.authorize(r, entry, ip, ipOK, now) {
-		if err, stop := h.refuse(w, r, ref, cred, entry); stop {
+	for _, ref := range h.authorize(r, x.entry, x.ip, x.ipOK, x.now) {
+		if err, stop := h.refuse(&x, ref); stop {
 			return err
 		}
 	}
 
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set("http.auth.user.id", entry.User)
-	repl.Set("http.auth.user.token_id", entry.ID)
-	repl.Set("http.auth.user.token_name", entry.Name)
-	if h.UserHeader != "" {
-		r.Header.Set(h.UserHeader, entry.User)
+	identify(r, x.entry)
+	if h.userHeaderKey != "" {
+		r.Header[h.userHeaderKey] = []string{x.entry.User}
 	}
 	if h.StripCredentials {
-		h.strip(r, cred.Scheme)
+		h.strip(r, x.cred.Scheme)
 	}
-	h.app.used(entry.ID, clientIP, now)
-	h.record(r, audit.TypeAuthSucceeded, audit.OutcomeSuccess, policy.ReasonOK, cred, entry, 0, "")
+	h.app.used(x.entry.ID, x.clientIP, x.now)
+	h.record(&x, audit.TypeAuthSucceeded, audit.OutcomeSuccess, policy.ReasonOK, 0, "")
 	return next.ServeHTTP(w, r)
+}
+
+// exchange is one request on its way through the gate: what the handler
+// has learnt of it so far, handed to the helpers that refuse and record.
+type exchange struct {
+	w        http.ResponseWriter
+	r        *http.Request
+	next     caddyhttp.Handler
+	now      time.Time
+	clientIP string     // Caddy's client IP (trusted_proxies applied)
+	ip       netip.Addr // clientIP parsed; ipOK false if it did not parse
+	ipOK     bool
+	cred     policy.Credential
+	entry    tokenstore.Entry // the token, once looked up
+}
+
+// identify sets the token's identity placeholders. One provider serves
+// all three, so that accepting a request costs one small allocation
+// rather than a locked map write and an allocation per placeholder; Caddy
+// consults values set with Replacer.Set (such as by the vars handler)
+// before it, so those still override the gate's.
+func identify(r *http.Request, e tokenstore.Entry) {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return
+	}
+	user, id, name := e.User, e.ID, e.Name
+	repl.Map(func(key string) (any, bool) {
+		switch key {
+		case "http.auth.user.id":
+			return user, true
+		case "http.auth.user.token_id":
+			return id, true
+		case "http.auth.user.token_name":
+			return name, true
+		}
+		return nil, false
+	})
 }
 
 // targets returns the raw request-target, and the path the backend will
@@ -467,8 +508,7 @@ func targets(r *http.Request) (raw, rewritten string) {
 }
 
 // inspectPath judges the raw request-target, and the rewritten path if any.
-func (h *Handler) inspectPath(r *http.Request) (policy.PathRule, policy.Reason) {
-	raw, rewritten := targets(r)
+func (h *Handler) inspectPath(raw, rewritten string) (policy.PathRule, policy.Reason) {
 	if rule, reason := h.paths.Inspect(raw); reason != policy.ReasonOK || rewritten == "" {
 		return rule, reason
 	}
@@ -477,8 +517,7 @@ func (h *Handler) inspectPath(r *http.Request) (policy.PathRule, policy.Reason) 
 
 // protects reports whether the request needs a token under protect: if
 // either the raw target or the rewritten path resolves to a protected path.
-func (h *Handler) protects(r *http.Request) bool {
-	raw, rewritten := targets(r)
+func (h *Handler) protects(raw, rewritten string) bool {
 	return h.protect.MatchTarget(raw) || (rewritten != "" && h.protect.MatchTarget(rewritten))
 }
 
@@ -521,15 +560,15 @@ func (h *Handler) authorize(r *http.Request, e tokenstore.Entry, ip netip.Addr, 
 // authFailed handles a request whose credential did not authenticate: it
 // counts the failure against the client IP and refuses with 401 (or, with
 // report_only, lets the request go on without an identity).
-func (h *Handler) authFailed(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, reason policy.Reason, cred policy.Credential, e tokenstore.Entry, ip netip.Addr, now time.Time) error {
+func (h *Handler) authFailed(x *exchange, reason policy.Reason) error {
 	if h.throttle != nil && reason != policy.ReasonNoCredentials {
-		h.throttle.Fail(ip, now)
+		h.throttle.Fail(x.ip, x.now)
 	}
-	err, stop := h.refuse(w, r, refusal{status: http.StatusUnauthorized, reason: reason}, cred, e)
+	err, stop := h.refuse(x, refusal{status: http.StatusUnauthorized, reason: reason})
 	if stop {
 		return err
 	}
-	return next.ServeHTTP(w, r)
+	return x.next.ServeHTTP(x.w, x.r)
 }
 
 // passPassword hands a password request on; if the backend answers 401,
@@ -582,19 +621,19 @@ func (h *Handler) credential(r *http.Request) (policy.Credential, error) {
 
 // refuse records a refusal and answers it, unless report_only lets the
 // request go on: then it records a would_deny event and stop is false.
-func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ref refusal, cred policy.Credential, e tokenstore.Entry) (err error, stop bool) {
+func (h *Handler) refuse(x *exchange, ref refusal) (err error, stop bool) {
 	if h.ReportOnly {
-		h.record(r, audit.TypeWouldDeny, audit.OutcomeReported, ref.reason, cred, e, ref.status, ref.rule)
+		h.record(x, audit.TypeWouldDeny, audit.OutcomeReported, ref.reason, ref.status, ref.rule)
 		return nil, false
 	}
 	typ, outcome := audit.TypeDenied, audit.OutcomeDenied
 	if ref.status == http.StatusUnauthorized {
 		typ, outcome = audit.TypeAuthFailed, audit.OutcomeFailure
 	}
-	h.record(r, typ, outcome, ref.reason, cred, e, ref.status, ref.rule)
+	h.record(x, typ, outcome, ref.reason, ref.status, ref.rule)
 
 	text := &textForbidden
-	hdr := w.Header()
+	hdr := x.w.Header()
 	switch ref.status {
 	case http.StatusUnauthorized:
 		text = &textUnauthorized
@@ -604,7 +643,7 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ref refusal, cr
 		// Canonical key spellings throughout: Set would otherwise
 		// canonicalise (and allocate) on every refusal.
 		hdr.Set("Www-Authenticate", h.basicChallenge)
-		if cred.Scheme == policy.SchemeBearer {
+		if x.cred.Scheme == policy.SchemeBearer {
 			hdr.Add("Www-Authenticate", h.bearerChallenge)
 		}
 	case http.StatusBadRequest:
@@ -614,7 +653,7 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ref refusal, cr
 		secs := int((ref.retryAfter + time.Second - 1) / time.Second)
 		hdr.Set("Retry-After", strconv.Itoa(max(secs, 1)))
 	}
-	return respond(w, r, ref.status, text), true
+	return respond(x.w, x.r, ref.status, text), true
 }
 
 // refusalText is a refusal's fixed answer, built once: the client only
@@ -660,30 +699,30 @@ func hasErrorRoutes(r *http.Request) bool {
 	return ok && srv != nil && srv.Errors != nil && len(srv.Errors.Routes) > 0
 }
 
-// record hands an audit event to the app's sink.
-func (h *Handler) record(r *http.Request, typ audit.Type, outcome audit.Outcome, reason policy.Reason, cred policy.Credential, e tokenstore.Entry, status int, rule policy.PathRule) {
+// record counts a decision and hands its audit event to the app's sink.
+func (h *Handler) record(x *exchange, typ audit.Type, outcome audit.Outcome, reason policy.Reason, status int, rule policy.PathRule) {
+	r, e := x.r, &x.entry
 	user := e.User
 	if user == "" {
-		user = cred.User
+		user = x.cred.User
 	}
-	clientIP, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	countRequest(outcome, string(reason))
+	requestCounter(outcome, reason).Inc()
 	if (typ == audit.TypeDenied || typ == audit.TypeAuthFailed) && h.app.auditState.wants(eventDenied) {
 		// Only built when someone listens: a denial flood must stay cheap.
 		h.app.auditState.emit(h.ctx, eventDenied, map[string]any{
 			"reason": string(reason), "status": status, "user": user, "token_id": e.ID,
-			"client_ip": clientIP, "method": r.Method, "host": r.Host, "path": r.URL.Path,
+			"client_ip": x.clientIP, "method": r.Method, "host": r.Host, "path": r.URL.Path,
 		})
 	}
 	h.app.audit.Record(audit.Event{
-		Time:     h.app.now(),
+		Time:     x.now,
 		Type:     typ,
 		Outcome:  outcome,
 		Reason:   string(reason),
 		User:     user,
 		TokenID:  e.ID,
-		Scheme:   cred.Scheme.String(),
-		ClientIP: clientIP,
+		Scheme:   x.cred.Scheme.String(),
+		ClientIP: x.clientIP,
 		Method:   r.Method,
 		Host:     r.Host,
 		Path:     r.URL.Path,
@@ -723,6 +762,9 @@ func removeQueryParam(raw, name string) string {
 
 // hostOnly strips a port from a Host header value.
 func hostOnly(hostport string) string {
+	if !strings.Contains(hostport, ":") {
+		return hostport // no port; and SplitHostPort allocates its error
+	}
 	if host, _, err := net.SplitHostPort(hostport); err == nil {
 		return host
 	}
