@@ -134,6 +134,17 @@ func (r *Recorder) Close(now time.Time) {
 	}
 }
 
+// Summarized reports how many refusals the Recorder has counted into
+// summaries instead of recording them in full.
+func (r *Recorder) Summarized() int64 {
+	if r == nil || r.budgets == nil {
+		return 0
+	}
+	r.budgets.mu.Lock()
+	defer r.budgets.mu.Unlock()
+	return r.budgets.summarized
+}
+
 // Run calls Flush every period until ctx is done, so that a window's
 // summary is recorded even when no refusal follows it. It does not Close
 // the Recorder: the caller does, before it stops the queue.

@@ -88,9 +88,10 @@ type budgets struct {
 	events int
 	window int64 // nanoseconds
 
-	mu     sync.Mutex
-	keys   map[budgetKey]*budget
-	closed bool // Close ran: every event is recorded in full
+	mu         sync.Mutex
+	keys       map[budgetKey]*budget
+	closed     bool  // Close ran: every event is recorded in full
+	summarized int64 // events ever counted into a summary instead of recorded
 }
 
 // budget is one (type, reason) pair's state in its current window.
@@ -172,6 +173,7 @@ func (b *budgets) admit(e *Event) (full bool, summary Event, due bool) {
 		return true, summary, due
 	}
 	s.count(e)
+	b.summarized++
 	return false, summary, due
 }
 

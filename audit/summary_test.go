@@ -99,6 +99,9 @@ func TestDetailLimitBudget(t *testing.T) {
 			for i := range tt.events {
 				r.Record(refusal(clock, "unknown_token", fmt.Sprintf("192.0.2.%d", i%200), ""))
 			}
+			if got := r.Summarized(); got != int64(tt.wantSuppessed) {
+				t.Errorf("Summarized() = %d, want %d", got, tt.wantSuppessed)
+			}
 			detailed, summaries := split(stored(t, q, w))
 			if len(detailed) != tt.wantDetailed || len(summaries) != 0 {
 				t.Fatalf("within the window: %d detailed, %d summaries; want %d and none", len(detailed), len(summaries), tt.wantDetailed)

@@ -9,11 +9,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/apitoken/caddy-apitoken/audit"
-	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
 // AuditConfig configures the audit trail of the api_tokens app.
@@ -256,67 +254,6 @@ func (st *auditState) wants(name string) bool {
 func (st *auditState) emit(ctx caddy.Context, name string, data map[string]any) {
 	if st != nil && st.events != nil && st.events.ShouldEmit(name) {
 		st.events.Emit(ctx, name, data)
-	}
-}
-
-// Metrics. The request counter is created once and registered into every
-// config's registry, so its values carry across reloads; the collectors
-// that read one app's state are registered per config.
-var metrics = struct {
-	once     sync.Once
-	requests *prometheus.CounterVec
-}{}
-
-func (a *App) registerMetrics(ctx caddy.Context) {
-	const ns, sub = "caddy", "api_tokens"
-	metrics.once.Do(func() {
-		metrics.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "requests_total",
-			Help: "Requests the api_token gate decided, by outcome and reason.",
-		}, []string{"outcome", "reason"})
-	})
-	reg := ctx.GetMetricsRegistry()
-	if reg == nil {
-		return
-	}
-	register := func(c prometheus.Collector) {
-		err := reg.Register(c)
-		if err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
-			a.logger.Warn("registering metrics", zap.Error(err))
-		}
-	}
-	register(metrics.requests)
-	q := a.auditState.queue
-	register(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Namespace: ns, Subsystem: sub, Name: "audit_events_dropped_total",
-		Help: "Audit events dropped because the audit queue was full or a write failed (since the config was loaded).",
-	}, func() float64 { return float64(q.Dropped()) }))
-	register(&tokenStateCollector{store: a.store, now: a.now, desc: prometheus.NewDesc(
-		prometheus.BuildFQName(ns, sub, "tokens"), "Tokens in the store, by state.", []string{"state"}, nil)})
-}
-
-// tokenStateCollector reports the token counts by state at scrape time,
-// from the store's in-memory index.
-type tokenStateCollector struct {
-	store *tokenstore.Store
-	now   func() time.Time
-	desc  *prometheus.Desc
-}
-
-func (c *tokenStateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-
-func (c *tokenStateCollector) Collect(ch chan<- prometheus.Metric) {
-	counts := c.store.CountByState(c.now())
-	for _, s := range []tokenstore.State{tokenstore.StateActive, tokenstore.StateExpired, tokenstore.StateRevoked} {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[s]), string(s))
-	}
-}
-
-// countRequest counts a gate decision; outcome and reason come from closed
-// sets, so the label space stays bounded.
-func countRequest(outcome audit.Outcome, reason string) {
-	if metrics.requests != nil {
-		metrics.requests.WithLabelValues(string(outcome), reason).Inc()
 	}
 }
 

@@ -417,6 +417,7 @@ func TestAuditTrail(t *testing.T) {
 			`caddy_api_tokens_tokens{state="active"}`,
 			`caddy_api_tokens_tokens{state="revoked"}`,
 			`caddy_api_tokens_audit_events_dropped_total 0`,
+			"\ncaddy_api_tokens_audit_events_summarized_total ",
 		} {
 			if !strings.Contains(body, want) {
 				t.Errorf("metrics lack %s", want)

@@ -1,14 +1,19 @@
 package caddymodule
 
 import (
+	"errors"
 	"maps"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
 // counterKey names one child of the request counter.
@@ -57,4 +62,62 @@ func requestCounter(outcome audit.Outcome, reason policy.Reason) prometheus.Coun
 	}
 	requestCounters.children.Store(&m)
 	return c
+}
+
+// Metrics. The request counter is created once and registered into every
+// config's registry, so its values carry across reloads; the collectors
+// that read one app's state are registered per config.
+var metrics = struct {
+	once     sync.Once
+	requests *prometheus.CounterVec
+}{}
+
+func (a *App) registerMetrics(ctx caddy.Context) {
+	const ns, sub = "caddy", "api_tokens"
+	metrics.once.Do(func() {
+		metrics.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "requests_total",
+			Help: "Requests the api_token gate decided, by outcome and reason.",
+		}, []string{"outcome", "reason"})
+	})
+	reg := ctx.GetMetricsRegistry()
+	if reg == nil {
+		return
+	}
+	register := func(c prometheus.Collector) {
+		err := reg.Register(c)
+		if err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			a.logger.Warn("registering metrics", zap.Error(err))
+		}
+	}
+	register(metrics.requests)
+	q := a.auditState.queue
+	register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "audit_events_dropped_total",
+		Help: "Audit events dropped because the audit queue was full or a write failed (since the config was loaded).",
+	}, func() float64 { return float64(q.Dropped()) }))
+	rec := a.auditState.recorder
+	register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "audit_events_summarized_total",
+		Help: "Refusals beyond the audit detail limit, recorded only in their window's summary event (since the config was loaded).",
+	}, func() float64 { return float64(rec.Summarized()) }))
+	register(&tokenStateCollector{store: a.store, now: a.now, desc: prometheus.NewDesc(
+		prometheus.BuildFQName(ns, sub, "tokens"), "Tokens in the store, by state.", []string{"state"}, nil)})
+}
+
+// tokenStateCollector reports the token counts by state at scrape time,
+// from the store's in-memory index.
+type tokenStateCollector struct {
+	store *tokenstore.Store
+	now   func() time.Time
+	desc  *prometheus.Desc
+}
+
+func (c *tokenStateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *tokenStateCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := c.store.CountByState(c.now())
+	for _, s := range []tokenstore.State{tokenstore.StateActive, tokenstore.StateExpired, tokenstore.StateRevoked} {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[s]), string(s))
+	}
 }
