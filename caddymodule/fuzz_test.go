@@ -408,6 +408,10 @@ var caddyfileAppSeeds = []string{
 	"audit {\n sample_success NaN\n}",
 	"audit {\n events bogus\n}",
 	"audit x",
+	"audit {\n detail_limit 50 30s\n}",
+	"audit {\n detail_limit off\n}",
+	"audit {\n detail_limit 1 999ms\n}",
+	"audit {\n detail_limit 0 10s\n}",
 	"database a\ndatabase b",
 	"nosuch 1",
 }
@@ -445,6 +449,9 @@ func FuzzCaddyfileApp(f *testing.F) {
 		}
 		if a.Audit != nil {
 			if _, err := audit.ParseSelection(a.Audit.Events, a.Audit.SampleSuccess); err != nil {
+				t.Fatalf("body %q: adapts, but Provision would fail: %v", body, err)
+			}
+			if _, err := a.Audit.DetailLimit.limit(); err != nil {
 				t.Fatalf("body %q: adapts, but Provision would fail: %v", body, err)
 			}
 		}
