@@ -76,19 +76,29 @@ func TestSchemeString(t *testing.T) {
 	}
 }
 
-// FuzzParseAuthorization checks that the parser never panics, that errors
-// and credentials are exclusive, and that a Basic credential re-encodes to
-// an equivalent header.
+// FuzzParseAuthorization checks that the parser never panics, that it
+// agrees with refParseAuthorization, that errors and credentials are
+// exclusive, and that a Basic credential re-encodes to an equivalent
+// header.
 func FuzzParseAuthorization(f *testing.F) {
-	f.Add(basic("alice:caddytok_x"))         // well-formed Basic
-	f.Add("bEaReR caddytok_x")               // mixed-case scheme
-	f.Add("Basic " + strings.Repeat("=", 8)) // padding only
-	f.Add("Basic Og==")                      // ":" alone: empty user and secret
-	f.Add("Bearer \x00")                     // control byte in a token
-	f.Add("Digest a")                        // unsupported scheme
-	f.Add(" Basic YTpi")                     // leading space: no scheme
+	f.Add(basic("alice:caddytok_x"))                                       // well-formed Basic
+	f.Add("bEaReR caddytok_x")                                             // mixed-case scheme
+	f.Add("Basic " + strings.Repeat("=", 8))                               // padding only
+	f.Add("Basic Og==")                                                    // ":" alone: empty user and secret
+	f.Add("Bearer \x00")                                                   // control byte in a token
+	f.Add("Digest a")                                                      // unsupported scheme
+	f.Add(" Basic YTpi")                                                   // leading space: no scheme
+	f.Add("Basic   YTpi\r\nYw==")                                          // several spaces; CR LF inside the base64
+	f.Add("Basic YTpiYw")                                                  // unpadded
+	f.Add("Basic YTpi=")                                                   // stray padding
+	f.Add("Basic\tYTpi")                                                   // a tab does not separate
+	f.Add("Bearer a\tb")                                                   // a tab inside a token
+	f.Add(basic(strings.Repeat("u", 10) + ":" + strings.Repeat("p", 500))) // past the stack buffer
 	f.Fuzz(func(t *testing.T, header string) {
 		c, err := ParseAuthorization(header)
+		if rc, rerr := refParseAuthorization(header); c != rc || err != rerr {
+			t.Fatalf("ParseAuthorization(%q) = %+v, %v; the reference says %+v, %v", header, c, err, rc, rerr)
+		}
 		if err != nil {
 			if c != (Credential{}) {
 				t.Fatalf("error %v came with a credential %+v", err, c)
@@ -116,4 +126,80 @@ func FuzzParseAuthorization(f *testing.F) {
 			t.Fatalf("unexpected scheme %v", c.Scheme)
 		}
 	})
+}
+
+func TestParseAuthorizationAllocs(t *testing.T) {
+	tests := []struct {
+		name   string
+		header string
+		max    float64
+	}{
+		{"basic token", basic("alice:" + benchToken), 1},
+		{"basic at the stack bound", basic(strings.Repeat("u", 10) + ":" + strings.Repeat("p", basicStackLen/3*3-11)), 1},
+		{"basic past the stack bound", basic(strings.Repeat("u", 10) + ":" + strings.Repeat("p", basicStackLen/3*3-10)), 2},
+		{"basic no colon", basic(benchToken), 0},
+		{"basic bad base64", "Basic " + benchToken + "!", 0},
+		{"bearer", "Bearer " + benchToken, 0},
+		{"bearer two words", "Bearer a b", 0},
+		{"digest", `Digest username="a"`, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if n := testing.AllocsPerRun(100, func() { ParseAuthorization(tt.header) }); n > tt.max {
+				t.Errorf("ParseAuthorization(%q) allocates %v times, want <= %v", tt.header, n, tt.max)
+			}
+		})
+	}
+}
+
+// benchToken has the shape and length of a real token.
+const benchToken = "caddytok_abcdEFGH1234_0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0k"
+
+func BenchmarkParseAuthorization(b *testing.B) {
+	benches := []struct{ name, header string }{
+		{"basic_token", basic("alice:" + benchToken)},
+		{"basic_long", basic(strings.Repeat("u", 100) + ":" + strings.Repeat("p", 400))},
+		{"bearer", "Bearer " + benchToken},
+		{"basic_malformed", "Basic " + benchToken},
+	}
+	for _, bb := range benches {
+		b.Run(bb.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				ParseAuthorization(bb.header)
+			}
+		})
+	}
+}
+
+// refParseAuthorization is ParseAuthorization as it was before Basic
+// credentials were decoded into a stack buffer: base64.DecodeString, then
+// strings.Cut. FuzzParseAuthorization holds the parser to it.
+func refParseAuthorization(v string) (Credential, error) {
+	if v == "" {
+		return Credential{}, nil
+	}
+	if len(v) > MaxCredentialLength {
+		return Credential{}, ErrCredentialTooLong
+	}
+	scheme, param, _ := strings.Cut(v, " ")
+	param = strings.TrimLeft(param, " ")
+	switch {
+	case strings.EqualFold(scheme, "Basic"):
+		raw, err := base64.StdEncoding.DecodeString(param)
+		if err != nil {
+			return Credential{}, ErrMalformedBasic
+		}
+		user, secret, ok := strings.Cut(string(raw), ":")
+		if !ok {
+			return Credential{}, ErrMalformedBasic
+		}
+		return Credential{Scheme: SchemeBasic, User: user, Secret: secret}, nil
+	case strings.EqualFold(scheme, "Bearer"):
+		if param == "" || strings.ContainsAny(param, " \t") {
+			return Credential{}, ErrEmptyBearer
+		}
+		return Credential{Scheme: SchemeBearer, Secret: param}, nil
+	}
+	return Credential{}, ErrUnsupportedScheme
 }

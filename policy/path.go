@@ -221,12 +221,27 @@ var defaultPathRules PathRules
 // CVE-2022-0540. Disable path_parameter (or exempt a path) for a backend
 // that relies on URL session tracking or matrix parameters.
 //
-// Inspect allocates nothing for paths up to 1 KiB.
+// Inspect allocates nothing for paths up to 1 KiB. A plain path (see
+// plainPath), the common case, is judged in one scan.
 func (p *PathRules) Inspect(requestTarget string) (PathRule, Reason) {
 	if p == nil {
 		p = &defaultPathRules
 	}
 	path := requestTargetPath(requestTarget)
+	if plainPath(path) {
+		// No rule fires at any depth and path is its own normalised
+		// form: only Deny is left to judge, and Exempt has nothing to lift.
+		if matchPathPatterns(p.deny, path) {
+			return PathRuleDenyPattern, ReasonPathBlocked
+		}
+		return PathRuleNone, ReasonOK
+	}
+	return p.inspect(path)
+}
+
+// inspect is Inspect's full inspection of the path of a request-target,
+// for any path.
+func (p *PathRules) inspect(path string) (PathRule, Reason) {
 	patterns := len(p.deny) > 0 || len(p.exempt) > 0
 
 	// The stack buffers are declared inside the branches that need them,
@@ -274,6 +289,56 @@ func (p *PathRules) Inspect(requestTarget string) (PathRule, Reason) {
 		return PathRuleDenyPattern, ReasonPathBlocked
 	}
 	return PathRuleNone, ReasonOK
+}
+
+// plainPath reports whether Inspect and MatchTarget may take path as it is:
+// it starts with "/" and holds only "/", "." and the bytes plainPathByte
+// marks (so nothing to decode: no "%", no non-ASCII byte; and no ";",
+// "\", ":", "{", controls or spaces), and each of its segments is
+// plainSegment but for an empty last one (a trailing slash). Then
+// scanLevel finds nothing on it, decodePathOnce leaves it alone and
+// normalisePath returns it unchanged. TestPlainPath and FuzzPlainPath hold
+// the fast path to the full one.
+func plainPath(path string) bool {
+	if len(path) == 0 || path[0] != '/' {
+		return false
+	}
+	start := 1 // the segment's first byte
+	for i := 1; i < len(path); i++ {
+		c := path[i]
+		if plainSegmentByte[c] {
+			continue
+		}
+		if c != '/' || !plainSegment(path[start:i]) {
+			return false
+		}
+		start = i + 1
+	}
+	return start == len(path) || plainSegment(path[start:])
+}
+
+// plainSegmentByte is plainPathByte and ".".
+var plainSegmentByte = func() [256]bool {
+	t := plainPathByte
+	t['.'] = true
+	return t
+}()
+
+// plainSegment reports whether a segment of a path made of
+// plainSegmentByte bytes and "/" is one no rule fires on and normalisePath
+// keeps as it is: not empty, not dots only, and not WEB-INF or META-INF.
+// The first tests of isServletName are inlined: an ASCII name shorter than
+// 7 bytes, or not starting with "w" or "m", is none.
+func plainSegment(seg string) bool {
+	switch {
+	case len(seg) == 0:
+		return false
+	case seg[0] == '.' && strings.Trim(seg, ".") == "":
+		return false
+	case len(seg) >= 7 && (seg[0]|0x20 == 'w' || seg[0]|0x20 == 'm'):
+		return !isServletName(seg)
+	}
+	return true
 }
 
 func normalisedPathBuf(stack *[stackPathLen]byte, n int) []byte {
@@ -706,6 +771,42 @@ func decodeUTF8At[S pathText](s S, i int) (r rune, n int, kind int) {
 	return r, need + 1, utf8SeqValid
 }
 
+// decodeRuneAt decodes the rune at s[i] as utf8.DecodeRune(s[i:]) does:
+// an invalid, overlong or surrogate sequence is utf8.RuneError, 1 byte
+// long. It serves patterns matched against both strings and []byte.
+func decodeRuneAt[S pathText](s S, i int) (rune, int) {
+	if s[i] < utf8.RuneSelf {
+		return rune(s[i]), 1
+	}
+	r, n, kind := decodeUTF8At(s, i)
+	if kind != utf8SeqValid {
+		return utf8.RuneError, 1
+	}
+	return r, n
+}
+
+// decodeLastRune decodes the last rune of a non-empty s as
+// utf8.DecodeLastRune does.
+func decodeLastRune[S pathText](s S) (rune, int) {
+	end := len(s)
+	start := end - 1
+	if s[start] < utf8.RuneSelf {
+		return rune(s[start]), 1
+	}
+	lim := max(end-utf8.UTFMax, 0)
+	for start--; start >= lim; start-- {
+		if utf8.RuneStart(s[start]) {
+			break
+		}
+	}
+	start = max(start, 0)
+	r, n := decodeRuneAt(s[:end], start)
+	if start+n != end {
+		return utf8.RuneError, 1
+	}
+	return r, n
+}
+
 // normalisePath appends to dst the path Deny and Exempt patterns are judged
 // on, from a once-decoded path s: "/" and "\" separate segments, empty and
 // "." segments are dropped, ".." drops the segment before it, ";params" are
@@ -788,14 +889,10 @@ func ParsePathPattern(s string) (PathPattern, error) {
 	return pp, nil
 }
 
-// Match reports whether the cleaned path matches. Paths up to 512 bytes are
-// matched without allocating.
+// Match reports whether the cleaned path matches. It does not allocate,
+// but for a glob pattern on a path with upper-case letters.
 func (pp PathPattern) Match(cleanPath string) bool {
-	var stack [512]byte
-	if len(cleanPath) <= len(stack) {
-		return pp.match(append(stack[:0], cleanPath...))
-	}
-	return pp.match([]byte(cleanPath))
+	return matchPathPattern(&pp, cleanPath)
 }
 
 func compilePathPatterns(field string, items []string) ([]PathPattern, error) {
@@ -854,16 +951,16 @@ func compilePathPattern(s string) (PathPattern, error) {
 	return pp, nil
 }
 
-func matchPathPatterns(patterns []PathPattern, path []byte) bool {
-	for _, pp := range patterns {
-		if pp.match(path) {
+func matchPathPatterns[S pathText](patterns []PathPattern, path S) bool {
+	for i := range patterns {
+		if matchPathPattern(&patterns[i], path) {
 			return true
 		}
 	}
 	return false
 }
 
-func (pp PathPattern) match(path []byte) bool {
+func matchPathPattern[S pathText](pp *PathPattern, path S) bool {
 	switch pp.kind {
 	case pathPatAll:
 		return true
@@ -894,7 +991,10 @@ func (pp PathPattern) match(path []byte) bool {
 			if _, ok := foldPathPrefix(path[i:], pp.text); ok {
 				return true
 			}
-			_, n := utf8.DecodeRune(path[i:])
+			n := 1
+			if c >= utf8.RuneSelf {
+				_, n = decodeRuneAt(path, i)
+			}
 			i += n
 		}
 	}
@@ -904,32 +1004,47 @@ func (pp PathPattern) match(path []byte) bool {
 // foldPathPrefix reports whether path starts with the lower-case pattern text
 // when each of its runes is lower-cased as strings.ToLower does, and how
 // many bytes of path that prefix spans.
-func foldPathPrefix(path []byte, text string) (int, bool) {
+func foldPathPrefix[S pathText](path S, text string) (int, bool) {
 	i := 0
-	for _, want := range text {
+	for j := 0; j < len(text); {
 		if i >= len(path) {
 			return 0, false
 		}
-		r, n := rune(path[i]), 1
-		if r >= utf8.RuneSelf {
-			r, n = utf8.DecodeRune(path[i:])
+		c, w := path[i], text[j]
+		if c < utf8.RuneSelf && w < utf8.RuneSelf {
+			// unicode.ToLower, for ASCII.
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != w {
+				return 0, false
+			}
+			i++
+			j++
+			continue
+		}
+		want, wn := utf8.DecodeRuneInString(text[j:])
+		r, n := rune(c), 1
+		if c >= utf8.RuneSelf {
+			r, n = decodeRuneAt(path, i)
 		}
 		if unicode.ToLower(r) != want {
 			return 0, false
 		}
 		i += n
+		j += wn
 	}
 	return i, true
 }
 
-func foldPathSuffix(path []byte, text string) bool {
+func foldPathSuffix[S pathText](path S, text string) bool {
 	i, j := len(path), len(text)
 	for j > 0 {
 		if i == 0 {
 			return false
 		}
 		want, wn := utf8.DecodeLastRuneInString(text[:j])
-		r, n := utf8.DecodeLastRune(path[:i])
+		r, n := decodeLastRune(path[:i])
 		if unicode.ToLower(r) != want {
 			return false
 		}
@@ -960,12 +1075,21 @@ func CompilePathSet(field string, items []string) (PathSet, error) {
 func (s PathSet) IsZero() bool { return len(s.patterns) == 0 }
 
 // MatchTarget reports whether the resolved path of a raw request-target
-// matches a pattern. It allocates nothing for paths up to 1 KiB.
+// matches a pattern. It allocates nothing for paths up to 1 KiB, and
+// matches a plain path (see plainPath), the common case, as it is.
 func (s PathSet) MatchTarget(requestTarget string) bool {
 	if len(s.patterns) == 0 {
 		return false
 	}
 	path := requestTargetPath(requestTarget)
+	if plainPath(path) {
+		return matchPathPatterns(s.patterns, path)
+	}
+	return s.matchResolved(path)
+}
+
+// matchResolved is MatchTarget for any path: decoded once, then normalised.
+func (s PathSet) matchResolved(path string) bool {
 	var decStack, normStack [stackPathLen]byte
 	buf := decStack[:]
 	if len(path) > len(buf) {

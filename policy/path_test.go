@@ -486,6 +486,7 @@ func BenchmarkInspect(b *testing.B) {
 		rules  *PathRules
 		target string
 	}{
+		{"jira_rest_issue", nil, "/rest/api/2/issue/ABC-123?fields=summary"},
 		{"jira_rest", nil, "/rest/api/2/issue/PROJ-123/comment?expand=renderedBody"},
 		{"jira_rest_patterns", patterns, "/rest/api/2/issue/PROJ-123/comment?expand=renderedBody"},
 		{"encoded_utf8", nil, "/browse/%E2%9C%93"},
@@ -504,5 +505,78 @@ func BenchmarkInspect(b *testing.B) {
 				bb.rules.Inspect(bb.target)
 			}
 		})
+	}
+}
+
+func TestPlainPath(t *testing.T) {
+	tests := []struct {
+		path string
+		want bool
+	}{
+		{"/", true},
+		{"/rest/api/2/issue/ABC-123", true},
+		{"/rest/api/2/issue/ABC-123/", true},
+		{"/.well-known/security.txt", true},
+		{"/a/b.c/d..e/...f", true},
+		{"/x/WEB-INFO/y", true},
+		{"/x/MEAT-INF", true},
+		{"/s/abc/_/download/batch/x~y/z!$&'()*+,=@", true},
+		{"", false},
+		{"rest/api", false},
+		{"//rest", false},
+		{"/rest//api", false},
+		{"/rest/api//", false},
+		{"/.", false},
+		{"/../etc/passwd", false},
+		{"/a/.../b", false},
+		{"/a/..", false},
+		{"/WEB-INF/web.xml", false},
+		{"/x/meta-inf", false},
+		{"/x/Web-Inf./y", false},
+		{"/x/WEB-IN~1", false},
+		{"/a%2fb", false},
+		{"/a;b", false},
+		{`/a\b`, false},
+		{"/a:b", false},
+		{"/a b", false},
+		{"/${x}", false},
+		{"/caf\u00e9", false},
+		{"/a\x00", false},
+	}
+	for _, tt := range tests {
+		if got := plainPath(tt.path); got != tt.want {
+			t.Errorf("plainPath(%q) = %v, want %v", tt.path, got, tt.want)
+		}
+	}
+
+	// Every corpus target, plain or not, gets the same verdicts from
+	// Inspect and MatchTarget as from their full paths.
+	rules, sets := fastPathRules(t), fastPathSets(t)
+	plain := 0
+	corpus := append(readPathCorpus(t, "benign.txt"), readPathCorpus(t, "attack.txt")...)
+	for _, c := range corpus {
+		t.Run(c.target, func(t *testing.T) { checkFastPath(t, c.target, rules, sets) })
+		if plainPath(requestTargetPath(c.target)) {
+			plain++
+		}
+	}
+	t.Logf("%d of %d corpus targets take the fast path", plain, len(corpus))
+}
+
+func TestMatchTargetAllocs(t *testing.T) {
+	set, err := CompilePathSet("protect", []string{"/rest/*", "*.vm", "*setup*", "/plugins/servlet/*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets := append([]string{}, benignHotPaths...)
+	for _, name := range []string{"benign.txt", "attack.txt"} {
+		for _, c := range readPathCorpus(t, name) {
+			targets = append(targets, c.target)
+		}
+	}
+	for _, target := range targets {
+		if n := testing.AllocsPerRun(20, func() { set.MatchTarget(target) }); n != 0 {
+			t.Errorf("MatchTarget(%q) allocates %v times, want 0", target, n)
+		}
 	}
 }

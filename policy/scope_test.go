@@ -225,3 +225,48 @@ func TestPathSetMatchTarget(t *testing.T) {
 		t.Errorf("MatchTarget allocates %v times", n)
 	}
 }
+
+func BenchmarkPathSetMatchTarget(b *testing.B) {
+	set, err := CompilePathSet("protect", []string{"/rest/*"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benches := []struct{ name, target string }{
+		{"plain", "/rest/api/2/issue/ABC-123?fields=summary"},
+		{"plain_miss", "/secure/Dashboard.jspa"},
+		{"encoded", "/rest/api/2/search?jql=x&fields=%2A"},
+		{"encoded_path", "/rest/api/2/issue/ABC-1/attachments/report%20v2.pdf"},
+		{"dot_params", "/x/..;/rest/api/2/user"},
+	}
+	for _, bb := range benches {
+		b.Run(bb.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				set.MatchTarget(bb.target)
+			}
+		})
+	}
+}
+
+func BenchmarkScopeCheck(b *testing.B) {
+	c, err := CompileScope(Scope{Methods: []string{"GET", "POST"}, Paths: []string{"/rest/api/2/issue/*", "*attach*"}, Hosts: []string{"*.example.com"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Check("POST", "jira.example.com", "/rest/api/2/issue/ABC-123/comment")
+	}
+}
+
+func BenchmarkHoldersCheck(b *testing.B) {
+	h, err := ParseHolders([]string{"alice", "group:jira-users"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	groups := []string{"staff", "jira-users"}
+	b.ReportAllocs()
+	for b.Loop() {
+		h.Check("bob", groups)
+	}
+}

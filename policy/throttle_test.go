@@ -3,7 +3,10 @@ package policy
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"maps"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -441,6 +444,29 @@ func BenchmarkThrottleFail(b *testing.B) {
 	}
 }
 
+// BenchmarkThrottleFailFlood is the load benchmark's scenario (d): one
+// failure from each of many addresses in 10.0.0.0/9, from every core,
+// into a throttle of the default size, which the flood keeps full.
+func BenchmarkThrottleFailFlood(b *testing.B) {
+	th := NewThrottle(ThrottleConfig{})
+	ips := make([]netip.Addr, 1<<20)
+	for i := range ips {
+		x := uint32(i) * 0x9e3779b1 // a bijection: the addresses are distinct
+		ips[i] = netip.AddrFrom4([4]byte{10, byte(x>>16) & 0x7f, byte(x >> 8), byte(x)})
+	}
+	for i := range DefaultThrottleMaxTracked {
+		th.Fail(ips[i], throttleT0)
+	}
+	var next atomic.Uint32
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			th.Fail(ips[next.Add(1)&(1<<20-1)], throttleT0)
+		}
+	})
+}
+
 var baselineSink byte
 
 // BenchmarkTokenCheckBaseline costs what checking a token costs: a SHA-256
@@ -464,5 +490,73 @@ func BenchmarkTokenCheckBaseline(b *testing.B) {
 			b.Fatal("id not found")
 		}
 		baselineSink += sum[0] ^ want[0]
+	}
+}
+
+// refThrottleInsert is the eviction scan as it was before insert lost its
+// divisions; TestThrottleEviction holds insert to it.
+func refThrottleInsert(s *throttleShard, k throttleKey, now, window int64) int32 {
+	cheaperThan := func(e, o *throttleEntry) bool {
+		er, or := e.rank(now, window), o.rank(now, window)
+		switch {
+		case er != or:
+			return er < or
+		case er == 2:
+			return e.blockedUntil < o.blockedUntil
+		case e.failures != o.failures:
+			return e.failures < o.failures
+		}
+		return e.windowStart < o.windowStart
+	}
+	e := throttleEntry{key: k, windowStart: now}
+	victim, scanned := -1, 0
+	for scanned < min(throttleScan, len(s.entries)) {
+		i := (s.hand + scanned) % len(s.entries)
+		scanned++
+		if victim < 0 || cheaperThan(&s.entries[i], &s.entries[victim]) {
+			victim = i
+		}
+		if s.entries[victim].rank(now, window) == 0 {
+			break
+		}
+	}
+	s.hand = (s.hand + scanned) % len(s.entries)
+	delete(s.index, s.entries[victim].key)
+	s.entries[victim] = e
+	s.index[k] = int32(victim)
+	return int32(victim)
+}
+
+// TestThrottleEviction checks that a full shard evicts the entry the
+// reference scan picks and moves its hand as far, on shards of every
+// small size holding random mixes of idle, counting and blocked entries.
+func TestThrottleEviction(t *testing.T) {
+	const window = int64(time.Minute)
+	rng := rand.New(rand.NewPCG(1, 2))
+	now := throttleT0.UnixNano()
+	for round := range 20_000 {
+		n := 1 + rng.IntN(20)
+		got := throttleShard{index: make(map[throttleKey]int32), limit: n, hand: rng.IntN(n)}
+		for i := range n {
+			e := throttleEntry{key: throttleKey{lo: uint64(i)}, failures: 1 + rng.Int32N(3)}
+			switch rng.IntN(4) {
+			case 0: // idle: the window closed
+				e.windowStart = now - window - rng.Int64N(3)
+			case 1, 2: // counting, often on ties
+				e.windowStart = now - rng.Int64N(3)
+			default: // blocked, or a block just over
+				e.windowStart = now - window
+				e.blockedUntil = now - 1 + rng.Int64N(3)
+			}
+			got.entries = append(got.entries, e)
+			got.index[e.key] = int32(i)
+		}
+		want := throttleShard{index: maps.Clone(got.index), entries: slices.Clone(got.entries), limit: n, hand: got.hand}
+		k := throttleKey{hi: 1, lo: uint64(round)}
+		gi, wi := got.insert(k, now, window), refThrottleInsert(&want, k, now, window)
+		if gi != wi || got.hand != want.hand || !slices.Equal(got.entries, want.entries) || !maps.Equal(got.index, want.index) {
+			t.Fatalf("round %d (%d entries): insert took %d, hand %d; the reference took %d, hand %d",
+				round, n, gi, got.hand, wi, want.hand)
+		}
 	}
 }
