@@ -534,8 +534,10 @@ func (h *Handler) authorize(r *http.Request, e tokenstore.Entry, ip netip.Addr, 
 	if reason := policy.CheckIP(ip, ipOK, e.AllowedIPs); reason != policy.ReasonOK {
 		forbid(reason)
 	}
-	if reason := h.app.holders.Check(e.UserKey, h.app.store.GroupsOf(e.UserKey)); reason != policy.ReasonOK {
-		forbid(reason)
+	if h.app.holders.Restricted() {
+		if reason := h.app.holders.Check(e.UserKey, h.app.store.GroupsOf(e.UserKey)); reason != policy.ReasonOK {
+			forbid(reason)
+		}
 	}
 	if e.Scope != nil {
 		if reason := e.Scope.Check(r.Method, hostOnly(r.Host), caddyhttp.CleanPath(r.URL.Path, true)); reason != policy.ReasonOK {
