@@ -90,6 +90,7 @@ type App struct {
 	auditState *auditState
 	logger     *zap.Logger
 	now        func() time.Time
+	realClock  bool // now is time.Now, not a test's clock
 	holders    policy.Holders
 	perGroup   map[string]policy.Validity
 }
@@ -117,7 +118,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	if a.now == nil {
-		a.now = time.Now
+		a.now, a.realClock = time.Now, true
 	}
 	if a.DefaultValidity == 0 {
 		a.DefaultValidity = caddy.Duration(DefaultValidity)

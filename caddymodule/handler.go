@@ -384,8 +384,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.userHeaderKey != "" {
 		delete(r.Header, h.userHeaderKey)
 	}
-	x := exchange{w: w, r: r, next: next, now: h.app.now()}
-	x.clientIP, _ = caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	x := exchange{w: w, r: r, next: next, now: h.requestTime(vars)}
+	x.clientIP, _ = vars[caddyhttp.ClientIPVarKey].(string)
 
 	raw, rewritten := targets(r)
 	if h.paths != nil {
@@ -454,6 +455,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	h.app.used(x.entry.ID, x.clientIP, x.now)
 	h.record(&x, audit.TypeAuthSucceeded, audit.OutcomeSuccess, policy.ReasonOK, 0, "")
 	return next.ServeHTTP(w, r)
+}
+
+// requestTime is the time the gate judges a request at: when Caddy took
+// it in (the start_time var Caddy sets on every request, from the clock
+// the gate would read), or the app's clock when a test sets one.
+func (h *Handler) requestTime(vars map[string]any) time.Time {
+	if h.app.realClock {
+		if t, ok := vars["start_time"].(time.Time); ok && !t.IsZero() {
+			return t
+		}
+	}
+	return h.app.now()
 }
 
 // exchange is one request on its way through the gate: what the handler

@@ -222,3 +222,26 @@ func TestRemoveQueryParam(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestTime: with the real clock the gate judges a request at the
+// time Caddy took it in; a test's clock wins over it.
+func TestRequestTime(t *testing.T) {
+	start := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
+	vars := map[string]any{"start_time": start}
+	real := &Handler{app: &App{now: time.Now, realClock: true}}
+	if got := real.requestTime(vars); !got.Equal(start) {
+		t.Errorf("real clock, start_time %v: judged at %v", start, got)
+	}
+	before := time.Now()
+	if got := real.requestTime(map[string]any{}); got.Before(before) {
+		t.Errorf("real clock, no start_time: judged at %v, before %v", got, before)
+	}
+	if got := real.requestTime(map[string]any{"start_time": "noon"}); got.Before(before) {
+		t.Errorf("real clock, a start_time that is no time: judged at %v, before %v", got, before)
+	}
+	clock := &fakeClock{now: start.Add(time.Hour)}
+	fake := &Handler{app: &App{now: clock.Now}}
+	if got := fake.requestTime(vars); !got.Equal(clock.now) {
+		t.Errorf("test clock: judged at %v, want the clock's %v", got, clock.now)
+	}
+}
