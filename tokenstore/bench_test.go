@@ -3,7 +3,13 @@
 package tokenstore
 
 import (
+	"flag"
 	"fmt"
+	"hash/crc32"
+	"net/netip"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,6 +89,97 @@ func BenchmarkLookupMiss(b *testing.B) {
 	}
 }
 
+// BenchmarkLookupID: the look-up alone, after Parse, as the gate calls it.
+func BenchmarkLookupID(b *testing.B) {
+	s, secret := benchStore(b)
+	unknown := unknownIDToken(b, s)
+	for _, c := range []struct {
+		name, token string
+		ok          bool
+	}{
+		{"hit", secret, true},
+		{"miss", unknown, false},
+		// An existing id with a wrong secret: it must cost what a miss
+		// costs, so that timing does not tell which ids exist.
+		{"wrong_secret", assemble(DefaultPrefix, secret[len(DefaultPrefix)+1:][:idLen], strings.Repeat("A", secretLen)), false},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			id, _ := Parse(c.token)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := s.LookupID(id, c.token); ok != c.ok {
+					b.Fatalf("LookupID = %v, want %v", ok, c.ok)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkLookupIDParallel: LookupID from every CPU at once, over 1000
+// tokens, as a server's request goroutines call it.
+func BenchmarkLookupIDParallel(b *testing.B) {
+	s := openStore(b, b.TempDir()+"/tokens.db", Options{PollInterval: -1})
+	nts := make([]NewToken, benchRing)
+	for i := range nts {
+		nts[i] = NewToken{User: fmt.Sprintf("user%d", i%50), Name: fmt.Sprintf("token%d", i)}
+	}
+	toks, secrets, err := s.CreateBatch(b.Context(), nts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for i := 0; pb.Next(); i++ {
+			j := i % len(toks)
+			if _, ok := s.LookupID(toks[j].ID, secrets[j]); !ok {
+				b.Error("LookupID failed")
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkParse: a well-formed token, the longest and the shortest.
+func BenchmarkParse(b *testing.B) {
+	for _, prefix := range []string{"abcdefghijklmnop", DefaultPrefix, "a"} {
+		token := fixedToken(b, prefix)
+		b.Run(strconv.Itoa(len(token)), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := Parse(token); !ok {
+					b.Fatal("Parse failed")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCRC32String: Parse's checksum over a token with the default
+// prefix, against hash/crc32 over the same bytes as a []byte, which on
+// amd64 uses the CPU's carry-less multiplication (and which Parse can't
+// use without allocating; see crc32String).
+func BenchmarkCRC32String(b *testing.B) {
+	token := fixedToken(b, DefaultPrefix)
+	s := token[:len(token)-checksumLen]
+	buf := []byte(s)
+	var sum uint32
+	b.Run("crc32String", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			sum += crc32String(s)
+		}
+	})
+	b.Run("crc32.ChecksumIEEE", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			sum += crc32.ChecksumIEEE(buf)
+		}
+	})
+	if sum == 1 {
+		b.Log(sum) // keeps sum live
+	}
+}
+
 // BenchmarkParseMalformed: the costliest malformed token, one whose
 // checksum alone is wrong.
 func BenchmarkParseMalformed(b *testing.B) {
@@ -141,4 +238,180 @@ func BenchmarkFlushUsage(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchSizes are the store sizes BenchmarkLookupSpread runs at, as in
+// caddymodule's BenchmarkServeHTTP: a million tokens take about 20 s to
+// build, so the default is only the small store. The flag is the test
+// binary's, so it goes after the package:
+//
+//	go test -run XXX -bench BenchmarkLookupSpread -v ./tokenstore \
+//	    -apitoken.bench-sizes=1000,1000000
+var benchSizes = flag.String("apitoken.bench-sizes", "1000",
+	"comma-separated token counts for BenchmarkLookupSpread (e.g. 1000,1000000)")
+
+// The ring cases cycle through benchRing tokens at every size; the spread
+// ones through benchSpread tokens spread evenly over the store, which at a
+// million tokens no longer fit in the CPU caches.
+const (
+	benchRing   = 1000
+	benchSpread = 16384
+	benchUsers  = 100    // owners of the tokens, round robin, all in group "staff"
+	benchBatch  = 50_000 // tokens per CreateBatch
+)
+
+// spreadStore is a store of n tokens with the same rules, as
+// caddymodule's benchmark store has, and the ids and secrets of up to
+// benchSpread of them, spread evenly over it.
+type spreadStore struct {
+	s            *Store
+	ids, secrets []string
+	setup        time.Duration
+	heapPerToken float64 // live heap of the store, per token
+}
+
+func newSpreadStore(b *testing.B, n int) *spreadStore {
+	b.Helper()
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	// No poller: it would re-read every row the setup writes.
+	s := openStore(b, b.TempDir()+"/tokens.db", Options{Now: func() time.Time { return now }, PollInterval: -1})
+	for u := range benchUsers {
+		mustAddMember(b, s, "staff", "user"+strconv.Itoa(u))
+	}
+	st := &spreadStore{s: s}
+	keep := min(n, benchSpread)
+	step := n / keep
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	nts := make([]NewToken, 0, benchBatch)
+	for lo := 0; lo < n; lo += benchBatch {
+		nts = nts[:0]
+		for i := lo; i < min(lo+benchBatch, n); i++ {
+			nts = append(nts, NewToken{
+				User: "user" + strconv.Itoa(i%benchUsers), Name: "t" + strconv.Itoa(i),
+				ExpiresAt:  now.Add(24 * time.Hour),
+				AllowedIPs: []string{"198.51.100.0/24"},
+				Scope:      policy.Scope{Methods: []string{"GET", "POST"}, Paths: []string{"/rest/api/*"}},
+				RateLimit:  "600/1m",
+			})
+		}
+		toks, secrets, err := s.CreateBatch(b.Context(), nts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for j := range toks {
+			if i := lo + j; i%step == 0 && len(st.secrets) < keep {
+				st.ids = append(st.ids, toks[j].ID)
+				st.secrets = append(st.secrets, secrets[j])
+			}
+		}
+	}
+	nts = nil
+	st.setup = time.Since(start)
+	// The kept ids and secrets in one allocation, whose size is known and
+	// not counted.
+	var arena strings.Builder
+	for i := range st.ids {
+		arena.WriteString(st.ids[i])
+		arena.WriteString(st.secrets[i])
+	}
+	all := arena.String()
+	for i := range st.ids {
+		st.ids[i], all = all[:len(st.ids[i])], all[len(st.ids[i]):]
+		st.secrets[i], all = all[:len(st.secrets[i])], all[len(st.secrets[i]):]
+	}
+	kept := arena.Cap() + 16*(cap(st.ids)+cap(st.secrets))
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	st.heapPerToken = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)-int64(kept)) / float64(n)
+	return st
+}
+
+// BenchmarkLookupSpread: LookupID over stores of -apitoken.bench-sizes
+// tokens (see benchSizes), cycling through 1000 tokens at every size
+// ("ring") or through 16384 ("spread"), both spread over the store. The
+// "lookup" cases time LookupID alone; the "rules" cases also touch what the
+// gate reads of the entry on every request: its allowed IPs, its scope and
+// its owner's groups. With -v each size logs its build time and the live
+// heap per token.
+func BenchmarkLookupSpread(b *testing.B) {
+	ip := netip.MustParseAddr("198.51.100.7")
+	for _, n := range parseBenchSizes(b, *benchSizes) {
+		b.Run("tokens="+strconv.Itoa(n), func(b *testing.B) {
+			st := newSpreadStore(b, n)
+			b.Logf("%d tokens: built in %v, live heap %.0f bytes per token (%.1f MB)",
+				n, st.setup.Round(time.Millisecond), st.heapPerToken, st.heapPerToken*float64(n)/1e6)
+			for _, c := range []struct {
+				name string
+				keep int
+			}{{"ring", benchRing}, {"spread", benchSpread}} {
+				ids, secrets := st.ids, st.secrets
+				if c.keep < len(ids) {
+					// Every step-th of the spread tokens: the ring is
+					// spread over the store too, but small.
+					ids, secrets = everyNth(ids, len(ids)/c.keep)[:c.keep], everyNth(secrets, len(secrets)/c.keep)[:c.keep]
+				}
+				b.Run(c.name+"/lookup", func(b *testing.B) {
+					for i := range ids { // warm up: each token once
+						st.s.LookupID(ids[i], secrets[i])
+					}
+					b.ReportAllocs()
+					i := 0
+					for b.Loop() {
+						if _, ok := st.s.LookupID(ids[i], secrets[i]); !ok {
+							b.Fatal("LookupID failed")
+						}
+						if i++; i == len(ids) {
+							i = 0
+						}
+					}
+				})
+				b.Run(c.name+"/rules", func(b *testing.B) {
+					use := func(i int) {
+						e, ok := st.s.LookupID(ids[i], secrets[i])
+						if !ok || policy.CheckIP(ip, true, e.AllowedIPs) != policy.ReasonOK ||
+							e.Scope.Check("GET", "api.example.com", "/rest/api/2/issue/ABC-1") != policy.ReasonOK ||
+							len(st.s.GroupsOf(e.UserKey)) != 1 || !strings.HasPrefix(e.User, "user") {
+							b.Fatal("the token does not pass")
+						}
+					}
+					for i := range ids {
+						use(i)
+					}
+					b.ReportAllocs()
+					i := 0
+					for b.Loop() {
+						use(i)
+						if i++; i == len(ids) {
+							i = 0
+						}
+					}
+				})
+			}
+		})
+	}
+}
+
+func everyNth(s []string, n int) []string {
+	var out []string
+	for i := 0; i < len(s); i += max(n, 1) {
+		out = append(out, s[i])
+	}
+	return out
+}
+
+// parseBenchSizes reads -apitoken.bench-sizes.
+func parseBenchSizes(tb testing.TB, s string) []int {
+	tb.Helper()
+	var sizes []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			tb.Fatalf("-apitoken.bench-sizes %q: %q is not a positive whole number", s, f)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
 }

@@ -3,8 +3,8 @@ package tokenstore
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"database/sql"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -15,8 +15,9 @@ import (
 
 // Entry is what Lookup knows about a token: enough for the gateway to decide,
 // nothing secret. The rules are parsed once, when the token's row is written
-// or read, and shared by every Entry for that version of the row: callers
-// must not modify AllowedIPs or the scope.
+// or read, and shared by every Entry for that version of the row, and by
+// those of every other token with the same rules: callers must not modify
+// AllowedIPs or the scope.
 type Entry struct {
 	ID        string
 	User      string
@@ -35,50 +36,143 @@ func (e Entry) State(now time.Time) State {
 	return state(e.Revoked, e.ExpiresAt, now)
 }
 
-// entry is the in-memory form of a token row.
+// The index keeps every token, revoked ones included, for Lookup. It is laid
+// out for traffic spread over many tokens, where each token's own data is a
+// cache miss: a look-up reads one slot of the id map, which holds no
+// pointers, and the token's entry, one cache line; what the entry points to
+// is shared by many tokens and stays in the caches (see interned).
+// BenchmarkLookupSpread measures it.
+
+// entry is what the index keeps of one token: exactly one cache line
+// (TestEntryLayout). What many tokens have in common, their owner,
+// revocation and rules, is behind shared. The row's seq, which only
+// writes need, is kept apart (chunk.seqs).
 type entry struct {
-	Entry // what Lookup returns
-	hash  [sha256.Size]byte
-	seq   int64 // the row's seq when read; newer versions replace it
+	hash    [sha256.Size]byte // of the whole token string
+	idName  string            // ID followed by Name: one allocation, one header
+	shared  *shared           // the rest of the Entry
+	expires int64             // ExpiresAt in Unix milliseconds (the zero time's for none)
 }
 
-// index holds every token, revoked ones included, by id.
+// chunkLen is how many entries a chunk holds. A chunk is a large
+// allocation, which starts on a page boundary, so every entry starts a
+// cache line; and a growing index never copies entries.
+const (
+	chunkBits = 10
+	chunkLen  = 1 << chunkBits
+)
+
+type chunk struct {
+	entries [chunkLen]entry
+	seqs    [chunkLen]int64 // each row's seq when read; newer versions replace it
+}
+
+// index holds every token, revoked ones included. The zero value is ready
+// to use.
 type index struct {
-	mu sync.RWMutex
-	m  map[string]entry
+	mu     sync.RWMutex
+	ids    map[uint64]int32 // idKey → position in chunks; no pointers for the GC to scan
+	odd    map[string]int32 // ids without a key (see idKey), which no token can carry
+	chunks []*chunk
+	n      int32 // positions in use
+
+	interned // the tables of shared values, also guarded by mu
+}
+
+// idKey returns the 60 bits that a valid id (see ValidID) encodes, and
+// whether it is one. The map is faster with these for keys than with the
+// strings, and holds them in its slots.
+func idKey(id string) (key uint64, ok bool) {
+	if len(id) != idLen {
+		return 0, false
+	}
+	var seen byte
+	for i := 0; i < idLen; i++ {
+		d := idDigits[id[i]]
+		seen |= d
+		key = key<<5 | uint64(d)
+	}
+	return key, seen < 32
+}
+
+// find returns the position of the token with the given id.
+func (ix *index) find(id string) (int32, bool) {
+	key, ok := idKey(id)
+	if !ok {
+		// Only a row written by other means than this package can
+		// have such an id; Parse refuses its tokens, so LookupID
+		// never asks, but CountByState counts it.
+		pos, found := ix.odd[id]
+		return pos, found
+	}
+	pos, found := ix.ids[key]
+	return pos, found
+}
+
+func (ix *index) at(pos int32) (*entry, *int64) {
+	c := ix.chunks[pos>>chunkBits]
+	i := pos & (chunkLen - 1)
+	return &c.entries[i], &c.seqs[i]
+}
+
+// add returns a new position.
+func (ix *index) add() int32 {
+	pos := ix.n
+	if int(pos>>chunkBits) == len(ix.chunks) {
+		ix.chunks = append(ix.chunks, new(chunk))
+	}
+	ix.n++
+	return pos
 }
 
 // apply stores the given rows, skipping any that is not newer than what the
-// index holds: the poller and the write methods may both deliver a row.
+// index holds: the poller and the write methods may both deliver a row. A
+// batch becomes visible to Lookup all at once.
 func (ix *index) apply(recs ...record) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	for _, r := range recs {
-		if cur, ok := ix.m[r.ID]; ok && cur.seq >= r.seq {
-			continue
+	if ix.ids == nil {
+		ix.ids = make(map[uint64]int32, len(recs))
+		ix.odd = make(map[string]int32)
+	}
+	for i := range recs {
+		r := &recs[i]
+		if len(r.ID) != idLen {
+			continue // kept out by the schema's CHECK; no token could name it
 		}
-		ix.m[r.ID] = entry{
-			Entry: Entry{
-				ID:         r.ID,
-				User:       r.User,
-				UserKey:    userKey(r.User),
-				Name:       r.Name,
-				ExpiresAt:  r.ExpiresAt,
-				Revoked:    !r.RevokedAt.IsZero(),
-				AllowedIPs: r.rules.prefixes,
-				Scope:      r.rules.scope,
-				RateLimit:  r.rules.rate,
-			},
-			hash: r.hash,
-			seq:  r.seq,
+		pos, found := ix.find(r.ID)
+		if found {
+			if _, seq := ix.at(pos); *seq >= r.seq {
+				continue
+			}
 		}
+		sh := ix.intern(r) // before release: an unchanged token keeps its shared value
+		if found {
+			e, _ := ix.at(pos)
+			ix.release(e.shared)
+		} else {
+			pos = ix.add()
+			if key, ok := idKey(r.ID); ok {
+				ix.ids[key] = pos
+			} else {
+				ix.odd[r.ID] = pos
+			}
+		}
+		e, seq := ix.at(pos)
+		idName := e.idName
+		if idName == "" || idName[idLen:] != r.Name {
+			idName = r.ID + r.Name
+		}
+		*e = entry{hash: r.hash, idName: idName, shared: sh, expires: r.ExpiresAt.UnixMilli()}
+		*seq = r.seq
 	}
 }
 
-// missHash is compared against when no token has the presented id, so that a
-// miss costs what a hit costs and response times don't tell an attacker which
-// ids exist (basicauth's fakePassword does the same). No token hashes to it.
-var missHash = sha256.Sum256([]byte("tokenstore: no token has this id"))
+// missEntry is what a look-up of an unknown id compares against, so that a
+// miss costs what a hit costs and response times don't tell an attacker
+// which ids exist (basicauth's fakePassword does the same). No token
+// hashes to its hash.
+var missEntry = entry{hash: sha256.Sum256([]byte("tokenstore: no token has this id"))}
 
 // Lookup finds the token that the full token string names, from memory only.
 // It reports false for a malformed token, an unknown id or a wrong secret,
@@ -99,22 +193,56 @@ func (s *Store) Lookup(token string) (Entry, bool) {
 // parse, and has the same guarantees.
 func (s *Store) LookupID(id, token string) (Entry, bool) {
 	sum := Hash(token)
+	ix := &s.index
 
-	s.index.mu.RLock()
-	e, found := s.index.m[id]
-	s.index.mu.RUnlock()
-
-	want := &missHash
+	key, valid := idKey(id) // always valid from Parse
+	ix.mu.RLock()
+	pos, found := ix.ids[key]
+	found = found && valid
+	p := &missEntry
 	if found {
-		want = &e.hash
+		p, _ = ix.at(pos)
 	}
-	match := subtle.ConstantTimeCompare(sum[:], want[:]) == 1
-	if !found || !match {
+	e := *p
+	ix.mu.RUnlock()
+
+	// Compared whether found or not, in time that does not depend on the
+	// bytes compared.
+	if match := equalHash(&sum, &e.hash); !found || !match {
 		return Entry{}, false
 	}
-	// e.ID, not id: id is a substring of the secret token, which the caller
-	// should be free to forget.
-	return e.Entry, true
+	// e.export(), by hand: it is just too large to be inlined, and the
+	// call would cost 4 % of the look-up.
+	// A shared value never changes once made (only the index's count of
+	// references to it does, under the write lock), so it can be read
+	// without the lock.
+	out := e.shared.Entry
+	// From idName, not from the id Lookup was given: that one is a
+	// substring of the secret token, which the caller should be free to
+	// forget.
+	out.ID, out.Name = e.idName[:idLen], e.idName[idLen:]
+	out.ExpiresAt = fromMillis(e.expires)
+	return out, true
+}
+
+// export returns the Entry that e stands for, as LookupID does by hand
+// (TestLookupExport).
+func (e *entry) export() Entry {
+	out := e.shared.Entry
+	out.ID, out.Name = e.idName[:idLen], e.idName[idLen:]
+	out.ExpiresAt = fromMillis(e.expires)
+	return out
+}
+
+// equalHash reports whether a and b are equal, as
+// subtle.ConstantTimeCompare does: every byte is read, whatever the first
+// difference, and no branch depends on them. It compares a word at a time.
+func equalHash(a, b *[sha256.Size]byte) bool {
+	var diff uint64
+	for i := 0; i < len(a); i += 8 {
+		diff |= binary.LittleEndian.Uint64(a[i:]) ^ binary.LittleEndian.Uint64(b[i:])
+	}
+	return diff == 0
 }
 
 // CountByState returns how many tokens are in each state at now, from
@@ -122,10 +250,12 @@ func (s *Store) LookupID(id, token string) (Entry, bool) {
 // Tokens written by other processes count once the poller has seen them.
 func (s *Store) CountByState(now time.Time) map[State]int {
 	counts := map[State]int{StateActive: 0, StateExpired: 0, StateRevoked: 0}
-	s.index.mu.RLock()
-	defer s.index.mu.RUnlock()
-	for _, e := range s.index.m {
-		counts[e.State(now)]++
+	ix := &s.index
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	for pos := range ix.n {
+		e, _ := ix.at(pos)
+		counts[state(e.shared.Revoked, fromMillis(e.expires), now)]++
 	}
 	return counts
 }

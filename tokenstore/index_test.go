@@ -24,15 +24,37 @@ func unknownIDToken(t testing.TB, s *Store) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.index.mu.RLock()
-		_, taken := s.index.m[id]
-		s.index.mu.RUnlock()
-		if !taken {
+		if _, taken := indexSeq(s, id); !taken {
 			return token
 		}
 	}
 	t.Fatal("no free id found")
 	return ""
+}
+
+// indexSeq returns the seq of the version of the token that the index
+// holds, if it holds one.
+func indexSeq(s *Store, id string) (int64, bool) {
+	s.index.mu.RLock()
+	defer s.index.mu.RUnlock()
+	pos, ok := s.index.find(id)
+	if !ok {
+		return 0, false
+	}
+	_, seq := s.index.at(pos)
+	return *seq, true
+}
+
+// indexEntry returns what the index holds for id, without a secret.
+func indexEntry(ix *index, id string) (Entry, bool) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	pos, ok := ix.find(id)
+	if !ok {
+		return Entry{}, false
+	}
+	e, _ := ix.at(pos)
+	return e.export(), true
 }
 
 func TestLookup(t *testing.T) {
@@ -96,16 +118,24 @@ func TestLookupAllocs(t *testing.T) {
 		Scope: policy.Scope{ReadOnly: true, Methods: []string{"GET"}, Paths: []string{"/api/*"}, Hosts: []string{"*.example.com"}},
 	})
 	miss := unknownIDToken(t, s)
+	id, _ := Parse(secret)
+	wrong := assemble("abcdefghijklmnop", id, strings.Repeat("A", secretLen))
 	tests := []struct{ name, token string }{
 		{"hit", secret},
 		{"hit with rules", ruledSecret},
 		{"miss", miss},
+		{"wrong secret", wrong},
 		{"malformed", secret[:len(secret)-1] + "x"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if n := testing.AllocsPerRun(100, func() { s.Lookup(tt.token) }); n != 0 {
 				t.Errorf("Lookup allocates %v times, want 0", n)
+			}
+			if id, ok := Parse(tt.token); ok {
+				if n := testing.AllocsPerRun(100, func() { s.LookupID(id, tt.token) }); n != 0 {
+					t.Errorf("LookupID allocates %v times, want 0", n)
+				}
 			}
 		})
 	}
@@ -304,7 +334,7 @@ func TestLookupDuringWrites(t *testing.T) {
 // that produced a newer version of it has applied that; the older one must
 // not win.
 func TestIndexApplyOrder(t *testing.T) {
-	ix := index{m: make(map[string]entry)}
+	var ix index
 	rec := func(seq int64, revoked bool) record {
 		r := record{Token: Token{ID: "abcdefgh2345", User: "alice", Name: fmt.Sprint("v", seq)}, seq: seq}
 		if revoked {
@@ -327,7 +357,7 @@ func TestIndexApplyOrder(t *testing.T) {
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
 			ix.apply(st.apply)
-			e := ix.m["abcdefgh2345"]
+			e, _ := indexEntry(&ix, "abcdefgh2345")
 			if e.Name != st.wantName || e.Revoked != st.wantRevoked {
 				t.Errorf("entry = %s revoked=%v, want %s revoked=%v", e.Name, e.Revoked, st.wantName, st.wantRevoked)
 			}

@@ -102,7 +102,6 @@ func open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 		path:        path,
 		now:         opts.Now,
 		busyTimeout: opts.BusyTimeout,
-		index:       index{m: make(map[string]entry)},
 		members:     memberIndex{m: make(map[string][]string)},
 
 		pruneChunkSize: defaultPruneChunk,

@@ -131,9 +131,7 @@ func TestFlushUsage(t *testing.T) {
 	t.Run("usage is not a change to the token", func(t *testing.T) {
 		before, _ := s.Get(ctx, a.ID)
 		e, _ := s.Lookup(secret)
-		s.index.mu.RLock()
-		seq := s.index.m[a.ID].seq
-		s.index.mu.RUnlock()
+		seq, _ := indexSeq(s, a.ID)
 		mustFlush(t, s, audit.Usage{TokenID: a.ID, Count: 1, LastUsedAt: at(60), LastIP: "192.0.2.1"})
 		after, _ := s.Get(ctx, a.ID)
 		if !after.UpdatedAt.Equal(before.UpdatedAt) {

@@ -1,0 +1,401 @@
+//go:build cgo
+
+package tokenstore
+
+import (
+	"fmt"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apitoken/caddy-apitoken/policy"
+)
+
+// checkInterned checks the index's reference counts against its entries:
+// each shared value is counted once per entry pointing to it, each rule set
+// once per shared value, and the tables hold exactly the values in use.
+func checkInterned(t *testing.T, ix *index) (nShared, nRules int) {
+	t.Helper()
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	refs := make(map[*shared]int)
+	for pos := range ix.n {
+		e, _ := ix.at(pos)
+		refs[e.shared]++
+	}
+	ruleRefs := make(map[*ruleSet]int)
+	for sh, n := range refs {
+		if sh.refs != n {
+			t.Errorf("shared value of %q has refs %d, want %d", sh.User, sh.refs, n)
+		}
+		if ix.shared[sh.key] != sh {
+			t.Errorf("shared value of %q in use but not in the table", sh.User)
+		}
+		ruleRefs[sh.key.rules]++
+	}
+	if len(ix.shared) != len(refs) {
+		t.Errorf("%d shared values in the table, %d in use", len(ix.shared), len(refs))
+	}
+	for rs, n := range ruleRefs {
+		if rs.refs != n {
+			t.Errorf("rule set has refs %d, want %d", rs.refs, n)
+		}
+		if ix.rules[rs.key] != rs {
+			t.Error("rule set in use but not in the table")
+		}
+	}
+	if len(ix.rules) != len(ruleRefs) {
+		t.Errorf("%d rule sets in the table, %d in use", len(ix.rules), len(ruleRefs))
+	}
+	return len(ix.shared), len(ix.rules)
+}
+
+func TestInterning(t *testing.T) {
+	s, _, path := newTestStore(t)
+	ctx := t.Context()
+	rules := NewToken{
+		AllowedIPs: []string{"198.51.100.0/24", "2001:db8::/32"},
+		Scope:      policy.Scope{Methods: []string{"GET"}, Paths: []string{"/api/*"}},
+		RateLimit:  "600/1m",
+	}
+	var ids, secrets []string
+	for i := range 6 {
+		nt := rules
+		nt.User, nt.Name = fmt.Sprintf("user%d", i%2), fmt.Sprintf("t%d", i)
+		tok, secret := mustCreate(t, s, nt)
+		ids, secrets = append(ids, tok.ID), append(secrets, secret)
+	}
+	plain, plainSecret := mustCreate(t, s, NewToken{User: "user0", Name: "plain"})
+	lookup := func(secret string) Entry {
+		t.Helper()
+		e, ok := s.Lookup(secret)
+		if !ok {
+			t.Fatal("Lookup failed")
+		}
+		return e
+	}
+
+	t.Run("same rules, one compiled set", func(t *testing.T) {
+		first := lookup(secrets[0])
+		for i, secret := range secrets[1:] {
+			e := lookup(secret)
+			if e.Scope != first.Scope || &e.AllowedIPs[0] != &first.AllowedIPs[0] {
+				t.Errorf("token %d: rules not shared with token 0", i+1)
+			}
+			if e.ID != ids[i+1] || e.Name != fmt.Sprintf("t%d", i+1) {
+				t.Errorf("token %d: ID %q, Name %q", i+1, e.ID, e.Name)
+			}
+		}
+		if n, r := checkInterned(t, &s.index); n != 3 || r != 2 {
+			t.Errorf("%d shared values and %d rule sets, want 3 (2 users with rules, 1 without) and 2", n, r)
+		}
+	})
+	t.Run("a change takes one token out", func(t *testing.T) {
+		if _, err := s.Update(ctx, ids[0], Patch{RateLimit: ptr("1/1s")}, nil); err != nil {
+			t.Fatal(err)
+		}
+		e, other := lookup(secrets[0]), lookup(secrets[2])
+		if e.RateLimit != (policy.Rate{Events: 1, Per: time.Second}) || other.RateLimit != (policy.Rate{Events: 600, Per: time.Minute}) {
+			t.Errorf("rates %v and %v after changing the first token's", e.RateLimit, other.RateLimit)
+		}
+		if e.Scope == other.Scope {
+			t.Error("changed token still shares its rule set")
+		}
+		if n, r := checkInterned(t, &s.index); n != 4 || r != 3 {
+			t.Errorf("%d shared values and %d rule sets, want 4 and 3", n, r)
+		}
+		if _, err := s.Update(ctx, ids[0], Patch{RateLimit: ptr("600/1m")}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if e := lookup(secrets[0]); e.Scope != other.Scope {
+			t.Error("token changed back does not share its rule set again")
+		}
+		if n, r := checkInterned(t, &s.index); n != 3 || r != 2 {
+			t.Errorf("%d shared values and %d rule sets, want 3 and 2: an unused one was kept", n, r)
+		}
+	})
+	t.Run("revocation", func(t *testing.T) {
+		if _, _, err := s.Revoke(ctx, ids[1], nil); err != nil {
+			t.Fatal(err)
+		}
+		if e := lookup(secrets[1]); !e.Revoked || lookup(secrets[3]).Revoked {
+			t.Error("revocation reached the wrong tokens")
+		}
+		checkInterned(t, &s.index)
+	})
+	t.Run("many changes leave nothing behind", func(t *testing.T) {
+		for i := range 50 {
+			if _, err := s.Update(ctx, plain.ID, Patch{RateLimit: ptr(fmt.Sprintf("%d/1m", i+1))}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if e := lookup(plainSecret); e.RateLimit != (policy.Rate{Events: 50, Per: time.Minute}) {
+			t.Errorf("RateLimit = %v", e.RateLimit)
+		}
+		// user0 and user1 with the rules, user1 revoked with them, user0
+		// with a rate alone; the rate-free rule set went with the last
+		// token that had it.
+		if n, r := checkInterned(t, &s.index); n != 4 || r != 2 {
+			t.Errorf("%d shared values and %d rule sets, want 4 and 2", n, r)
+		}
+	})
+	t.Run("another store reads the same", func(t *testing.T) {
+		s2 := openStore(t, path, Options{PollInterval: -1})
+		for i, secret := range secrets {
+			want, got := lookup(secret), func() Entry { e, _ := s2.Lookup(secret); return e }()
+			want.Scope, got.Scope = nil, nil // compiled anew, equal (TestLookup)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("token %d: %+v, want %+v", i, got, want)
+			}
+		}
+		checkInterned(t, &s2.index)
+	})
+}
+
+// TestPollerInterning: rows re-read by the poller, whole or changed, share
+// what they did and leave nothing unused behind.
+func TestPollerInterning(t *testing.T) {
+	path := testDBPath(t)
+	writer := openStore(t, path, Options{PollInterval: -1})
+	reader := openStore(t, path, Options{PollInterval: time.Millisecond})
+	ctx := t.Context()
+	var ids []string
+	for i := range 20 {
+		tok, _ := mustCreate(t, writer, NewToken{User: fmt.Sprintf("user%d", i%3), Name: fmt.Sprintf("t%d", i), AllowedIPs: []string{"10.0.0.0/8"}})
+		ids = append(ids, tok.ID)
+	}
+	for i, id := range ids[:10] {
+		if _, err := writer.Update(ctx, id, Patch{AllowedIPs: &[]string{fmt.Sprintf("10.%d.0.0/16", i%2)}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := writer.Revoke(ctx, ids[19], nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reader to see the revocation", func() bool {
+		e, ok := indexEntry(&reader.index, ids[19])
+		return ok && e.Revoked
+	})
+	// user0..2 × 10.0/16, 10.1/16, 10/8 (t10..t18, user1 alone revoked on t19).
+	wantShared, wantRules := checkInterned(t, &writer.index)
+	if n, r := checkInterned(t, &reader.index); n != wantShared || r != wantRules {
+		t.Errorf("reader: %d shared values and %d rule sets, writer %d and %d", n, r, wantShared, wantRules)
+	}
+	if wantRules != 3 {
+		t.Errorf("%d rule sets, want 3", wantRules)
+	}
+}
+
+// TestRulesKey: rules that compile alike share a key, others don't.
+func TestRulesKey(t *testing.T) {
+	key := func(ips []string, sc policy.Scope, rate string) string {
+		t.Helper()
+		r, err := parseRules(ips, sc, rate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec record
+		rec.setRules(r)
+		return string(appendRulesKey(nil, &rec))
+	}
+	// Scopes too odd for parseRules, to check that an item can't move
+	// from one list to the next.
+	rawScope := func(sc policy.Scope) string {
+		rec := record{Token: Token{Scope: sc}, rules: compiled{scope: new(policy.CompiledScope)}}
+		return string(appendRulesKey(nil, &rec))
+	}
+	rawPrefix := func(p string) string {
+		rec := record{rules: compiled{prefixes: []netip.Prefix{netip.MustParsePrefix(p)}}}
+		return string(appendRulesKey(nil, &rec))
+	}
+	get := policy.Scope{Methods: []string{"GET"}}
+	base := key([]string{"10.0.0.0/8"}, get, "5/1s")
+	same := []struct {
+		name string
+		key  string
+	}{
+		{"bare address masked", key([]string{"10.1.2.3/8"}, get, "5/1s")},
+		{"method case", key([]string{"10.0.0.0/8"}, policy.Scope{Methods: []string{"get"}}, "5/1s")},
+		{"rate spelling", key([]string{"10.0.0.0/8"}, get, "5/1000ms")},
+	}
+	for _, tt := range same {
+		if tt.key != base {
+			t.Errorf("%s: a different key for the same rules", tt.name)
+		}
+	}
+	different := []struct {
+		name string
+		key  string
+	}{
+		{"no rules", key(nil, policy.Scope{}, "")},
+		{"no prefixes", key(nil, get, "5/1s")},
+		{"other prefix", key([]string{"11.0.0.0/8"}, get, "5/1s")},
+		{"other length", key([]string{"10.0.0.0/9"}, get, "5/1s")},
+		{"raw IPv4", rawPrefix("10.0.0.0/8")},
+		{"raw mapped IPv6", rawPrefix("::ffff:10.0.0.0/8")},
+		{"two prefixes", key([]string{"10.0.0.0/8", "10.0.0.0/8"}, get, "5/1s")},
+		{"no scope", key([]string{"10.0.0.0/8"}, policy.Scope{}, "5/1s")},
+		{"read-only", key([]string{"10.0.0.0/8"}, policy.Scope{ReadOnly: true, Methods: []string{"GET"}}, "5/1s")},
+		{"raw method", rawScope(policy.Scope{Methods: []string{"x"}})},
+		{"raw path", rawScope(policy.Scope{Paths: []string{"x"}})},
+		{"raw host", rawScope(policy.Scope{Hosts: []string{"x"}})},
+		{"raw joined", rawScope(policy.Scope{Methods: []string{"xx"}})},
+		{"raw split", rawScope(policy.Scope{Methods: []string{"x", "x"}})},
+		{"two methods", key([]string{"10.0.0.0/8"}, policy.Scope{Methods: []string{"GET", "PUT"}}, "5/1s")},
+		{"other rate", key([]string{"10.0.0.0/8"}, get, "5/2s")},
+		{"no rate", key([]string{"10.0.0.0/8"}, get, "")},
+	}
+	seen := map[string]string{base: "base"}
+	for _, tt := range different {
+		if other, ok := seen[tt.key]; ok {
+			t.Errorf("%s: the same key as %s", tt.name, other)
+		}
+		seen[tt.key] = tt.name
+	}
+}
+
+// TestEntryLayout: an entry is one cache line, and chunks keep every entry
+// on one.
+func TestEntryLayout(t *testing.T) {
+	if size := reflect.TypeFor[entry]().Size(); size != 64 {
+		t.Errorf("entry is %d bytes, want 64", size)
+	}
+	var ix index
+	for i := range 3 * chunkLen / 2 {
+		id := fmt.Sprintf("%012d", i) // digits 0, 1, 8 and 9 make odd ids (TestIndexOddIDs)
+		if i%2 == 0 {
+			id = strings.Map(func(r rune) rune { return rune(idAlphabet[r-'0']) }, id)
+		}
+		ix.apply(record{Token: Token{ID: id, User: "u", Name: "n"}, seq: 1})
+	}
+	for _, c := range ix.chunks {
+		if addr := reflect.ValueOf(&c.entries[0]).Pointer(); addr%64 != 0 {
+			t.Errorf("chunk entries start at %#x, not on a cache line", addr)
+		}
+	}
+	if ix.n != 3*chunkLen/2 || len(ix.chunks) != 2 {
+		t.Errorf("%d entries in %d chunks", ix.n, len(ix.chunks))
+	}
+}
+
+// TestExpiresInMillis: ExpiresAt survives the index's milliseconds,
+// the zero time included.
+func TestExpiresInMillis(t *testing.T) {
+	for _, at := range []time.Time{
+		{},
+		millis(time.Date(2030, 1, 2, 3, 4, 5, 6_000_000, time.UTC)),
+		millis(time.Date(1969, 12, 31, 23, 59, 59, 999_000_000, time.UTC)),
+		millis(time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)),
+	} {
+		if got := fromMillis(at.UnixMilli()); got != at {
+			t.Errorf("%v comes back as %v", at, got)
+		}
+	}
+	var ix index
+	exp := millis(time.Date(2030, 1, 2, 3, 4, 5, 6_000_000, time.UTC))
+	ix.apply(record{Token: Token{ID: "abcdefgh2345", Name: "n", ExpiresAt: exp}, seq: 1},
+		record{Token: Token{ID: "abcdefgh2346", Name: "n"}, seq: 1})
+	if e, _ := indexEntry(&ix, "abcdefgh2345"); e.ExpiresAt != exp {
+		t.Errorf("ExpiresAt = %v, want %v", e.ExpiresAt, exp)
+	}
+	if e, _ := indexEntry(&ix, "abcdefgh2346"); e.ExpiresAt != (time.Time{}) {
+		t.Errorf("ExpiresAt = %v, want the zero time", e.ExpiresAt)
+	}
+}
+
+func TestEqualHash(t *testing.T) {
+	var a [32]byte
+	for i := range a {
+		a[i] = byte(i*37 + 1)
+	}
+	if !equalHash(&a, &a) {
+		t.Error("a hash differs from itself")
+	}
+	for i := range a {
+		for _, bit := range []byte{1, 0x80} {
+			b := a
+			b[i] ^= bit
+			if equalHash(&a, &b) {
+				t.Errorf("hashes differing in byte %d (bit %#x) compare equal", i, bit)
+			}
+		}
+	}
+}
+
+// TestRulesShareAllowedIPs: interning must not let a caller's append to
+// one token's AllowedIPs reach another's.
+func TestRulesShareAllowedIPs(t *testing.T) {
+	s, _, _ := newTestStore(t)
+	nt := NewToken{User: "a", AllowedIPs: []string{"10.0.0.0/8"}}
+	nt.Name = "one"
+	_, s1 := mustCreate(t, s, nt)
+	nt.Name = "two"
+	_, s2 := mustCreate(t, s, nt)
+	e1, _ := s.Lookup(s1)
+	_ = append(e1.AllowedIPs, netip.MustParsePrefix("0.0.0.0/0"))
+	e2, _ := s.Lookup(s2)
+	if len(e2.AllowedIPs) != 1 || cap(e2.AllowedIPs) != 1 {
+		t.Errorf("AllowedIPs = %v (cap %d), want the one prefix", e2.AllowedIPs, cap(e2.AllowedIPs))
+	}
+}
+
+func TestIDKey(t *testing.T) {
+	for _, id := range []string{"abcdefgh2345", "234567234567", "abcdefgh234", "abcdefgh23456", "", "Abcdefgh2345", "abcdefgh1345", "abcdefgh_345", "abcdefgh\xff345"} {
+		if _, ok := idKey(id); ok != ValidID(id) {
+			t.Errorf("idKey(%q) ok = %v, ValidID %v", id, ok, ValidID(id))
+		}
+	}
+	for _, tt := range []struct {
+		id  string
+		key uint64
+	}{
+		{"aaaaaaaaaaaa", 0},
+		{"aaaaaaaaaaab", 1},
+		{"baaaaaaaaaaa", 1 << 55},
+		{"777777777777", 1<<60 - 1},
+	} {
+		if key, ok := idKey(tt.id); !ok || key != tt.key {
+			t.Errorf("idKey(%q) = %#x, %v; want %#x, true", tt.id, key, ok, tt.key)
+		}
+	}
+}
+
+// TestIndexOddIDs: a row whose id no token can carry (written by other
+// means: the schema checks only its length) is kept and counted, and
+// replaced by newer versions, but never found by a look-up.
+func TestIndexOddIDs(t *testing.T) {
+	s := &Store{}
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	s.index.apply(
+		record{Token: Token{ID: "ABCDEFGH2345", User: "a", Name: "odd"}, seq: 1},
+		record{Token: Token{ID: "abcdefgh2345", User: "a", Name: "valid"}, seq: 1},
+	)
+	s.index.apply(record{Token: Token{ID: "ABCDEFGH2345", User: "a", Name: "odd", RevokedAt: now}, seq: 2})
+	want := map[State]int{StateActive: 1, StateExpired: 0, StateRevoked: 1}
+	if got := s.CountByState(now); !reflect.DeepEqual(got, want) {
+		t.Errorf("CountByState = %v, want %v", got, want)
+	}
+	if e, ok := indexEntry(&s.index, "ABCDEFGH2345"); !ok || !e.Revoked || e.Name != "odd" {
+		t.Errorf("odd id: %+v, %v", e, ok)
+	}
+	if _, ok := s.LookupID("ABCDEFGH2345", "x"); ok {
+		t.Error("LookupID found the odd id")
+	}
+	checkInterned(t, &s.index)
+}
+
+// TestLookupExport: LookupID builds its Entry as entry.export does.
+func TestLookupExport(t *testing.T) {
+	s, clock, _ := newTestStore(t)
+	tok, secret := mustCreate(t, s, NewToken{User: "Alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour), RateLimit: "5/1s"})
+	got, ok := s.Lookup(secret)
+	want, _ := indexEntry(&s.index, tok.ID)
+	if !ok || !reflect.DeepEqual(got, want) {
+		t.Errorf("Lookup = %+v, %v; export gives %+v", got, ok, want)
+	}
+	if got.ExpiresAt != tok.ExpiresAt || got.ID != tok.ID || got.Name != "ci" || got.User != "Alice" || got.UserKey != "alice" {
+		t.Errorf("Lookup = %+v, want the token's facts %+v", got, tok)
+	}
+}
