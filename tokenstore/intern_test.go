@@ -399,3 +399,26 @@ func TestLookupExport(t *testing.T) {
 		t.Errorf("Lookup = %+v, want the token's facts %+v", got, tok)
 	}
 }
+
+// TestRulesKeyCoversEveryField fails when the rules gain a field that
+// appendRulesKey does not encode: two tokens differing only in it would
+// share one compiled rule set, and one would be judged by the other's
+// rules. Encode the new field, then update the lists here.
+func TestRulesKeyCoversEveryField(t *testing.T) {
+	for _, tt := range []struct {
+		typ  reflect.Type
+		want []string
+	}{
+		{reflect.TypeFor[policy.Scope](), []string{"ReadOnly", "Methods", "Paths", "Hosts"}},
+		{reflect.TypeFor[compiled](), []string{"prefixes", "scope", "rate"}},
+		{reflect.TypeFor[policy.Rate](), []string{"Events", "Per"}},
+	} {
+		var got []string
+		for f := range tt.typ.Fields() {
+			got = append(got, f.Name)
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%v has fields %v; appendRulesKey encodes %v", tt.typ, got, tt.want)
+		}
+	}
+}
