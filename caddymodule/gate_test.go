@@ -286,7 +286,9 @@ func TestGatePasswordsPass(t *testing.T) {
 
 func TestGateHeaderQueryStrip(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "tokens.db")
-	tester := startGate(t, gateConfig(db, "header X-Api-Token\n\t\tquery api_token\n\t\tstrip_credentials", ""))
+	// The header named in lower case: the gate reads and strips it by
+	// its canonical form.
+	tester := startGate(t, gateConfig(db, "header x-api-token\n\t\tquery api_token\n\t\tstrip_credentials", ""))
 	tok := createToken(t, tester, `{"user":"gina","name":"ci"}`)
 
 	tests := []struct {

@@ -152,6 +152,7 @@ type Handler struct {
 	basicChallenge  string // WWW-Authenticate values, built in Provision
 	bearerChallenge string
 	userHeaderKey   string // UserHeader in canonical form
+	headerKey       string // Header in canonical form
 }
 
 // PathsConfig configures path inspection.
@@ -227,9 +228,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.Passwords = PasswordsBlock
 	}
 	h.buildChallenges()
-	if h.UserHeader != "" {
-		h.userHeaderKey = http.CanonicalHeaderKey(h.UserHeader)
-	}
+	// The gate indexes the header map by canonical keys itself: Get, Set
+	// and Del would canonicalise them again on every request.
+	h.userHeaderKey = http.CanonicalHeaderKey(h.UserHeader)
+	h.headerKey = http.CanonicalHeaderKey(h.Header)
 	var err error
 	if h.allowIPs, err = policy.ParsePrefixes(h.AllowIPs); err != nil {
 		return fmt.Errorf("allow_ips: %w", err)
@@ -618,11 +620,11 @@ func (s *statusRecorder) WriteHeader(code int) {
 // credential reads the request's credential: the Authorization header
 // first, then the configured header and query parameter.
 func (h *Handler) credential(r *http.Request) (policy.Credential, error) {
-	if v := r.Header.Get("Authorization"); v != "" {
+	if v := firstValue(r.Header, "Authorization"); v != "" {
 		return policy.ParseAuthorization(v)
 	}
-	if h.Header != "" {
-		if v := r.Header.Get(h.Header); v != "" {
+	if h.headerKey != "" {
+		if v := firstValue(r.Header, h.headerKey); v != "" {
 			return policy.BareToken(policy.SchemeHeader, v)
 		}
 	}
@@ -632,6 +634,14 @@ func (h *Handler) credential(r *http.Request) (policy.Credential, error) {
 		}
 	}
 	return policy.Credential{}, nil
+}
+
+// firstValue is hdr.Get(key) for a key already in canonical form.
+func firstValue(hdr http.Header, key string) string {
+	if vs := hdr[key]; len(vs) > 0 {
+		return vs[0]
+	}
+	return ""
 }
 
 // refuse records a refusal and answers it, unless report_only lets the
@@ -750,9 +760,9 @@ func (h *Handler) record(x *exchange, typ audit.Type, outcome audit.Outcome, rea
 func (h *Handler) strip(r *http.Request, scheme policy.Scheme) {
 	switch scheme {
 	case policy.SchemeBasic, policy.SchemeBearer:
-		r.Header.Del("Authorization")
+		delete(r.Header, "Authorization")
 	case policy.SchemeHeader:
-		r.Header.Del(h.Header)
+		delete(r.Header, h.headerKey)
 	case policy.SchemeQuery:
 		r.URL.RawQuery = removeQueryParam(r.URL.RawQuery, h.Query)
 	}
