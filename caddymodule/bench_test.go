@@ -386,22 +386,25 @@ func parseBenchSizes(tb testing.TB, s string) []int {
 func TestServeHTTPAllocs(t *testing.T) {
 	g := newBenchGate(t, 10)
 	tests := []struct {
-		name  string
-		authz string
-		limit float64
+		name   string
+		authz  string
+		reason policy.Reason
+		limit  float64
 	}{
-		// The identity placeholders' provider (1), and Basic decoding;
-		// nothing per check.
-		{"basic", basicAuth(g.user, g.secret), 3},
-		{"bearer", "Bearer " + g.secret, 1},
+		// The identity placeholders' provider (1), and Basic decoding
+		// (1); nothing per check.
+		{"basic", basicAuth(g.user, g.secret), policy.ReasonOK, 2},
+		{"bearer", "Bearer " + g.secret, policy.ReasonOK, 1},
+		// A refusal: the header values (1).
+		{"unknown token", "Bearer " + g.unknown[0][len("Bearer "):], policy.ReasonUnknownToken, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := benchCase{name: tt.name, h: g.h, target: "/rest/api/2/issue/ABC-1", authz: []string{tt.authz}, ip: "198.51.100.7", reason: policy.ReasonOK}
+			c := benchCase{name: tt.name, h: g.h, target: "/rest/api/2/issue/ABC-1", authz: []string{tt.authz}, ip: "198.51.100.7", reason: tt.reason}
 			rs := g.requests(c)
 			w := &discardWriter{h: make(http.Header)}
 			g.check(t, c, rs, w, 0, "before")
-			if v, _ := rs.reqs[0].Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).GetString("http.auth.user.id"); v != g.user {
+			if v, _ := rs.reqs[0].Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).GetString("http.auth.user.id"); tt.reason == policy.ReasonOK && v != g.user {
 				t.Fatalf("the request does not authenticate: user %q", v)
 			}
 			i := 0
@@ -410,9 +413,9 @@ func TestServeHTTPAllocs(t *testing.T) {
 				i++
 			})
 			if allocs > tt.limit {
-				t.Errorf("a valid request allocates %v times, want at most %v", allocs, tt.limit)
+				t.Errorf("%s: %v allocations a request, want at most %v", tt.name, allocs, tt.limit)
 			}
-			t.Logf("valid request: %v allocations", allocs)
+			t.Logf("%s: %v allocations", tt.name, allocs)
 		})
 	}
 }

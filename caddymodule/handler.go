@@ -659,26 +659,40 @@ func (h *Handler) refuse(x *exchange, ref refusal) (err error, stop bool) {
 
 	text := &textForbidden
 	hdr := x.w.Header()
+	hv := headerValues{buf: make([]string, 0, 5)}
 	switch ref.status {
 	case http.StatusUnauthorized:
 		text = &textUnauthorized
 		if ref.reason == policy.ReasonPasswordBlocked {
 			text = &textPasswordBlocked
 		}
-		// Canonical key spellings throughout: Set would otherwise
-		// canonicalise (and allocate) on every refusal.
-		hdr.Set("Www-Authenticate", h.basicChallenge)
 		if x.cred.Scheme == policy.SchemeBearer {
-			hdr.Add("Www-Authenticate", h.bearerChallenge)
+			hv.set(hdr, "Www-Authenticate", h.basicChallenge, h.bearerChallenge)
+		} else {
+			hv.set(hdr, "Www-Authenticate", h.basicChallenge)
 		}
 	case http.StatusBadRequest:
 		text = &textPathBlocked
 	case http.StatusTooManyRequests:
 		text = &textTooMany
 		secs := int((ref.retryAfter + time.Second - 1) / time.Second)
-		hdr.Set("Retry-After", strconv.Itoa(max(secs, 1)))
+		hv.set(hdr, "Retry-After", strconv.Itoa(max(secs, 1)))
 	}
-	return respond(x.w, x.r, ref.status, text), true
+	return respond(x.w, x.r, ref.status, text, &hv), true
+}
+
+// headerValues gives the header values of one refusal a single
+// allocation, where Header.Set makes one per header. Keys are given in
+// canonical form, as Set would make them. Each slice is capped at its own
+// length, so a later handler that appends to one (Header.Add) copies it
+// rather than overwrite the next.
+type headerValues struct{ buf []string }
+
+// set sets the header key to the values vs.
+func (hv *headerValues) set(hdr http.Header, key string, vs ...string) {
+	start := len(hv.buf)
+	hv.buf = append(hv.buf, vs...)
+	hdr[key] = hv.buf[start:len(hv.buf):len(hv.buf)]
 }
 
 // refusalText is a refusal's fixed answer, built once: the client only
@@ -704,14 +718,14 @@ var (
 
 // respond answers a refusal: as a handler error when the server has
 // handle_errors routes to render it, otherwise with the short text.
-func respond(w http.ResponseWriter, r *http.Request, status int, text *refusalText) error {
+func respond(w http.ResponseWriter, r *http.Request, status int, text *refusalText, hv *headerValues) error {
 	if hasErrorRoutes(r) {
 		return caddyhttp.Error(status, text.err)
 	}
 	hdr := w.Header()
-	hdr.Set("Content-Type", "text/plain; charset=utf-8")
-	hdr.Set("Content-Length", text.length)
-	hdr.Set("X-Content-Type-Options", "nosniff")
+	hv.set(hdr, "Content-Type", "text/plain; charset=utf-8")
+	hv.set(hdr, "Content-Length", text.length)
+	hv.set(hdr, "X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_, _ = w.Write(text.body)
 	return nil

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -243,5 +244,40 @@ func TestRequestTime(t *testing.T) {
 	fake := &Handler{app: &App{now: clock.Now}}
 	if got := fake.requestTime(vars); !got.Equal(clock.now) {
 		t.Errorf("test clock: judged at %v, want the clock's %v", got, clock.now)
+	}
+}
+
+// TestRefusalHeaderValues: a refusal's header values share one allocation,
+// but a later handler adding to one header must not change another.
+func TestRefusalHeaderValues(t *testing.T) {
+	h, _, _, _ := testHandler(t)
+	_, unknown, _ := tokenstore.Generate("caddytok")
+	req := httptest.NewRequest(http.MethodGet, "/rest/x", nil)
+	req.Header.Set("Authorization", "Bearer "+unknown)
+	w, _, called := serve(t, h, req)
+	if called || w.Code != http.StatusUnauthorized {
+		t.Fatalf("unknown token: %d, next called %v", w.Code, called)
+	}
+	hdr := w.Header()
+	want := map[string][]string{
+		"Www-Authenticate":       {h.basicChallenge, h.bearerChallenge},
+		"Content-Type":           {"text/plain; charset=utf-8"},
+		"Content-Length":         {textUnauthorized.length},
+		"X-Content-Type-Options": {"nosniff"},
+	}
+	for k, v := range want {
+		if !slices.Equal(hdr[k], v) {
+			t.Errorf("%s: %q, want %q", k, hdr[k], v)
+		}
+	}
+	hdr.Add("Www-Authenticate", "Other")
+	hdr.Add("Content-Type", "x")
+	for _, k := range []string{"Content-Length", "X-Content-Type-Options"} {
+		if !slices.Equal(hdr[k], want[k]) {
+			t.Errorf("after adding to other headers, %s: %q, want %q", k, hdr[k], want[k])
+		}
+	}
+	if got := hdr["Content-Type"]; !slices.Equal(got, []string{"text/plain; charset=utf-8", "x"}) {
+		t.Errorf("Content-Type after Add: %q", got)
 	}
 }
