@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"flag"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -18,21 +17,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/internal/benchsizes"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
-
-// benchSizes are the store sizes BenchmarkServeHTTP runs at. Large stores
-// take a while to build (a million tokens: about 20 s of CPU, 460 MB of
-// live heap for the index, 0.7 to 0.9 GB taken from the OS), so the
-// default is only the small one. The flag is the test binary's, so it goes
-// after the package (go test stops reading its own flags at the first one
-// it does not know); with -v each size logs its build time and memory:
-//
-//	go test -run XXX -bench BenchmarkServeHTTP -benchtime 200000x -count 3 -v \
-//	    ./caddymodule -apitoken.bench-sizes=1000,100000,1000000
-var benchSizes = flag.String("apitoken.bench-sizes", "1000",
-	"comma-separated token counts for BenchmarkServeHTTP (e.g. 1000,100000,1000000)")
 
 // The valid and unknown-token cases cycle through benchRing distinct
 // tokens (all of them in a smaller store): the same working set at every
@@ -325,9 +313,9 @@ func (w *discardWriter) WriteHeader(int)             {}
 
 // BenchmarkServeHTTP measures the whole decision for one request: the
 // handler's ServeHTTP with every check on and a no-op next, for each path
-// a request can take, over stores of -apitoken.bench-sizes tokens (see
-// benchSizes). Each size's store is built once and shared by its cases;
-// each case first checks, through the audit reason, that its request takes
+// a request can take, over stores of -apitoken.bench-sizes tokens
+// (package benchsizes). Each size's store is built once and shared by its cases; each
+// case first checks, through the audit reason, that its request takes
 // the path it is named after, before and after the timed loop. Requests
 // are built outside the timed region and reused; "baseline_unprotected"
 // serves a request outside protect (inspection only), so each case can be
@@ -338,7 +326,7 @@ func (w *discardWriter) WriteHeader(int)             {}
 // The store's build time and the index's heap per token are logged with
 // each size (go test -v).
 func BenchmarkServeHTTP(b *testing.B) {
-	for _, n := range parseBenchSizes(b, *benchSizes) {
+	for _, n := range benchsizes.Sizes(b) {
 		b.Run("tokens="+strconv.Itoa(n), func(b *testing.B) {
 			g := newBenchGate(b, n)
 			b.Logf("%d tokens: built in %v (%d batches), index heap %.0f bytes per token (%.1f MB), runtime grew by %.1f MB",
@@ -365,20 +353,6 @@ func BenchmarkServeHTTP(b *testing.B) {
 			}
 		})
 	}
-}
-
-// parseBenchSizes reads -apitoken.bench-sizes.
-func parseBenchSizes(tb testing.TB, s string) []int {
-	tb.Helper()
-	var sizes []int
-	for f := range strings.SplitSeq(s, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			tb.Fatalf("-apitoken.bench-sizes %q: %q is not a positive whole number", s, f)
-		}
-		sizes = append(sizes, n)
-	}
-	return sizes
 }
 
 // TestServeHTTPAllocs bounds the allocations of a valid request with every

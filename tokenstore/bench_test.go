@@ -3,7 +3,6 @@
 package tokenstore
 
 import (
-	"flag"
 	"fmt"
 	"hash/crc32"
 	"net/netip"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/internal/benchsizes"
 	"github.com/apitoken/caddy-apitoken/policy"
 )
 
@@ -240,16 +240,6 @@ func BenchmarkFlushUsage(b *testing.B) {
 	}
 }
 
-// benchSizes are the store sizes BenchmarkLookupSpread runs at, as in
-// caddymodule's BenchmarkServeHTTP: a million tokens take about 20 s to
-// build, so the default is only the small store. The flag is the test
-// binary's, so it goes after the package:
-//
-//	go test -run XXX -bench BenchmarkLookupSpread -v ./tokenstore \
-//	    -apitoken.bench-sizes=1000,1000000
-var benchSizes = flag.String("apitoken.bench-sizes", "1000",
-	"comma-separated token counts for BenchmarkLookupSpread (e.g. 1000,1000000)")
-
 // The ring cases cycle through benchRing tokens at every size; the spread
 // ones through benchSpread tokens spread evenly over the store, which at a
 // million tokens no longer fit in the CPU caches.
@@ -330,7 +320,7 @@ func newSpreadStore(b *testing.B, n int) *spreadStore {
 }
 
 // BenchmarkLookupSpread: LookupID over stores of -apitoken.bench-sizes
-// tokens (see benchSizes), cycling through 1000 tokens at every size
+// tokens (see the benchsizes package), cycling through 1000 tokens at every size
 // ("ring") or through 16384 ("spread"), both spread over the store. The
 // "lookup" cases time LookupID alone; the "rules" cases also touch what the
 // gate reads of the entry on every request: its allowed IPs, its scope and
@@ -338,7 +328,7 @@ func newSpreadStore(b *testing.B, n int) *spreadStore {
 // heap per token.
 func BenchmarkLookupSpread(b *testing.B) {
 	ip := netip.MustParseAddr("198.51.100.7")
-	for _, n := range parseBenchSizes(b, *benchSizes) {
+	for _, n := range benchsizes.Sizes(b) {
 		b.Run("tokens="+strconv.Itoa(n), func(b *testing.B) {
 			st := newSpreadStore(b, n)
 			b.Logf("%d tokens: built in %v, live heap %.0f bytes per token (%.1f MB)",
@@ -400,18 +390,4 @@ func everyNth(s []string, n int) []string {
 		out = append(out, s[i])
 	}
 	return out
-}
-
-// parseBenchSizes reads -apitoken.bench-sizes.
-func parseBenchSizes(tb testing.TB, s string) []int {
-	tb.Helper()
-	var sizes []int
-	for f := range strings.SplitSeq(s, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			tb.Fatalf("-apitoken.bench-sizes %q: %q is not a positive whole number", s, f)
-		}
-		sizes = append(sizes, n)
-	}
-	return sizes
 }
