@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -177,10 +176,7 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 		}
 		g.unknown = append(g.unknown, "Bearer "+unknown)
 	}
-	g.wrong = g.secret[:len(g.secret)-1] + "x"
-	if strings.HasSuffix(g.secret, "x") {
-		g.wrong = g.secret[:len(g.secret)-1] + "y"
-	}
+	g.wrong = mistype(g.secret)
 
 	create := func(nt tokenstore.NewToken) (tokenstore.Token, string) {
 		tb.Helper()
