@@ -14,11 +14,8 @@ package caddymodule
 // data. The other tests use caddytest's in-process Caddy.
 
 import (
-	"bufio"
 	"context"
-	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -39,6 +36,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 
+	"github.com/apitoken/caddy-apitoken/internal/faulttest"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
@@ -105,28 +103,10 @@ func childEnv(home string) []string {
 	)
 }
 
-// lockedBuffer collects a child's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // caddyChild is a Caddy running as a child process.
 type caddyChild struct {
 	cmd    *exec.Cmd
-	log    *lockedBuffer
+	log    *faulttest.Output
 	exited chan struct{}
 	client *http.Client
 }
@@ -145,7 +125,7 @@ func startChild(t *testing.T, home, config string) *caddyChild {
 	}
 	c := &caddyChild{
 		cmd:    exec.Command(testBinary(t), "run", "--config", config, "--adapter", "caddyfile"),
-		log:    new(lockedBuffer),
+		log:    new(faulttest.Output),
 		exited: make(chan struct{}),
 		client: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
 	}
@@ -314,21 +294,6 @@ func auditCounts(t *testing.T, client *http.Client, admin string, types ...strin
 	}
 }
 
-// checkIntegrity runs PRAGMA integrity_check on the database at path.
-func checkIntegrity(t *testing.T, path string) {
-	t.Helper()
-	u := url.URL{Scheme: "file", Path: path, RawQuery: "_busy_timeout=5000"}
-	db, err := sql.Open("sqlite3", u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var res string
-	if err := db.QueryRow(`PRAGMA integrity_check`).Scan(&res); err != nil || res != "ok" {
-		t.Errorf("integrity_check of %s: %q %v", path, res, err)
-	}
-}
-
 // TestFaultCrashKeepsAcknowledgedWrites kills Caddy with SIGKILL right
 // after it acknowledged a write, with other writes still in flight, and
 // restarts it on the same database, ten times. Every token whose create was
@@ -466,7 +431,7 @@ func TestFaultCrashKeepsAcknowledgedWrites(t *testing.T) {
 		t.Errorf("audit events of tokens that do not exist: %v", counts)
 	}
 	c.kill(t)
-	checkIntegrity(t, db)
+	faulttest.IntegrityOK(t, db)
 	t.Logf("%d tokens acknowledged, %d stored, over %d crashes", len(tokens), len(listed), rounds)
 }
 
@@ -1008,54 +973,6 @@ func checkAuditLog(t *testing.T, path string, stored map[string]map[string]int) 
 	}
 }
 
-// mountTmpfs mounts a tmpfs of the given size on a new temp dir and
-// returns the dir; it is detached when the test ends. It needs root
-// (CAP_SYS_ADMIN); the test is skipped without it.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size="+size+",mode=0700"); err != nil {
-		t.Skipf("simulating a full disk needs a tmpfs mount, which needs CAP_SYS_ADMIN: %v", err)
-	}
-	t.Cleanup(func() {
-		// Detach: the in-process Caddy may still hold the store open
-		// until the next test loads its config.
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmounting %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
-// fillFileSystem writes a file into dir until the file system is full, and
-// returns a function that deletes it.
-func fillFileSystem(t *testing.T, dir string) (free func()) {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for i := 0; ; i++ {
-		if i == 1<<20 {
-			t.Fatal("4 GiB written and the disk is not full")
-		}
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			break
-		}
-	}
-	return func() {
-		if err := os.Remove(path); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // diskTrouble runs the checks shared by the disk-full and unwritable
 // tests. While the trouble lasts, two creates answer status with a message
 // containing msg; so do a rotate and a revoke, unless exact is false, when
@@ -1133,7 +1050,7 @@ func diskTrouble(t *testing.T, dir string, start func() (end func()), status int
 	gate("known token after the trouble", keepSecret, http.StatusOK)
 	gate("revoked token after the trouble", victim.Token, http.StatusUnauthorized)
 	gate("token created after the trouble", after.Token, http.StatusOK)
-	checkIntegrity(t, db)
+	faulttest.IntegrityOK(t, db)
 	counts := auditCounts(t, tester.Client, adminURL, "token_created", "token_rotated", "token_revoked")
 	want := map[string]map[string]int{
 		keep.ID:   {"token_created": 1},
@@ -1151,8 +1068,15 @@ func diskTrouble(t *testing.T, dir string, start func() (end func()), status int
 // TestFaultDiskFull puts the database on a 1 MiB tmpfs and fills it: the
 // kernel answers ENOSPC as on a real full disk, and SQLite SQLITE_FULL.
 func TestFaultDiskFull(t *testing.T) {
-	dir := mountTmpfs(t, "1m")
-	diskTrouble(t, dir, func() func() { return fillFileSystem(t, dir) },
+	dir := faulttest.MountTmpfs(t, "1m")
+	diskTrouble(t, dir, func() func() {
+		filler := faulttest.FillDisk(t, dir, 0)
+		return func() {
+			if err := os.Remove(filler); err != nil {
+				t.Fatal(err)
+			}
+		}
+	},
 		http.StatusServiceUnavailable, "the token store cannot write (the disk is full)", false)
 }
 
@@ -1201,7 +1125,7 @@ func TestFaultLockedByAnotherProcess(t *testing.T) {
 	tester := startGate(t, gateConfig(db, "", ""))
 	tok := createToken(t, tester, `{"user":"alice","name":"ci"}`)
 
-	release := startLockHolder(t, db)
+	release := faulttest.HoldWriteLock(t, db)
 
 	type result struct {
 		status int
@@ -1256,61 +1180,5 @@ func TestFaultLockedByAnotherProcess(t *testing.T) {
 	if st, _, _ := do(t, tester, http.MethodGet, siteURL+"/rest/x", "", "Authorization", "Bearer "+after.Token); st != http.StatusOK {
 		t.Errorf("token created after the lock: %d", st)
 	}
-	checkIntegrity(t, db)
-}
-
-// startLockHolder starts the lock holder (see holdLock) on db and waits
-// until it holds the lock. release ends it; the test's end does too.
-func startLockHolder(t *testing.T, db string) (release func()) {
-	t.Helper()
-	cmd := exec.Command(testBinary(t))
-	cmd.Env = append(os.Environ(), lockHolderEnv+"="+db)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := new(lockedBuffer)
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	locked := make(chan bool, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		locked <- line == "locked\n"
-		exited <- cmd.Wait()
-	}()
-	var once sync.Once
-	release = func() {
-		once.Do(func() {
-			stdin.Close()
-			select {
-			case err := <-exited:
-				if err != nil {
-					t.Errorf("lock holder: %v: %s", err, stderr)
-				}
-			case <-time.After(10 * time.Second):
-				_ = cmd.Process.Kill()
-				<-exited
-				t.Errorf("lock holder still running 10s after release")
-			}
-		})
-	}
-	t.Cleanup(release)
-	select {
-	case ok := <-locked:
-		if !ok {
-			t.Fatalf("lock holder failed: %s", stderr)
-		}
-	case <-time.After(20 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatalf("lock holder did not lock within 20s: %s", stderr)
-	}
-	return release
+	faulttest.IntegrityOK(t, db)
 }

@@ -9,127 +9,21 @@ package tokenstore
 // writable, holding every write that was acknowledged.
 
 import (
-	"bufio"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"maps"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/internal/faulttest"
 )
-
-// lockHolderEnv names the database that TestLockHolderProcess, run as a
-// child process, locks.
-const lockHolderEnv = "TOKENSTORE_TEST_LOCK_HOLDER_DB"
-
-// TestLockHolderProcess is not a test of its own but the other process of
-// the lock tests (the helper-process pattern of os/exec's tests): run by
-// holdWriteLock, it plays an operator's sqlite3 shell that has begun a
-// write transaction and not finished it. It takes the write lock with
-// BEGIN IMMEDIATE, writes a row it never commits, prints "locked", and
-// rolls back and exits when its stdin closes. Run directly, it does
-// nothing.
-func TestLockHolderProcess(t *testing.T) {
-	path := os.Getenv(lockHolderEnv)
-	if path == "" {
-		return
-	}
-	err := func() error {
-		db, err := sql.Open("sqlite3", dsn(path, url.Values{"_busy_timeout": {"5000"}}))
-		if err != nil {
-			return err
-		}
-		defer db.Close()
-		ctx := context.Background()
-		conn, err := db.Conn(ctx)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		if _, err := conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
-			return err
-		}
-		if _, err := conn.ExecContext(ctx, `INSERT INTO group_members (group_name, user_key, user, added_at)
-VALUES ('lock-holder', 'lock-holder', 'lock-holder', 0)`); err != nil {
-			return err
-		}
-		fmt.Println("locked")
-		_, _ = bufio.NewReader(os.Stdin).ReadString('\n') // returns when stdin closes
-		_, err = conn.ExecContext(ctx, `ROLLBACK`)
-		return err
-	}()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "lock holder:", err)
-		os.Exit(2)
-	}
-	os.Exit(0)
-}
-
-// holdWriteLock starts another process that holds the write lock of the
-// database at path until release is called or the test ends.
-func holdWriteLock(t *testing.T, path string) (release func()) {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLockHolderProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), lockHolderEnv+"="+path)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // if this test binary dies first
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	locked := make(chan bool, 1)
-	exited := make(chan error, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		locked <- line == "locked\n"
-		exited <- cmd.Wait() // after the read: Wait closes stdout
-	}()
-	var once sync.Once
-	release = func() {
-		once.Do(func() {
-			stdin.Close()
-			select {
-			case err := <-exited:
-				if err != nil {
-					t.Errorf("lock holder: %v: %s", err, stderr.String())
-				}
-			case <-time.After(10 * time.Second):
-				_ = cmd.Process.Kill()
-				<-exited
-				t.Error("lock holder still running 10s after its release")
-			}
-		})
-	}
-	t.Cleanup(release)
-	select {
-	case ok := <-locked:
-		if !ok {
-			t.Fatalf("lock holder did not lock: %s", stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatalf("lock holder did not lock within 20s: %s", stderr.String())
-	}
-	return release
-}
 
 // auditByToken counts the stored audit events per token id and type.
 func auditByToken(t *testing.T, path string) map[string]int {
@@ -154,14 +48,6 @@ func auditByToken(t *testing.T, path string) map[string]int {
 	return counts
 }
 
-func integrityOK(t *testing.T, path string) {
-	t.Helper()
-	var res string
-	if err := rawDB(t, path).QueryRow(`PRAGMA integrity_check`).Scan(&res); err != nil || res != "ok" {
-		t.Errorf("integrity_check: %q %v", res, err)
-	}
-}
-
 func createdEvent() *audit.Event {
 	return &audit.Event{Type: audit.TypeTokenCreated, Outcome: audit.OutcomeSuccess}
 }
@@ -181,7 +67,7 @@ func TestFaultLockedByAnotherProcess(t *testing.T) {
 	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "before"})
 	before := dumpTable(t, path)
 
-	release := holdWriteLock(t, path)
+	release := faulttest.HoldWriteLock(t, path)
 
 	name := "renamed"
 	writes := []struct {
@@ -245,55 +131,7 @@ func TestFaultLockedByAnotherProcess(t *testing.T) {
 	if n := auditByToken(t, path); len(n) != 0 {
 		t.Errorf("audit events of failed writes: %v", n)
 	}
-	integrityOK(t, path)
-}
-
-// mountTmpfs mounts a tmpfs of the given size on a new temp dir and
-// returns the dir; it is detached when the test ends. It needs root
-// (CAP_SYS_ADMIN); the test is skipped without it.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size="+size+",mode=0700"); err != nil {
-		t.Skipf("simulating a full disk needs a tmpfs mount, which needs CAP_SYS_ADMIN: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmounting %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
-// fillDisk writes a file into dir until the file system is full, then frees
-// slack bytes of it again.
-func fillDisk(t *testing.T, dir string, slack int64) (path string) {
-	t.Helper()
-	path = filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	var size int64
-	for i := 0; ; i++ {
-		if i == 1<<20 {
-			t.Fatal("4 GiB written and the disk is not full")
-		}
-		n, err := f.Write(buf)
-		size += int64(n)
-		if errors.Is(err, syscall.ENOSPC) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := f.Truncate(max(0, size-slack)); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	faulttest.IntegrityOK(t, path)
 }
 
 // TestFaultDiskFull runs the store on a 1 MiB tmpfs that fills up during a
@@ -307,7 +145,7 @@ func fillDisk(t *testing.T, dir string, slack int64) (path string) {
 // work. Every acknowledged write survives with its audit event; a failed
 // one leaves neither.
 func TestFaultDiskFull(t *testing.T) {
-	dir := mountTmpfs(t, "1m")
+	dir := faulttest.MountTmpfs(t, "1m")
 	path := filepath.Join(dir, "tokens.db")
 	ctx := context.Background()
 	s, err := Open(ctx, path, Options{PollInterval: -1})
@@ -319,7 +157,7 @@ func TestFaultDiskFull(t *testing.T) {
 	victim, victimSecret := mustCreate(t, s, NewToken{User: "bob", Name: "victim"})
 	wantEvents := map[string]int{}
 
-	filler := fillDisk(t, dir, 256<<10)
+	filler := faulttest.FillDisk(t, dir, 256<<10)
 	acked := map[string]string{victim.ID: victimSecret} // id: secret in force
 	var fullErr error
 	for i := 0; i < 1000 && fullErr == nil; i++ {
@@ -414,7 +252,7 @@ func TestFaultDiskFull(t *testing.T) {
 	if got := auditByToken(t, path); !maps.Equal(got, wantEvents) {
 		t.Errorf("audit events %v, want %v (those of the acknowledged writes, no others)", got, wantEvents)
 	}
-	integrityOK(t, path)
+	faulttest.IntegrityOK(t, path)
 }
 
 // TestFaultUnwritable makes the database and its -wal file immutable
@@ -471,5 +309,5 @@ func TestFaultUnwritable(t *testing.T) {
 	if n := auditByToken(t, path); len(n) != 0 {
 		t.Errorf("audit events of failed writes: %v", n)
 	}
-	integrityOK(t, path)
+	faulttest.IntegrityOK(t, path)
 }
