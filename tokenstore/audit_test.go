@@ -943,17 +943,8 @@ func TestMigrateAuditSummaries(t *testing.T) {
 	if len(migrations) < 4 || migrations[3].name != "0004_audit_summaries.sql" {
 		t.Fatalf("migration 4 is not 0004_audit_summaries.sql: %d migrations", len(migrations))
 	}
-	path := testDBPath(t)
+	path, db := databaseAt(t, 3)
 	ctx := t.Context()
-	db := rawDB(t, path)
-	for _, m := range migrations[:3] {
-		if err := applyMigration(ctx, db, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := userVersion(t, path); got != 3 {
-		t.Fatalf("user_version = %d, want 3", got)
-	}
 	// Events as a version 3 build wrote them.
 	_, err = db.ExecContext(ctx, `INSERT INTO audit_events
 (time, type, outcome, reason, user, user_key, client_ip, status, changed, count) VALUES

@@ -149,6 +149,27 @@ func userVersion(t *testing.T, path string) int {
 	return v
 }
 
+// databaseAt returns a new database with the first n migrations applied,
+// as a build of schema version n left it, and a raw handle on it.
+func databaseAt(t *testing.T, n int) (path string, db *sql.DB) {
+	t.Helper()
+	migrations, err := loadMigrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path = testDBPath(t)
+	db = rawDB(t, path)
+	for _, m := range migrations[:n] {
+		if err := applyMigration(t.Context(), db, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := userVersion(t, path); got != n {
+		t.Fatalf("user_version = %d, want %d", got, n)
+	}
+	return path, db
+}
+
 func TestCreateGet(t *testing.T) {
 	s, clock, _ := newTestStore(t)
 	ctx := t.Context()
@@ -915,15 +936,8 @@ func TestMigrations(t *testing.T) {
 		}
 	})
 	t.Run("from version 1", func(t *testing.T) {
-		path := testDBPath(t)
+		path, db := databaseAt(t, 1)
 		ctx := t.Context()
-		db := rawDB(t, path)
-		if err := applyMigration(ctx, db, migrations[0]); err != nil {
-			t.Fatal(err)
-		}
-		if got := userVersion(t, path); got != 1 {
-			t.Fatalf("user_version = %d, want 1", got)
-		}
 		// A token as a version 1 build wrote it.
 		id, secret, err := Generate(DefaultPrefix)
 		if err != nil {
@@ -967,17 +981,8 @@ VALUES (?, 'Alice', 'alice', 'ci', 'old', ?, ?, 1000, 1000, 1)`, id, hash[:], Hi
 		}
 	})
 	t.Run("from version 2", func(t *testing.T) {
-		path := testDBPath(t)
+		path, db := databaseAt(t, 2)
 		ctx := t.Context()
-		db := rawDB(t, path)
-		for _, m := range migrations[:2] {
-			if err := applyMigration(ctx, db, m); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if got := userVersion(t, path); got != 2 {
-			t.Fatalf("user_version = %d, want 2", got)
-		}
 		// A token and a membership as a version 2 build wrote them.
 		id, secret, err := Generate(DefaultPrefix)
 		if err != nil {
