@@ -73,11 +73,7 @@ func recordedEvents(name string) []caddy.Event {
 // subscribes the test event recorder to the module's events.
 func auditConfig(db, auditLog string) string {
 	return fmt.Sprintf(`{
-	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
+	`+testGlobals+`
 	servers {
 		trusted_proxies static 127.0.0.1/32
 		metrics

@@ -25,15 +25,20 @@ const (
 	siteURL  = "http://localhost:9080"
 )
 
+// testGlobals are the global options every caddytest config starts with:
+// the admin address and ports caddytest expects, no local CA, and no
+// grace period to wait out between configs.
+const testGlobals = `skip_install_trust
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	grace_period 1ns`
+
 // gateConfig is a Caddyfile with the gate in front of /rest/* and a
 // respond backend that echoes the identity the gate set.
 func gateConfig(db, handlerOpts, extraSite string) string {
 	return fmt.Sprintf(`{
-	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
+	`+testGlobals+`
 	api_tokens {
 		database %s
 	}
@@ -381,11 +386,7 @@ func TestGateWithoutGlobalOption(t *testing.T) {
 	// all the same. Point the data directory at a temp dir.
 	t.Setenv("XDG_DATA_HOME", t.TempDir())
 	tester := startGate(t, `{
-	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
+	`+testGlobals+`
 }
 http://localhost:9080 {
 	api_token
@@ -405,11 +406,7 @@ http://localhost:9080 {
 
 func TestAdminWithoutStore(t *testing.T) {
 	tester := startGate(t, `{
-	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
+	`+testGlobals+`
 }
 http://localhost:9080 {
 	respond "hi"

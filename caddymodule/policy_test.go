@@ -27,11 +27,7 @@ import (
 // the audit log written to auditLog.
 func policyConfig(db, auditLog, appOpts, handlerOpts string) string {
 	return fmt.Sprintf(`{
-	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
+	`+testGlobals+`
 	servers {
 		trusted_proxies static 127.0.0.1/32
 		trusted_proxies_strict
@@ -407,11 +403,7 @@ func TestPolicyThrottleAndRateLimit(t *testing.T) {
 func TestPolicyThrottleBackendPasswordFailures(t *testing.T) {
 	dir := t.TempDir()
 	tester := startGate(t, fmt.Sprintf(`{
-	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
+	`+testGlobals+`
 	servers {
 		trusted_proxies static 127.0.0.1/32
 	}
@@ -448,11 +440,7 @@ http://localhost:9080 {
 func TestPolicyUserHeader(t *testing.T) {
 	dir := t.TempDir()
 	tester := startGate(t, fmt.Sprintf(`{
-	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
+	`+testGlobals+`
 	api_tokens {
 		database %s
 	}
