@@ -10,6 +10,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/apitoken/caddy-apitoken/internal/testkit"
 )
 
 var errFake = errors.New("disk on fire")
@@ -18,24 +20,9 @@ var errFake = errors.New("disk on fire")
 var t0 = time.Date(2025, 3, 14, 15, 9, 26, 0, time.UTC)
 
 // fakeClock is a clock the test moves by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type fakeClock = testkit.Clock
 
-func newClock() *fakeClock { return &fakeClock{t: t0} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *fakeClock { return testkit.NewClock(t0) }
 
 // fakeEvents is an EventWriter that records what it is given, and can be
 // told to fail or to block.

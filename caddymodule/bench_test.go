@@ -17,6 +17,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/internal/benchsizes"
+	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
@@ -77,7 +78,7 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 	// every row the setup writes (the writer is another connection), for
 	// seconds of CPU during the first cases at a million tokens. A server
 	// whose store is not being written polls one PRAGMA a second.
-	clock := &fakeClock{now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
+	clock := testkit.NewClock(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
 	st, err := tokenstore.Open(context.Background(), filepath.Join(tb.TempDir(), "t.db"),
 		tokenstore.Options{Now: clock.Now, PollInterval: -1})
 	if err != nil {

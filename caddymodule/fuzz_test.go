@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
@@ -35,7 +36,7 @@ type adminFixture struct {
 
 func newAdminFixture(tb testing.TB, dir string) *adminFixture {
 	tb.Helper()
-	clock := &fakeClock{now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
+	clock := testkit.NewClock(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
 	st, err := tokenstore.Open(context.Background(), filepath.Join(dir, "t.db"),
 		tokenstore.Options{Now: clock.Now, PollInterval: -1})
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
@@ -44,28 +45,13 @@ func (c *captureSink) last(t *testing.T) audit.Event {
 }
 
 // fakeClock is an injectable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+type fakeClock = testkit.Clock
 
 // testHandler returns a handler over a fresh store in a temp dir, without
 // a Caddy server.
 func testHandler(t testing.TB) (*Handler, *tokenstore.Store, *fakeClock, *captureSink) {
 	t.Helper()
-	clock := &fakeClock{now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
+	clock := testkit.NewClock(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
 	st, err := tokenstore.Open(context.Background(), filepath.Join(t.TempDir(), "t.db"), tokenstore.Options{Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -240,10 +226,10 @@ func TestRequestTime(t *testing.T) {
 	if got := real.requestTime(map[string]any{"start_time": "noon"}); got.Before(before) {
 		t.Errorf("real clock, a start_time that is no time: judged at %v, before %v", got, before)
 	}
-	clock := &fakeClock{now: start.Add(time.Hour)}
+	clock := testkit.NewClock(start.Add(time.Hour))
 	fake := &Handler{app: &App{now: clock.Now}}
-	if got := fake.requestTime(vars); !got.Equal(clock.now) {
-		t.Errorf("test clock: judged at %v, want the clock's %v", got, clock.now)
+	if got := fake.requestTime(vars); !got.Equal(clock.Now()) {
+		t.Errorf("test clock: judged at %v, want the clock's %v", got, clock.Now())
 	}
 }
 

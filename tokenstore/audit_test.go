@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/internal/testkit"
 )
 
 // allEvents returns every stored event, newest first.
@@ -827,21 +828,8 @@ func TestAuditHoldsNoSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 0
-	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
+	testkit.ScanRows(t, rows, func(cols []string, vals []any) {
 		for i, v := range vals {
 			text := fmt.Sprint(v)
 			if b, ok := v.([]byte); ok {
@@ -854,10 +842,7 @@ func TestAuditHoldsNoSecrets(t *testing.T) {
 			}
 		}
 		n++
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	})
 	if n != 9 {
 		t.Errorf("scanned %d rows, want 9: the test must see what it checks", n)
 	}

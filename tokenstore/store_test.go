@@ -13,38 +13,21 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/policy"
 )
 
 // fakeClock is an injectable Options.Now.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type fakeClock = testkit.Clock
 
 // clockStart is when a fakeClock starts.
 var clockStart = time.Date(2030, 1, 2, 3, 4, 5, 6_000_000, time.UTC)
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: clockStart}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newFakeClock() *fakeClock { return testkit.NewClock(clockStart) }
 
 func testDBPath(t *testing.T) string {
 	t.Helper()
@@ -114,28 +97,12 @@ func dumpQuery(t *testing.T, path, query string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var b strings.Builder
 	n := 0
-	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
+	testkit.ScanRows(t, rows, func(_ []string, vals []any) {
 		fmt.Fprintf(&b, "%v\n", vals)
 		n++
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	})
 	fmt.Fprintf(&b, "%d rows\n", n)
 	return b.String()
 }
