@@ -175,3 +175,15 @@ var allTypes = []Type{
 	TypeUserTokensRevoked, TypeGroupMemberAdded, TypeGroupMemberRemoved,
 	TypeAuthSucceeded, TypeAuthFailed, TypePasswordPassedOn, TypeDenied, TypeWouldDeny,
 }
+
+// runQueue runs q in the background; stop ends its Run and returns once
+// Run has returned (after draining what q holds).
+func runQueue(q *Queue) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); q.Run(ctx) }()
+	return func() {
+		cancel()
+		<-done
+	}
+}

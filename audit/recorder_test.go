@@ -295,9 +295,7 @@ func (discardEvents) PruneAudit(context.Context, time.Time) (int64, error) {
 
 func BenchmarkRecordSelectedQueue(b *testing.B) {
 	q := NewQueue(QueueConfig{Writer: discardEvents{}})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); q.Run(ctx) }()
+	stop := runQueue(q)
 	r := NewRecorder(RecorderConfig{Logger: zap.NewNop(), Queue: q})
 	e := fullEvent(TypeAuthFailed)
 	e.Changed = nil
@@ -306,7 +304,6 @@ func BenchmarkRecordSelectedQueue(b *testing.B) {
 		r.Record(e)
 	}
 	b.StopTimer()
-	cancel()
-	<-done
+	stop()
 	b.ReportMetric(float64(q.Dropped())/float64(b.N), "dropped/op")
 }

@@ -537,9 +537,7 @@ func BenchmarkRecordRefusal(b *testing.B) {
 	} {
 		b.Run(bb.name, func(b *testing.B) {
 			q := NewQueue(QueueConfig{Writer: discardEvents{}})
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { defer close(done); q.Run(ctx) }()
+			stop := runQueue(q)
 			clock := newClock()
 			r := NewRecorder(RecorderConfig{Queue: q, Logger: bb.logger, DetailLimit: bb.limit, Now: clock.Now})
 			e := refusal(clock, "unknown_token", "203.0.113.7", "")
@@ -549,8 +547,7 @@ func BenchmarkRecordRefusal(b *testing.B) {
 				r.Record(e)
 			}
 			b.StopTimer()
-			cancel()
-			<-done
+			stop()
 			b.ReportMetric(float64(q.Written())/float64(b.N), "rows/op")
 		})
 	}
