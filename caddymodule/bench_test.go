@@ -192,7 +192,11 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 	_, g.outsider = create(tokenstore.NewToken{User: "outsider", Name: "x", ExpiresAt: clock.Now().Add(time.Hour)})
 	_, g.expired = create(tokenstore.NewToken{User: "user0", Name: "expired", ExpiresAt: clock.Now().Add(-time.Hour)})
 	limited, limitedSecret := create(tokenstore.NewToken{User: "user0", Name: "limited", ExpiresAt: clock.Now().Add(time.Hour), RateLimit: "1/1h"})
-	if _, ok := h.limiter.Allow(limited.ID, policy.Rate{Events: 1, Per: time.Hour}, clock.Now()); !ok {
+	le, found := st.LookupID(limited.ID, limitedSecret)
+	if !found {
+		tb.Fatal("the limited token is not in the index")
+	}
+	if _, ok := h.limiter.Allow(le.Key, policy.Rate{Events: 1, Per: time.Hour}, clock.Now()); !ok {
 		tb.Fatal("the limited token's one request is already used up")
 	}
 	g.limited = limitedSecret

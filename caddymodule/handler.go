@@ -567,7 +567,7 @@ func (h *Handler) authorize(r *http.Request, e tokenstore.Entry, ip netip.Addr, 
 		rate = h.rate
 	}
 	if rate != (policy.Rate{}) {
-		if retry, ok := h.limiter.Allow(e.ID, rate, now); !ok {
+		if retry, ok := h.limiter.Allow(e.Key, rate, now); !ok {
 			out = append(out, refusal{status: http.StatusTooManyRequests, reason: policy.ReasonRateLimited, retryAfter: retry})
 		}
 	}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -141,7 +142,7 @@ func FuzzParseRate(f *testing.F) {
 // be refused with retry.
 type rateStep struct {
 	at      time.Duration
-	key     string
+	key     uint64
 	r       Rate
 	allowed int
 	refused bool
@@ -157,44 +158,44 @@ func TestRateLimiter(t *testing.T) {
 		steps []rateStep
 	}{
 		{"burst of Events, then refusal", []rateStep{
-			{at: 0, key: "a", r: perMin600, allowed: 600, refused: true, retry: 100 * ms},
+			{at: 0, key: 1, r: perMin600, allowed: 600, refused: true, retry: 100 * ms},
 		}},
 		{"Retry-After is exact", []rateStep{
-			{at: 0, key: "a", r: perSec10, allowed: 10, refused: true, retry: 100 * ms},
-			{at: 40 * ms, key: "a", r: perSec10, refused: true, retry: 60 * ms},
-			{at: 100*ms - 1, key: "a", r: perSec10, refused: true, retry: 1},
-			{at: 100 * ms, key: "a", r: perSec10, allowed: 1, refused: true, retry: 100 * ms},
+			{at: 0, key: 1, r: perSec10, allowed: 10, refused: true, retry: 100 * ms},
+			{at: 40 * ms, key: 1, r: perSec10, refused: true, retry: 60 * ms},
+			{at: 100*ms - 1, key: 1, r: perSec10, refused: true, retry: 1},
+			{at: 100 * ms, key: 1, r: perSec10, allowed: 1, refused: true, retry: 100 * ms},
 		}},
 		{"partial refill", []rateStep{
-			{at: 0, key: "a", r: perSec10, allowed: 10, refused: true, retry: 100 * ms},
-			{at: 350 * ms, key: "a", r: perSec10, allowed: 3, refused: true, retry: 50 * ms},
+			{at: 0, key: 1, r: perSec10, allowed: 10, refused: true, retry: 100 * ms},
+			{at: 350 * ms, key: 1, r: perSec10, allowed: 3, refused: true, retry: 50 * ms},
 		}},
 		{"an idle period refills the whole burst, no more", []rateStep{
-			{at: 0, key: "a", r: perSec10, allowed: 10, refused: true, retry: 100 * ms},
-			{at: time.Hour, key: "a", r: perSec10, allowed: 10, refused: true, retry: 100 * ms},
+			{at: 0, key: 1, r: perSec10, allowed: 10, refused: true, retry: 100 * ms},
+			{at: time.Hour, key: 1, r: perSec10, allowed: 10, refused: true, retry: 100 * ms},
 		}},
 		{"refusals consume nothing", []rateStep{
-			{at: 0, key: "a", r: Rate{1, time.Second}, allowed: 1, refused: true, retry: time.Second},
-			{at: 500 * ms, key: "a", r: Rate{1, time.Second}, refused: true, retry: 500 * ms},
-			{at: 999 * ms, key: "a", r: Rate{1, time.Second}, refused: true, retry: ms},
-			{at: time.Second, key: "a", r: Rate{1, time.Second}, allowed: 1, refused: true, retry: time.Second},
+			{at: 0, key: 1, r: Rate{1, time.Second}, allowed: 1, refused: true, retry: time.Second},
+			{at: 500 * ms, key: 1, r: Rate{1, time.Second}, refused: true, retry: 500 * ms},
+			{at: 999 * ms, key: 1, r: Rate{1, time.Second}, refused: true, retry: ms},
+			{at: time.Second, key: 1, r: Rate{1, time.Second}, allowed: 1, refused: true, retry: time.Second},
 		}},
 		{"distinct keys are independent", []rateStep{
-			{at: 0, key: "a", r: perSec10, allowed: 10, refused: true, retry: 100 * ms},
-			{at: 0, key: "b", r: perSec10, allowed: 10, refused: true, retry: 100 * ms},
-			{at: 0, key: "a", r: perSec10, refused: true, retry: 100 * ms},
+			{at: 0, key: 1, r: perSec10, allowed: 10, refused: true, retry: 100 * ms},
+			{at: 0, key: 2, r: perSec10, allowed: 10, refused: true, retry: 100 * ms},
+			{at: 0, key: 1, r: perSec10, refused: true, retry: 100 * ms},
 		}},
 		{"a stricter rate applies at once", []rateStep{
-			{at: 0, key: "a", r: Rate{100, time.Second}, allowed: 5},
-			{at: 0, key: "a", r: Rate{1, time.Second}, refused: true, retry: 50 * ms},
-			{at: 50 * ms, key: "a", r: Rate{1, time.Second}, allowed: 1, refused: true, retry: time.Second},
+			{at: 0, key: 1, r: Rate{100, time.Second}, allowed: 5},
+			{at: 0, key: 1, r: Rate{1, time.Second}, refused: true, retry: 50 * ms},
+			{at: 50 * ms, key: 1, r: Rate{1, time.Second}, allowed: 1, refused: true, retry: time.Second},
 		}},
 		{"uneven interval truncates to the nanosecond", []rateStep{
-			{at: 0, key: "a", r: Rate{3, time.Second}, allowed: 3, refused: true, retry: 4*333_333_333 - time.Second},
+			{at: 0, key: 1, r: Rate{3, time.Second}, allowed: 3, refused: true, retry: 4*333_333_333 - time.Second},
 		}},
 		{"unlimited allows everything", []rateStep{
-			{at: 0, key: "a", r: Rate{}, allowed: 10_000},
-			{at: 0, key: "a", r: Rate{Events: -5, Per: time.Second}, allowed: 10_000},
+			{at: 0, key: 1, r: Rate{}, allowed: 10_000},
+			{at: 0, key: 1, r: Rate{Events: -5, Per: time.Second}, allowed: 10_000},
 		}},
 	}
 	for _, tt := range tests {
@@ -204,14 +205,14 @@ func TestRateLimiter(t *testing.T) {
 				now := rateT0.Add(st.at)
 				for j := range st.allowed {
 					if d, ok := l.Allow(st.key, st.r, now); !ok {
-						t.Fatalf("step %d: call %d of %d for %q refused (retry %v)", i, j+1, st.allowed, st.key, d)
+						t.Fatalf("step %d: call %d of %d for key %d refused (retry %v)", i, j+1, st.allowed, st.key, d)
 					}
 				}
 				if !st.refused {
 					continue
 				}
 				if d, ok := l.Allow(st.key, st.r, now); ok || d != st.retry {
-					t.Errorf("step %d: Allow(%q, %v, +%v) = %v, %v; want %v, false",
+					t.Errorf("step %d: Allow(%d, %v, +%v) = %v, %v; want %v, false",
 						i, st.key, st.r, st.at, d, ok, st.retry)
 				}
 			}
@@ -235,18 +236,18 @@ func TestRateLimiterSteady(t *testing.T) {
 			interval := tt.r.Per / time.Duration(tt.r.Events)
 			if tt.burst {
 				for range tt.r.Events {
-					l.Allow("k", tt.r, rateT0)
+					l.Allow(7, tt.r, rateT0)
 				}
 			}
 			for i := 1; i <= 3*tt.r.Events; i++ {
 				now := rateT0.Add(time.Duration(i) * interval)
-				if d, ok := l.Allow("k", tt.r, now); !ok {
+				if d, ok := l.Allow(7, tt.r, now); !ok {
 					t.Fatalf("request %d at the rate refused (retry %v)", i, d)
 				}
 				if !tt.burst {
 					continue
 				}
-				if d, ok := l.Allow("k", tt.r, now); ok || d != interval {
+				if d, ok := l.Allow(7, tt.r, now); ok || d != interval {
 					t.Fatalf("second request at instant %d: %v, %v; want %v, false", i, d, ok, interval)
 				}
 			}
@@ -256,13 +257,13 @@ func TestRateLimiterSteady(t *testing.T) {
 
 func TestRateLimiterLen(t *testing.T) {
 	l := NewRateLimiter(0)
-	l.Allow("a", Rate{}, rateT0)
+	l.Allow(1, Rate{}, rateT0)
 	if n := l.Len(); n != 0 {
 		t.Errorf("unlimited rate recorded a key: Len = %d", n)
 	}
-	l.Allow("a", Rate{1, time.Second}, rateT0)
-	l.Allow("a", Rate{1, time.Second}, rateT0)
-	l.Allow("b", Rate{1, time.Second}, rateT0)
+	l.Allow(1, Rate{1, time.Second}, rateT0)
+	l.Allow(1, Rate{1, time.Second}, rateT0)
+	l.Allow(2, Rate{1, time.Second}, rateT0)
 	if n := l.Len(); n != 2 {
 		t.Errorf("Len = %d, want 2", n)
 	}
@@ -280,21 +281,22 @@ func TestRateLimiterBounded(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			const hot = 1 << 62
 			l := NewRateLimiter(maxKeys)
 			for range 5 {
-				l.Allow("hot", Rate{5, 24 * time.Hour}, rateT0)
+				l.Allow(hot, Rate{5, 24 * time.Hour}, rateT0)
 			}
 			now := rateT0
 			for i := range flood {
 				now = now.Add(tt.step)
-				if _, ok := l.Allow("key"+strconv.Itoa(i), r, now); !ok {
+				if _, ok := l.Allow(uint64(i), r, now); !ok {
 					t.Fatalf("new key %d refused", i)
 				}
 			}
 			if n := l.Len(); n > maxKeys {
 				t.Errorf("Len = %d after %d keys, want <= %d", n, flood, maxKeys)
 			}
-			if _, ok := l.Allow("hot", Rate{5, 24 * time.Hour}, now); ok {
+			if _, ok := l.Allow(hot, Rate{5, 24 * time.Hour}, now); ok {
 				t.Error("key that used its burst was forgotten in the flood: allowed again")
 			}
 		})
@@ -310,10 +312,10 @@ func TestRateLimiterConcurrent(t *testing.T) {
 	for w := range workers {
 		wg.Go(func() {
 			for i := range perWorker {
-				if _, ok := l.Allow("shared", r, rateT0); ok {
+				if _, ok := l.Allow(1<<62, r, rateT0); ok {
 					allowed.Add(1)
 				}
-				l.Allow("w"+strconv.Itoa(w)+"-"+strconv.Itoa(i), Rate{1, time.Millisecond}, rateT0)
+				l.Allow(uint64(w*perWorker+i), Rate{1, time.Millisecond}, rateT0)
 				_ = l.Len()
 			}
 		})
@@ -330,7 +332,7 @@ func TestRateLimiterConcurrent(t *testing.T) {
 func TestRateLimiterAllocs(t *testing.T) {
 	l := NewRateLimiter(0)
 	r := Rate{10, time.Second}
-	key := strings.Repeat("x", 12)
+	const key = 0x0123456789abcdef
 	l.Allow(key, r, rateT0)
 	now := rateT0
 	tests := []struct {
@@ -343,7 +345,7 @@ func TestRateLimiterAllocs(t *testing.T) {
 				l.Allow(key, r, now)
 			}
 		}},
-		{"unlimited", func() { l.Allow("new", Rate{}, now) }},
+		{"unlimited", func() { l.Allow(key+1, Rate{}, now) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -357,9 +359,9 @@ func TestRateLimiterAllocs(t *testing.T) {
 func BenchmarkRateLimiterAllow(b *testing.B) {
 	l := NewRateLimiter(0)
 	r := Rate{600, time.Minute}
-	keys := make([]string, 1024)
+	keys := make([]uint64, 1024)
 	for i := range keys {
-		keys[i] = "tokenid" + strconv.Itoa(10000+i)
+		keys[i] = rand.Uint64() >> 4 // as a token's 60-bit key
 		l.Allow(keys[i], r, rateT0)
 	}
 	now := rateT0

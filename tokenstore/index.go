@@ -19,7 +19,12 @@ import (
 // those of every other token with the same rules: callers must not modify
 // AllowedIPs or the scope.
 type Entry struct {
-	ID        string
+	ID string
+	// Key is ID read as a base-32 number (60 bits), for maps kept per
+	// token such as policy.RateLimiter's: distinct ids that Parse accepts
+	// have distinct keys. An id it refuses (a row written by other means)
+	// has Key 0, as does the id of twelve "a"s.
+	Key       uint64
 	User      string
 	UserKey   string // strings.ToLower(User), for policy.Holders.Check and GroupsOf
 	Name      string
@@ -93,6 +98,15 @@ func idKey(id string) (key uint64, ok bool) {
 		key = key<<5 | uint64(d)
 	}
 	return key, seen < 32
+}
+
+// KeyOf returns Entry.Key for the token id, for looking up what is kept
+// per token by key: 0 for an id that Parse refuses.
+func KeyOf(id string) uint64 {
+	if key, ok := idKey(id); ok {
+		return key
+	}
+	return 0
 }
 
 // find returns the position of the token with the given id.
@@ -221,6 +235,7 @@ func (s *Store) LookupID(id, token string) (Entry, bool) {
 	// substring of the secret token, which the caller should be free to
 	// forget.
 	out.ID, out.Name = e.idName[:idLen], e.idName[idLen:]
+	out.Key = key
 	out.ExpiresAt = fromMillis(e.expires)
 	return out, true
 }
@@ -230,6 +245,7 @@ func (s *Store) LookupID(id, token string) (Entry, bool) {
 func (e *entry) export() Entry {
 	out := e.shared.Entry
 	out.ID, out.Name = e.idName[:idLen], e.idName[idLen:]
+	out.Key = KeyOf(out.ID)
 	out.ExpiresAt = fromMillis(e.expires)
 	return out
 }

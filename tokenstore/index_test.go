@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,10 +86,10 @@ func TestLookup(t *testing.T) {
 		want  Entry
 		ok    bool
 	}{
-		{"hit", secret, Entry{ID: tok.ID, User: "alice", UserKey: "alice", Name: "ci"}, true},
-		{"revoked", revokedSecret, Entry{ID: revoked.ID, User: "bob", UserKey: "bob", Name: "old", Revoked: true}, true},
+		{"hit", secret, Entry{ID: tok.ID, Key: keyOf(t, tok.ID), User: "alice", UserKey: "alice", Name: "ci"}, true},
+		{"revoked", revokedSecret, Entry{ID: revoked.ID, Key: keyOf(t, revoked.ID), User: "bob", UserKey: "bob", Name: "old", Revoked: true}, true},
 		{"with rules", ruledSecret, Entry{
-			ID: ruled.ID, User: "Carol", UserKey: "carol", Name: "ruled",
+			ID: ruled.ID, Key: keyOf(t, ruled.ID), User: "Carol", UserKey: "carol", Name: "ruled",
 			AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/32"), netip.MustParsePrefix("2001:db8::/32")},
 			Scope:      &compiled,
 			RateLimit:  policy.Rate{Events: 600, Per: time.Minute},
@@ -107,6 +108,38 @@ func TestLookup(t *testing.T) {
 				t.Errorf("Lookup = %+v, %v; want %+v, %v", got, ok, tt.want, tt.ok)
 			}
 		})
+	}
+}
+
+// keyOf is Entry.Key for id, worked out apart from the package: the id's
+// alphabet a-z2-7 is base 32 with the digits strconv reads as 0-9a-v.
+func keyOf(t *testing.T, id string) uint64 {
+	t.Helper()
+	digits := strings.NewReplacer(strings.Split("a 0 b 1 c 2 d 3 e 4 f 5 g 6 h 7 i 8 j 9 k a l b m c n d o e p f q g r h s i t j u k v l w m x n y o z p 2 q 3 r 4 s 5 t 6 u 7 v", " ")...)
+	key, err := strconv.ParseUint(digits.Replace(id), 32, 64)
+	if err != nil {
+		t.Fatalf("id %q: %v", id, err)
+	}
+	return key
+}
+
+func TestKeyOf(t *testing.T) {
+	for range 100 {
+		id, _, err := Generate(DefaultPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := KeyOf(id), keyOf(t, id); got != want {
+			t.Fatalf("KeyOf(%q) = %d, want %d", id, got, want)
+		}
+	}
+	for _, id := range []string{"", "abcdefghijk", "abcdefghijklm", "ABCDEFGHIJKL", "abcdefghijk1", "abcdefghijk_"} {
+		if got := KeyOf(id); got != 0 {
+			t.Errorf("KeyOf(%q) = %d, want 0 for an id Parse refuses", id, got)
+		}
+	}
+	if got := KeyOf("777777777777"); got != 1<<60-1 {
+		t.Errorf("KeyOf of the largest id = %d, want 2^60-1", got)
 	}
 }
 

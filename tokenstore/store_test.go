@@ -186,7 +186,7 @@ func TestCreateGet(t *testing.T) {
 				t.Errorf("Get returned\n%+v, want\n%+v", got, want)
 			}
 			e, ok := s.Lookup(secret)
-			wantEntry := Entry{ID: tok.ID, User: tok.User, UserKey: strings.ToLower(tok.User), Name: tok.Name, ExpiresAt: tok.ExpiresAt}
+			wantEntry := Entry{ID: tok.ID, Key: keyOf(t, tok.ID), User: tok.User, UserKey: strings.ToLower(tok.User), Name: tok.Name, ExpiresAt: tok.ExpiresAt}
 			if !ok || !reflect.DeepEqual(e, wantEntry) {
 				t.Errorf("Lookup = %+v, %v; want %+v, true", e, ok, wantEntry)
 			}
