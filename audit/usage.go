@@ -3,7 +3,7 @@ package audit
 import (
 	"context"
 	"fmt"
-	"hash/maphash"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -19,12 +19,21 @@ const (
 	DefaultUsageFlushEvery = 10 * time.Second
 )
 
-// usageShards is the number of independently locked parts of the tracker
-// (a power of two).
-const usageShards = 64
+// usageShards is the number of independently locked parts of the tracker,
+// 1<<usageShardBits.
+const (
+	usageShardBits = 6
+	usageShards    = 1 << usageShardBits
+)
 
 // UsageTracker gathers token use in memory, so that a request costs a map
 // update rather than a database write, and flushes the deltas in batches.
+//
+// It is keyed by a number that stands for the token id (tokenstore's
+// Entry.Key), and holds client IPs as netip.Addr: a use of a pending token
+// reads nothing but the shard's map and the token's own record, and never
+// the bytes of the id or of an IP string. Strings are made only for a
+// Usage, when flushing or showing one.
 //
 // It keeps at most MaxTokens tokens pending between two flushes. A use of a
 // token that is not pending when the tracker is full is not recorded at
@@ -36,7 +45,6 @@ const usageShards = 64
 //
 // Use NewUsageTracker; the zero value is not usable.
 type UsageTracker struct {
-	seed     maphash.Seed
 	max      int64
 	size     atomic.Int64 // pending tokens, over all shards
 	overflow atomic.Uint64
@@ -47,13 +55,13 @@ type UsageTracker struct {
 	// inflightMu guards inflight, the shards' maps being flushed. It is
 	// taken before a shard's lock, never after.
 	inflightMu sync.Mutex
-	inflight   [usageShards]map[string]*pending
+	inflight   [usageShards]map[uint64]*tracked
 }
 
 // usageShard is one locked part of the tracker, padded to a cache line.
 type usageShard struct {
 	mu sync.Mutex
-	m  map[string]*pending
+	m  map[uint64]*tracked
 	_  [48]byte
 }
 
@@ -63,26 +71,30 @@ func NewUsageTracker(maxTokens int) *UsageTracker {
 	if maxTokens <= 0 {
 		maxTokens = DefaultMaxTokens
 	}
-	u := &UsageTracker{seed: maphash.MakeSeed(), max: int64(maxTokens), kick: make(chan struct{}, 1)}
+	u := &UsageTracker{max: int64(maxTokens), kick: make(chan struct{}, 1)}
 	for i := range u.shards {
-		u.shards[i].m = make(map[string]*pending)
+		u.shards[i].m = make(map[uint64]*tracked)
 	}
 	return u
 }
 
-// shard returns the index of tokenID's shard.
-func (u *UsageTracker) shard(tokenID string) int {
-	return int(maphash.String(u.seed, tokenID) & (usageShards - 1))
+// shard returns the index of key's shard: the top bits of key times 2^64/φ
+// (Fibonacci hashing), so that keys counting up spread too.
+func shard(key uint64) int {
+	return int((key * 0x9e3779b97f4a7c15) >> (64 - usageShardBits))
 }
 
-// Used records one use of a token from a client IP (empty if unknown) at
-// now. It is called on every authenticated request: for a token already
-// pending, seen from an IP already in its list, it does not allocate. It
-// keeps both strings.
-func (u *UsageTracker) Used(tokenID, clientIP string, now time.Time) {
-	s := &u.shards[u.shard(tokenID)]
+// Used records one use at now of the token tokenID, which key stands for
+// (tokenstore's Entry.Key: distinct tokens must have distinct keys), from
+// the client IP ip (the zero Addr if unknown, which is counted but not
+// listed). It is called on every authenticated request: for a token
+// already pending, seen from an IP already in its list, it does not
+// allocate. It keeps tokenID, for the flush, when the token is not yet
+// pending, and otherwise neither reads nor compares it.
+func (u *UsageTracker) Used(key uint64, tokenID string, ip netip.Addr, now time.Time) {
+	s := &u.shards[shard(key)]
 	s.mu.Lock()
-	p := s.m[tokenID]
+	p := s.m[key]
 	if p == nil {
 		if u.size.Add(1) > u.max {
 			u.size.Add(-1)
@@ -94,10 +106,10 @@ func (u *UsageTracker) Used(tokenID, clientIP string, now time.Time) {
 			}
 			return
 		}
-		p = new(pending)
-		s.m[tokenID] = p
+		p = &tracked{id: tokenID}
+		s.m[key] = p
 	}
-	p.use(clientIP, now)
+	p.use(ip, now)
 	s.mu.Unlock()
 }
 
@@ -106,28 +118,29 @@ func (u *UsageTracker) Overflow() uint64 {
 	return u.overflow.Load()
 }
 
-// Pending returns the use of a token not yet stored (pending, or being
-// flushed), for showing live usage with MergeUsage before the next flush.
-func (u *UsageTracker) Pending(tokenID string) (Usage, bool) {
-	i := u.shard(tokenID)
+// Pending returns the use of the token that key stands for not yet stored
+// (pending, or being flushed), for showing live usage with MergeUsage
+// before the next flush. Its TokenID is the id Used was given with key.
+func (u *UsageTracker) Pending(key uint64) (Usage, bool) {
+	i := shard(key)
 	u.inflightMu.Lock()
 	defer u.inflightMu.Unlock()
-	var p pending
+	var p tracked
 	found := false
 	s := &u.shards[i]
 	s.mu.Lock()
-	if q := s.m[tokenID]; q != nil {
+	if q := s.m[key]; q != nil {
 		p, found = *q, true
 	}
 	s.mu.Unlock()
-	if q := u.inflight[i][tokenID]; q != nil {
+	if q := u.inflight[i][key]; q != nil {
 		p.merge(q)
 		found = true
 	}
 	if !found {
 		return Usage{}, false
 	}
-	return p.usage(tokenID), true
+	return p.usage(), true
 }
 
 // Flush takes the pending deltas, leaving the tracker empty for the uses
@@ -145,7 +158,7 @@ func (u *UsageTracker) Flush(ctx context.Context, w UsageWriter) error {
 		s.mu.Lock()
 		if n := len(s.m); n > 0 {
 			u.inflight[i] = s.m
-			s.m = make(map[string]*pending, n)
+			s.m = make(map[uint64]*tracked, n)
 			taken += n
 		}
 		s.mu.Unlock()
@@ -158,8 +171,8 @@ func (u *UsageTracker) Flush(ctx context.Context, w UsageWriter) error {
 
 	deltas := make([]Usage, 0, taken)
 	for _, m := range u.inflight {
-		for id, p := range m {
-			deltas = append(deltas, p.usage(id))
+		for _, p := range m {
+			deltas = append(deltas, p.usage())
 		}
 	}
 	slices.SortFunc(deltas, func(a, b Usage) int { return strings.Compare(a.TokenID, b.TokenID) })
@@ -180,15 +193,15 @@ func (u *UsageTracker) Flush(ctx context.Context, w UsageWriter) error {
 }
 
 // putBack merges deltas whose write failed into a shard.
-func (u *UsageTracker) putBack(s *usageShard, m map[string]*pending) {
+func (u *UsageTracker) putBack(s *usageShard, m map[uint64]*tracked) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for id, p := range m {
-		if q := s.m[id]; q != nil {
+	for key, p := range m {
+		if q := s.m[key]; q != nil {
 			q.merge(p)
 			continue
 		}
-		s.m[id] = p
+		s.m[key] = p
 		u.size.Add(1)
 	}
 }
@@ -240,34 +253,79 @@ func (u *UsageTracker) Run(ctx context.Context, w UsageWriter, every time.Durati
 // MergeUsage combines a stored usage with a pending delta, for display:
 // counts add up, the later last use wins (the stored one on a tie, and the
 // other's IP if the winner has none), and the recent IPs merge, each IP
-// once with its latest time, most recent first, at most MaxRecentIPs.
+// once with its latest time, most recent first, at most MaxRecentIPs. The
+// IPs are merged as the strings they are, whether they parse or not.
 func MergeUsage(stored, delta Usage) Usage {
-	var p pending
-	p.add(stored.Count, stored.LastUsedAt, stored.LastIP, stored.RecentIPs)
-	p.add(delta.Count, delta.LastUsedAt, delta.LastIP, delta.RecentIPs)
+	var p pending[string]
+	add := func(x Usage) {
+		p.add(x.Count, x.LastUsedAt, x.LastIP)
+		for _, s := range x.RecentIPs {
+			p.seen(s.IP, s.LastSeen)
+		}
+	}
+	add(stored)
+	add(delta)
 	id := stored.TokenID
 	if id == "" {
 		id = delta.TokenID
 	}
-	return p.usage(id)
+	return p.usage(id, func(ip string) string { return ip })
 }
 
-// pending is one token's use gathered since the last flush.
-type pending struct {
+// tracked is a pending use in the tracker: of the token id, from client
+// IPs held as netip.Addr.
+type tracked struct {
+	pending[netip.Addr]
+	id string
+}
+
+// merge adds o into t.
+func (t *tracked) merge(o *tracked) {
+	if t.id == "" {
+		t.id = o.id
+	}
+	t.pending.merge(&o.pending)
+}
+
+// usage returns t as a Usage.
+func (t *tracked) usage() Usage {
+	return t.pending.usage(t.id, addrString)
+}
+
+// addrString is ip as a Usage holds it: "" for the zero Addr, which
+// netip.Addr.String would show as "invalid IP".
+func addrString(ip netip.Addr) string {
+	if !ip.IsValid() {
+		return ""
+	}
+	return ip.String()
+}
+
+// pending is one token's use gathered since the last flush, or a merge of
+// Usage values. The tracker holds IPs as netip.Addr, MergeUsage as the
+// strings it is given; the zero IP is an unknown one.
+type pending[IP comparable] struct {
 	lastUsed time.Time
-	lastIP   string
+	lastIP   IP
 	count    int64
 	n        int // used entries of ips
 	// ips are the recent distinct IPs, latest first.
-	ips [MaxRecentIPs]IPSeen
+	ips [MaxRecentIPs]ipSeen[IP]
+}
+
+// ipSeen is an IP and when it was last seen.
+type ipSeen[IP comparable] struct {
+	ip IP
+	at time.Time
 }
 
 // use records one use.
-func (p *pending) use(ip string, now time.Time) {
+func (p *pending[IP]) use(ip IP, now time.Time) {
+	var unknown IP
 	p.count++
 	if !now.Before(p.lastUsed) {
 		p.lastUsed = now
-		if ip != "" {
+		if ip != unknown {
 			p.lastIP = ip
 		}
 	}
@@ -275,61 +333,67 @@ func (p *pending) use(ip string, now time.Time) {
 }
 
 // seen notes ip as seen at t, keeping ips ordered by time, each IP once.
-func (p *pending) seen(ip string, t time.Time) {
-	if ip == "" {
+func (p *pending[IP]) seen(ip IP, t time.Time) {
+	var unknown IP
+	if ip == unknown {
 		return
 	}
 	i := 0
-	for i < p.n && p.ips[i].IP != ip {
+	for i < p.n && p.ips[i].ip != ip {
 		i++
 	}
 	switch {
 	case i < p.n: // known: move it up if t is later
-		if !t.After(p.ips[i].LastSeen) {
+		if !t.After(p.ips[i].at) {
 			return
 		}
 	case p.n < len(p.ips): // new, with room
 		p.n++
 	default: // new, full: it replaces the oldest, if it is later
 		i = p.n - 1
-		if !t.After(p.ips[i].LastSeen) {
+		if !t.After(p.ips[i].at) {
 			return
 		}
 	}
 	// Slot i is free; shift the older entries down into it.
-	for i > 0 && p.ips[i-1].LastSeen.Before(t) {
+	for i > 0 && p.ips[i-1].at.Before(t) {
 		p.ips[i] = p.ips[i-1]
 		i--
 	}
-	p.ips[i] = IPSeen{IP: ip, LastSeen: t}
+	p.ips[i] = ipSeen[IP]{ip: ip, at: t}
 }
 
-// add merges another record of use into p.
-func (p *pending) add(count int64, lastUsed time.Time, lastIP string, ips []IPSeen) {
+// add merges another record's count and last use into p; its IPs go
+// through seen.
+func (p *pending[IP]) add(count int64, lastUsed time.Time, lastIP IP) {
+	var unknown IP
 	p.count += count
 	if lastUsed.After(p.lastUsed) {
 		p.lastUsed = lastUsed
-		if lastIP != "" {
+		if lastIP != unknown {
 			p.lastIP = lastIP
 		}
-	} else if p.lastIP == "" {
+	} else if p.lastIP == unknown {
 		p.lastIP = lastIP
-	}
-	for _, s := range ips {
-		p.seen(s.IP, s.LastSeen)
 	}
 }
 
 // merge adds o into p.
-func (p *pending) merge(o *pending) {
-	p.add(o.count, o.lastUsed, o.lastIP, o.ips[:o.n])
+func (p *pending[IP]) merge(o *pending[IP]) {
+	p.add(o.count, o.lastUsed, o.lastIP)
+	for _, s := range o.ips[:o.n] {
+		p.seen(s.ip, s.at)
+	}
 }
 
-// usage returns p as a Usage of tokenID.
-func (p *pending) usage(tokenID string) Usage {
-	u := Usage{TokenID: tokenID, LastUsedAt: p.lastUsed, LastIP: p.lastIP, Count: p.count}
+// usage returns p as a Usage of tokenID, with str making its IPs strings.
+func (p *pending[IP]) usage(tokenID string, str func(IP) string) Usage {
+	u := Usage{TokenID: tokenID, LastUsedAt: p.lastUsed, LastIP: str(p.lastIP), Count: p.count}
 	if p.n > 0 {
-		u.RecentIPs = slices.Clone(p.ips[:p.n])
+		u.RecentIPs = make([]IPSeen, p.n)
+		for i, s := range p.ips[:p.n] {
+			u.RecentIPs[i] = IPSeen{IP: str(s.ip), LastSeen: s.at}
+		}
 	}
 	return u
 }

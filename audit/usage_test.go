@@ -2,9 +2,13 @@ package audit
 
 import (
 	"context"
-	"fmt"
+	"math/rand/v2"
+	"net/netip"
 	"reflect"
+	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -61,67 +65,87 @@ func (f *fakeUsage) totals() map[string]int64 {
 // at is t0 plus s seconds.
 func at(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 
-// seen builds a recent-IP list from ip, second pairs.
-func seen(pairs ...any) []IPSeen {
+// ip is the documentation address 192.0.2.n, as a Usage shows it.
+func ip(n int) string { return "192.0.2." + strconv.Itoa(n) }
+
+// addr is ip(n) as Used takes it; 0 is the zero Addr, an unknown IP.
+func addr(n int) netip.Addr {
+	if n == 0 {
+		return netip.Addr{}
+	}
+	return netip.MustParseAddr(ip(n))
+}
+
+// tok is the token id that the key k stands for in these tests.
+func tok(k uint64) string { return "tok_" + strconv.FormatUint(k, 10) }
+
+// seen builds a recent-IP list from pairs of ip(n) and a second.
+func seen(pairs ...int) []IPSeen {
 	var out []IPSeen
 	for i := 0; i < len(pairs); i += 2 {
-		out = append(out, IPSeen{IP: pairs[i].(string), LastSeen: at(pairs[i+1].(int))})
+		out = append(out, IPSeen{IP: ip(pairs[i]), LastSeen: at(pairs[i+1])})
 	}
 	return out
 }
 
+// use is one use of the token key from addr(ip) at at(sec).
 type use struct {
-	token, ip string
-	sec       int
+	key     uint64
+	ip, sec int
 }
 
 func TestUsageUsed(t *testing.T) {
 	tests := []struct {
 		name string
 		uses []use
-		want map[string]Usage // by token; absent tokens must not be pending
+		want map[uint64]Usage // by key; absent keys must not be pending
 	}{
 		{
 			name: "one use",
-			uses: []use{{"a", "192.0.2.1", 1}},
-			want: map[string]Usage{"a": {TokenID: "a", LastUsedAt: at(1), LastIP: "192.0.2.1", Count: 1, RecentIPs: seen("192.0.2.1", 1)}},
+			uses: []use{{1, 1, 1}},
+			want: map[uint64]Usage{1: {TokenID: "tok_1", LastUsedAt: at(1), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 1)}},
 		},
 		{
 			name: "same IP again: one entry, latest time",
-			uses: []use{{"a", "192.0.2.1", 1}, {"a", "192.0.2.1", 5}, {"a", "192.0.2.1", 9}},
-			want: map[string]Usage{"a": {TokenID: "a", LastUsedAt: at(9), LastIP: "192.0.2.1", Count: 3, RecentIPs: seen("192.0.2.1", 9)}},
+			uses: []use{{1, 1, 1}, {1, 1, 5}, {1, 1, 9}},
+			want: map[uint64]Usage{1: {TokenID: "tok_1", LastUsedAt: at(9), LastIP: ip(1), Count: 3, RecentIPs: seen(1, 9)}},
 		},
 		{
 			name: "most recent first, a returning IP moves up",
-			uses: []use{{"a", "1", 1}, {"a", "2", 2}, {"a", "3", 3}, {"a", "1", 4}},
-			want: map[string]Usage{"a": {TokenID: "a", LastUsedAt: at(4), LastIP: "1", Count: 4, RecentIPs: seen("1", 4, "3", 3, "2", 2)}},
+			uses: []use{{1, 1, 1}, {1, 2, 2}, {1, 3, 3}, {1, 1, 4}},
+			want: map[uint64]Usage{1: {TokenID: "tok_1", LastUsedAt: at(4), LastIP: ip(1), Count: 4, RecentIPs: seen(1, 4, 3, 3, 2, 2)}},
 		},
 		{
 			name: "capped at MaxRecentIPs",
-			uses: []use{{"a", "1", 1}, {"a", "2", 2}, {"a", "3", 3}, {"a", "4", 4}, {"a", "5", 5}, {"a", "6", 6}, {"a", "7", 7}},
-			want: map[string]Usage{"a": {TokenID: "a", LastUsedAt: at(7), LastIP: "7", Count: 7, RecentIPs: seen("7", 7, "6", 6, "5", 5, "4", 4, "3", 3)}},
+			uses: []use{{1, 1, 1}, {1, 2, 2}, {1, 3, 3}, {1, 4, 4}, {1, 5, 5}, {1, 6, 6}, {1, 7, 7}},
+			want: map[uint64]Usage{1: {TokenID: "tok_1", LastUsedAt: at(7), LastIP: ip(7), Count: 7, RecentIPs: seen(7, 7, 6, 6, 5, 5, 4, 4, 3, 3)}},
 		},
 		{
 			name: "out of order: the later use stays last",
-			uses: []use{{"a", "1", 10}, {"a", "2", 5}, {"a", "1", 3}},
-			want: map[string]Usage{"a": {TokenID: "a", LastUsedAt: at(10), LastIP: "1", Count: 3, RecentIPs: seen("1", 10, "2", 5)}},
+			uses: []use{{1, 1, 10}, {1, 2, 5}, {1, 1, 3}},
+			want: map[uint64]Usage{1: {TokenID: "tok_1", LastUsedAt: at(10), LastIP: ip(1), Count: 3, RecentIPs: seen(1, 10, 2, 5)}},
 		},
 		{
 			name: "out of order into a full list: older than all kept is not kept",
-			uses: []use{{"a", "1", 11}, {"a", "2", 12}, {"a", "3", 13}, {"a", "4", 14}, {"a", "5", 15}, {"a", "6", 10}, {"a", "7", 12}},
-			want: map[string]Usage{"a": {TokenID: "a", LastUsedAt: at(15), LastIP: "5", Count: 7, RecentIPs: seen("5", 15, "4", 14, "3", 13, "2", 12, "7", 12)}},
+			uses: []use{{1, 1, 11}, {1, 2, 12}, {1, 3, 13}, {1, 4, 14}, {1, 5, 15}, {1, 6, 10}, {1, 7, 12}},
+			want: map[uint64]Usage{1: {TokenID: "tok_1", LastUsedAt: at(15), LastIP: ip(5), Count: 7, RecentIPs: seen(5, 15, 4, 14, 3, 13, 2, 12, 7, 12)}},
 		},
 		{
 			name: "unknown IP: counted, not listed, last IP kept",
-			uses: []use{{"a", "1", 1}, {"a", "", 2}},
-			want: map[string]Usage{"a": {TokenID: "a", LastUsedAt: at(2), LastIP: "1", Count: 2, RecentIPs: seen("1", 1)}},
+			uses: []use{{1, 1, 1}, {1, 0, 2}},
+			want: map[uint64]Usage{1: {TokenID: "tok_1", LastUsedAt: at(2), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 1)}},
+		},
+		{
+			name: "only unknown IPs: counted, no IP shown",
+			uses: []use{{1, 0, 1}, {1, 0, 2}},
+			want: map[uint64]Usage{1: {TokenID: "tok_1", LastUsedAt: at(2), Count: 2}},
 		},
 		{
 			name: "tokens are apart",
-			uses: []use{{"a", "1", 1}, {"b", "2", 2}, {"a", "3", 3}},
-			want: map[string]Usage{
-				"a": {TokenID: "a", LastUsedAt: at(3), LastIP: "3", Count: 2, RecentIPs: seen("3", 3, "1", 1)},
-				"b": {TokenID: "b", LastUsedAt: at(2), LastIP: "2", Count: 1, RecentIPs: seen("2", 2)},
+			uses: []use{{1, 1, 1}, {2, 2, 2}, {1, 3, 3}},
+			want: map[uint64]Usage{
+				1: {TokenID: "tok_1", LastUsedAt: at(3), LastIP: ip(3), Count: 2, RecentIPs: seen(3, 3, 1, 1)},
+				2: {TokenID: "tok_2", LastUsedAt: at(2), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 2)},
 			},
 		},
 	}
@@ -129,20 +153,94 @@ func TestUsageUsed(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			u := NewUsageTracker(0)
 			for _, x := range tt.uses {
-				u.Used(x.token, x.ip, at(x.sec))
+				u.Used(x.key, tok(x.key), addr(x.ip), at(x.sec))
 			}
-			for _, id := range []string{"a", "b", "c"} {
-				got, ok := u.Pending(id)
-				want, wantOK := tt.want[id]
+			for _, key := range []uint64{1, 2, 3} {
+				got, ok := u.Pending(key)
+				want, wantOK := tt.want[key]
 				if ok != wantOK {
-					t.Fatalf("Pending(%s) found = %v, want %v", id, ok, wantOK)
+					t.Fatalf("Pending(%d) found = %v, want %v", key, ok, wantOK)
 				}
 				if !reflect.DeepEqual(got, want) {
-					t.Errorf("Pending(%s) =\n%+v\nwant\n%+v", id, got, want)
+					t.Errorf("Pending(%d) =\n%+v\nwant\n%+v", key, got, want)
 				}
 			}
 		})
 	}
+}
+
+func TestUsageIPs(t *testing.T) {
+	tests := []struct {
+		name string
+		ip   netip.Addr
+		want string
+	}{
+		{"IPv4", netip.MustParseAddr("198.51.100.7"), "198.51.100.7"},
+		{"IPv6", netip.MustParseAddr("2001:DB8:0:0::1"), "2001:db8::1"},
+		{"IPv4-mapped IPv6 stays as given", netip.MustParseAddr("::ffff:198.51.100.7"), "::ffff:198.51.100.7"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := NewUsageTracker(0)
+			u.Used(1, "tok_1", tt.ip, at(1))
+			u.Used(1, "tok_1", tt.ip, at(2))
+			want := Usage{TokenID: "tok_1", LastUsedAt: at(2), LastIP: tt.want, Count: 2, RecentIPs: []IPSeen{{IP: tt.want, LastSeen: at(2)}}}
+			if got, _ := u.Pending(1); !reflect.DeepEqual(got, want) {
+				t.Errorf("Pending(1) = %+v, want %+v", got, want)
+			}
+		})
+	}
+	t.Run("an address and its IPv4-mapped form are two IPs", func(t *testing.T) {
+		u := NewUsageTracker(0)
+		u.Used(1, "tok_1", netip.MustParseAddr("198.51.100.7"), at(1))
+		u.Used(1, "tok_1", netip.MustParseAddr("::ffff:198.51.100.7"), at(2))
+		if got, _ := u.Pending(1); len(got.RecentIPs) != 2 {
+			t.Errorf("RecentIPs = %+v, want both forms (the handler unmaps, not the tracker)", got.RecentIPs)
+		}
+	})
+}
+
+func TestUsageKeys(t *testing.T) {
+	t.Run("two keys in one shard stay apart, and flush by id", func(t *testing.T) {
+		// Two keys in one shard, whose ids sort the other way round.
+		k1 := uint64(1)
+		k2 := k1 + 1
+		for shard(k2) != shard(k1) {
+			k2++
+		}
+		u := NewUsageTracker(0)
+		u.Used(k2, "tok_a", addr(1), at(1))
+		u.Used(k1, "tok_b", addr(2), at(2))
+		u.Used(k2, "tok_a", addr(3), at(3))
+		wantA := Usage{TokenID: "tok_a", LastUsedAt: at(3), LastIP: ip(3), Count: 2, RecentIPs: seen(3, 3, 1, 1)}
+		wantB := Usage{TokenID: "tok_b", LastUsedAt: at(2), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 2)}
+		if got, _ := u.Pending(k2); !reflect.DeepEqual(got, wantA) {
+			t.Errorf("Pending(%d) = %+v, want %+v", k2, got, wantA)
+		}
+		if got, _ := u.Pending(k1); !reflect.DeepEqual(got, wantB) {
+			t.Errorf("Pending(%d) = %+v, want %+v", k1, got, wantB)
+		}
+		w := &fakeUsage{}
+		if err := u.Flush(context.Background(), w); err != nil {
+			t.Fatal(err)
+		}
+		want := []Usage{wantA, wantB}
+		if calls := w.written(); len(calls) != 1 || !reflect.DeepEqual(calls[0], want) {
+			t.Errorf("wrote %+v, want %+v", calls, want)
+		}
+	})
+	t.Run("keys that count up spread over the shards", func(t *testing.T) {
+		// Fibonacci hashing, not the low or high bits of the key.
+		for _, stride := range []uint64{1, usageShards, 1 << 54} {
+			var n [usageShards]int
+			for i := range uint64(16 * usageShards) {
+				n[shard(i*stride)]++
+			}
+			if lo, hi := slices.Min(n[:]), slices.Max(n[:]); lo < 8 || hi > 24 {
+				t.Errorf("keys 0, %d, ... %d shards: %d to %d a shard, want about 16", stride, usageShards, lo, hi)
+			}
+		}
+	})
 }
 
 func TestUsageFlush(t *testing.T) {
@@ -151,9 +249,9 @@ func TestUsageFlush(t *testing.T) {
 		u := NewUsageTracker(0)
 		w := &fakeUsage{}
 		for i := 9; i >= 0; i-- {
-			id := "tok_" + strconv.Itoa(i)
-			u.Used(id, "192.0.2.1", at(i))
-			u.Used(id, "192.0.2.2", at(i+1))
+			key := uint64(i)
+			u.Used(key, tok(key), addr(1), at(i))
+			u.Used(key, tok(key), addr(2), at(i+1))
 		}
 		if err := u.Flush(ctx, w); err != nil {
 			t.Fatal(err)
@@ -163,13 +261,13 @@ func TestUsageFlush(t *testing.T) {
 			t.Fatalf("wrote %v, want one call of 10 deltas", calls)
 		}
 		for i, d := range calls[0] {
-			want := Usage{TokenID: "tok_" + strconv.Itoa(i), LastUsedAt: at(i + 1), LastIP: "192.0.2.2", Count: 2,
-				RecentIPs: seen("192.0.2.2", i+1, "192.0.2.1", i)}
+			want := Usage{TokenID: tok(uint64(i)), LastUsedAt: at(i + 1), LastIP: ip(2), Count: 2,
+				RecentIPs: seen(2, i+1, 1, i)}
 			if !reflect.DeepEqual(d, want) {
 				t.Errorf("delta %d = %+v, want %+v", i, d, want)
 			}
 		}
-		if _, ok := u.Pending("tok_3"); ok {
+		if _, ok := u.Pending(3); ok {
 			t.Error("still pending after a flush")
 		}
 		if err := u.Flush(ctx, w); err != nil {
@@ -182,20 +280,20 @@ func TestUsageFlush(t *testing.T) {
 	t.Run("a failed flush merges back", func(t *testing.T) {
 		u := NewUsageTracker(0)
 		w := &fakeUsage{fail: 1}
-		u.Used("a", "1", at(1))
-		u.Used("a", "2", at(2))
-		before, _ := u.Pending("a")
+		u.Used(1, "tok_1", addr(1), at(1))
+		u.Used(1, "tok_1", addr(2), at(2))
+		before, _ := u.Pending(1)
 		if err := u.Flush(ctx, w); err == nil || err.Error() != "flushing usage of 1 tokens: disk on fire" {
 			t.Fatalf("Flush() = %v, want the wrapped failure", err)
 		}
-		if got, ok := u.Pending("a"); !ok || !reflect.DeepEqual(got, before) {
+		if got, ok := u.Pending(1); !ok || !reflect.DeepEqual(got, before) {
 			t.Fatalf("after the failure Pending = %+v, want %+v", got, before)
 		}
-		u.Used("a", "3", at(3))
+		u.Used(1, "tok_1", addr(3), at(3))
 		if err := u.Flush(ctx, w); err != nil {
 			t.Fatal(err)
 		}
-		want := []Usage{{TokenID: "a", LastUsedAt: at(3), LastIP: "3", Count: 3, RecentIPs: seen("3", 3, "2", 2, "1", 1)}}
+		want := []Usage{{TokenID: "tok_1", LastUsedAt: at(3), LastIP: ip(3), Count: 3, RecentIPs: seen(3, 3, 2, 2, 1, 1)}}
 		if calls := w.written(); len(calls) != 1 || !reflect.DeepEqual(calls[0], want) {
 			t.Errorf("wrote %+v, want %+v", calls, want)
 		}
@@ -205,31 +303,46 @@ func TestUsageFlush(t *testing.T) {
 		w := &fakeUsage{fail: 1}
 		var during Usage
 		w.during = func() {
-			u.Used("a", "2", at(5)) // a request while the write runs
-			during, _ = u.Pending("a")
+			u.Used(1, "tok_1", addr(2), at(5)) // a request while the write runs
+			during, _ = u.Pending(1)
 		}
-		u.Used("a", "1", at(1))
+		u.Used(1, "tok_1", addr(1), at(1))
 		if err := u.Flush(ctx, w); err == nil {
 			t.Fatal("Flush() succeeded, want the failure")
 		}
-		want := Usage{TokenID: "a", LastUsedAt: at(5), LastIP: "2", Count: 2, RecentIPs: seen("2", 5, "1", 1)}
+		want := Usage{TokenID: "tok_1", LastUsedAt: at(5), LastIP: ip(2), Count: 2, RecentIPs: seen(2, 5, 1, 1)}
 		if !reflect.DeepEqual(during, want) {
 			t.Errorf("Pending during the flush = %+v, want %+v (in flight and new)", during, want)
 		}
-		if got, _ := u.Pending("a"); !reflect.DeepEqual(got, want) {
+		if got, _ := u.Pending(1); !reflect.DeepEqual(got, want) {
 			t.Errorf("Pending after = %+v, want %+v", got, want)
+		}
+	})
+	t.Run("a token only in flight is pending under its id", func(t *testing.T) {
+		u := NewUsageTracker(0)
+		w := &fakeUsage{}
+		var during Usage
+		var found bool
+		w.during = func() { during, found = u.Pending(1) }
+		u.Used(1, "tok_1", addr(1), at(1))
+		if err := u.Flush(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+		want := Usage{TokenID: "tok_1", LastUsedAt: at(1), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 1)}
+		if !found || !reflect.DeepEqual(during, want) {
+			t.Errorf("Pending during the flush = %+v, %v, want %+v", during, found, want)
 		}
 	})
 	t.Run("uses during a successful flush stay pending", func(t *testing.T) {
 		u := NewUsageTracker(0)
 		w := &fakeUsage{}
-		w.during = func() { u.Used("a", "2", at(5)) }
-		u.Used("a", "1", at(1))
+		w.during = func() { u.Used(1, "tok_1", addr(2), at(5)) }
+		u.Used(1, "tok_1", addr(1), at(1))
 		if err := u.Flush(ctx, w); err != nil {
 			t.Fatal(err)
 		}
-		want := Usage{TokenID: "a", LastUsedAt: at(5), LastIP: "2", Count: 1, RecentIPs: seen("2", 5)}
-		if got, _ := u.Pending("a"); !reflect.DeepEqual(got, want) {
+		want := Usage{TokenID: "tok_1", LastUsedAt: at(5), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 5)}
+		if got, _ := u.Pending(1); !reflect.DeepEqual(got, want) {
 			t.Errorf("Pending after = %+v, want %+v", got, want)
 		}
 	})
@@ -253,7 +366,7 @@ func TestUsageConcurrentFlush(t *testing.T) {
 				return
 			default:
 				_ = u.Flush(context.Background(), w) // failures merge back
-				u.Pending("tok_0")
+				u.Pending(0)
 			}
 		}
 	}()
@@ -261,7 +374,8 @@ func TestUsageConcurrentFlush(t *testing.T) {
 	for g := range workers {
 		wg.Go(func() {
 			for i := range uses {
-				u.Used("tok_"+strconv.Itoa(i%tokens), fmt.Sprintf("10.0.%d.%d", g, i%7), at(i))
+				key := uint64(i % tokens)
+				u.Used(key, tok(key), netip.AddrFrom4([4]byte{10, 0, byte(g), byte(i % 7)}), at(i))
 			}
 		})
 	}
@@ -274,8 +388,8 @@ func TestUsageConcurrentFlush(t *testing.T) {
 	}
 	got := w.totals()
 	var sum int64
-	for i := range tokens {
-		id := "tok_" + strconv.Itoa(i)
+	for i := range uint64(tokens) {
+		id := tok(i)
 		if got[id] != workers*uses/tokens {
 			t.Errorf("%s counted %d uses, want %d", id, got[id], workers*uses/tokens)
 		}
@@ -291,15 +405,15 @@ func TestUsageConcurrentFlush(t *testing.T) {
 
 func TestUsageBound(t *testing.T) {
 	u := NewUsageTracker(2)
-	u.Used("a", "1", at(1))
-	u.Used("b", "1", at(1))
-	u.Used("c", "1", at(1)) // full: not recorded
-	u.Used("a", "1", at(2)) // pending already: recorded
-	if _, ok := u.Pending("c"); ok {
-		t.Error("c pending past the bound")
+	u.Used(1, "tok_1", addr(1), at(1))
+	u.Used(2, "tok_2", addr(1), at(1))
+	u.Used(3, "tok_3", addr(1), at(1)) // full: not recorded
+	u.Used(1, "tok_1", addr(1), at(2)) // pending already: recorded
+	if _, ok := u.Pending(3); ok {
+		t.Error("tok_3 pending past the bound")
 	}
-	if got, _ := u.Pending("a"); got.Count != 2 {
-		t.Errorf("a counted %d, want 2", got.Count)
+	if got, _ := u.Pending(1); got.Count != 2 {
+		t.Errorf("tok_1 counted %d, want 2", got.Count)
 	}
 	if u.Overflow() != 1 {
 		t.Errorf("Overflow() = %d, want 1", u.Overflow())
@@ -312,21 +426,21 @@ func TestUsageBound(t *testing.T) {
 	if err := u.Flush(context.Background(), &fakeUsage{}); err != nil {
 		t.Fatal(err)
 	}
-	u.Used("c", "1", at(3))
-	if _, ok := u.Pending("c"); !ok {
-		t.Error("c not pending after a flush made room")
+	u.Used(3, "tok_3", addr(1), at(3))
+	if _, ok := u.Pending(3); !ok {
+		t.Error("tok_3 not pending after a flush made room")
 	}
 	t.Run("a failed flush puts back past the bound", func(t *testing.T) {
 		u := NewUsageTracker(1)
-		u.Used("a", "1", at(1))
+		u.Used(1, "tok_1", addr(1), at(1))
 		w := &fakeUsage{fail: 1}
-		w.during = func() { u.Used("b", "1", at(2)) } // takes the one free place
+		w.during = func() { u.Used(2, "tok_2", addr(1), at(2)) } // takes the one free place
 		if err := u.Flush(context.Background(), w); err == nil {
 			t.Fatal("Flush() succeeded, want the failure")
 		}
-		for _, id := range []string{"a", "b"} {
-			if _, ok := u.Pending(id); !ok {
-				t.Errorf("%s lost", id)
+		for _, key := range []uint64{1, 2} {
+			if _, ok := u.Pending(key); !ok {
+				t.Errorf("%s lost", tok(key))
 			}
 		}
 	})
@@ -337,27 +451,27 @@ func TestUsageRun(t *testing.T) {
 		u := NewUsageTracker(0)
 		w := &fakeUsage{}
 		stop := running(t, func(ctx context.Context) { u.Run(ctx, w, time.Hour, nil) })
-		u.Used("a", "1", at(1))
+		u.Used(1, "tok_1", addr(1), at(1))
 		stop()
-		if got := w.totals(); got["a"] != 1 {
-			t.Errorf("wrote %v, want a: 1", got)
+		if got := w.totals(); got["tok_1"] != 1 {
+			t.Errorf("wrote %v, want tok_1: 1", got)
 		}
 	})
 	t.Run("flushes every period", func(t *testing.T) {
 		u := NewUsageTracker(0)
 		w := &fakeUsage{}
 		running(t, func(ctx context.Context) { u.Run(ctx, w, time.Millisecond, nil) })
-		u.Used("a", "1", at(1))
-		eventually(t, "a flush", func() bool { return w.totals()["a"] == 1 })
+		u.Used(1, "tok_1", addr(1), at(1))
+		eventually(t, "a flush", func() bool { return w.totals()["tok_1"] == 1 })
 	})
 	t.Run("flushes early when full, and says what it missed", func(t *testing.T) {
 		u := NewUsageTracker(1)
 		w := &fakeUsage{}
 		logger, logs := observed(zapcore.WarnLevel)
 		running(t, func(ctx context.Context) { u.Run(ctx, w, time.Hour, logger) })
-		u.Used("a", "1", at(1))
-		u.Used("b", "1", at(1)) // full
-		eventually(t, "the early flush", func() bool { return w.totals()["a"] == 1 })
+		u.Used(1, "tok_1", addr(1), at(1))
+		u.Used(2, "tok_2", addr(1), at(1)) // full
+		eventually(t, "the early flush", func() bool { return w.totals()["tok_1"] == 1 })
 		eventually(t, "the warning", func() bool { return logs.FilterMessage("token usage not recorded: tracker full").Len() == 1 })
 		if got := logs.All()[0].ContextMap()["uses"]; got != uint64(1) {
 			t.Errorf("uses = %v, want 1", got)
@@ -368,13 +482,13 @@ func TestUsageRun(t *testing.T) {
 		w := &fakeUsage{fail: 1}
 		logger, logs := observed(zapcore.WarnLevel)
 		stop := running(t, func(ctx context.Context) { u.Run(ctx, w, time.Hour, logger) })
-		u.Used("a", "1", at(1))
+		u.Used(1, "tok_1", addr(1), at(1))
 		stop()
 		if logs.FilterMessage("flushing token usage failed").Len() != 1 {
 			t.Errorf("logged %v, want the failure", logs.All())
 		}
-		if got, _ := u.Pending("a"); got.Count != 1 {
-			t.Errorf("pending %+v after the failure, want a's use kept", got)
+		if got, _ := u.Pending(1); got.Count != 1 {
+			t.Errorf("pending %+v after the failure, want tok_1's use kept", got)
 		}
 	})
 }
@@ -382,23 +496,26 @@ func TestUsageRun(t *testing.T) {
 func TestUsageUsedAllocs(t *testing.T) {
 	u := NewUsageTracker(0)
 	for i := range MaxRecentIPs {
-		u.Used("tok_a", "192.0.2."+strconv.Itoa(i), at(i))
+		u.Used(1, "tok_1", addr(i+1), at(i))
 	}
 	now := at(100)
 	tests := []struct {
 		name string
-		ip   string
+		ip   netip.Addr
 	}{
-		{"IP first in the list", "192.0.2.4"},
-		{"IP last in the list", "192.0.2.0"},
-		{"unknown IP", ""},
+		{"IP first in the list", addr(MaxRecentIPs)},
+		{"IP last in the list", addr(1)},
+		{"unknown IP", netip.Addr{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if n := testing.AllocsPerRun(1000, func() { u.Used("tok_a", tt.ip, now) }); n != 0 {
+			if n := testing.AllocsPerRun(1000, func() { u.Used(1, "tok_1", tt.ip, now) }); n != 0 {
 				t.Errorf("Used allocates %v times, want 0", n)
 			}
 		})
+	}
+	if got, _ := u.Pending(1); got.Count != MaxRecentIPs+3*1001 {
+		t.Errorf("counted %d uses, want %d", got.Count, MaxRecentIPs+3*1001)
 	}
 }
 
@@ -413,60 +530,66 @@ func TestMergeUsage(t *testing.T) {
 		},
 		{
 			name:   "nothing pending",
-			stored: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: "1", Count: 10, RecentIPs: seen("1", 5)},
-			want:   Usage{TokenID: "a", LastUsedAt: at(5), LastIP: "1", Count: 10, RecentIPs: seen("1", 5)},
+			stored: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 10, RecentIPs: seen(1, 5)},
+			want:   Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 10, RecentIPs: seen(1, 5)},
 		},
 		{
 			name:  "never stored",
-			delta: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: "1", Count: 2, RecentIPs: seen("1", 5)},
-			want:  Usage{TokenID: "a", LastUsedAt: at(5), LastIP: "1", Count: 2, RecentIPs: seen("1", 5)},
+			delta: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 5)},
+			want:  Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 5)},
 		},
 		{
 			name:   "counts add, the later use wins",
-			stored: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: "1", Count: 10, RecentIPs: seen("1", 5)},
-			delta:  Usage{TokenID: "a", LastUsedAt: at(9), LastIP: "2", Count: 3, RecentIPs: seen("2", 9)},
-			want:   Usage{TokenID: "a", LastUsedAt: at(9), LastIP: "2", Count: 13, RecentIPs: seen("2", 9, "1", 5)},
+			stored: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 10, RecentIPs: seen(1, 5)},
+			delta:  Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(2), Count: 3, RecentIPs: seen(2, 9)},
+			want:   Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(2), Count: 13, RecentIPs: seen(2, 9, 1, 5)},
 		},
 		{
 			name:   "an older delta does not win",
-			stored: Usage{TokenID: "a", LastUsedAt: at(9), LastIP: "1", Count: 1, RecentIPs: seen("1", 9)},
-			delta:  Usage{TokenID: "a", LastUsedAt: at(5), LastIP: "2", Count: 1, RecentIPs: seen("2", 5)},
-			want:   Usage{TokenID: "a", LastUsedAt: at(9), LastIP: "1", Count: 2, RecentIPs: seen("1", 9, "2", 5)},
+			stored: Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 9)},
+			delta:  Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 5)},
+			want:   Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 9, 2, 5)},
 		},
 		{
 			name:   "a tie goes to the stored use",
-			stored: Usage{TokenID: "a", LastUsedAt: at(9), LastIP: "1", Count: 1, RecentIPs: seen("1", 9)},
-			delta:  Usage{TokenID: "a", LastUsedAt: at(9), LastIP: "2", Count: 1, RecentIPs: seen("2", 9)},
-			want:   Usage{TokenID: "a", LastUsedAt: at(9), LastIP: "1", Count: 2, RecentIPs: seen("1", 9, "2", 9)},
+			stored: Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 9)},
+			delta:  Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 9)},
+			want:   Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 9, 2, 9)},
 		},
 		{
 			name:   "the later use without an IP keeps the other's",
-			stored: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: "1", Count: 1, RecentIPs: seen("1", 5)},
+			stored: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 5)},
 			delta:  Usage{TokenID: "a", LastUsedAt: at(9), Count: 1},
-			want:   Usage{TokenID: "a", LastUsedAt: at(9), LastIP: "1", Count: 2, RecentIPs: seen("1", 5)},
+			want:   Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 5)},
 		},
 		{
 			name:   "the same IP once, at its latest",
-			stored: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: "1", Count: 2, RecentIPs: seen("1", 5, "2", 4)},
-			delta:  Usage{TokenID: "a", LastUsedAt: at(7), LastIP: "2", Count: 1, RecentIPs: seen("2", 7)},
-			want:   Usage{TokenID: "a", LastUsedAt: at(7), LastIP: "2", Count: 3, RecentIPs: seen("2", 7, "1", 5)},
+			stored: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 5, 2, 4)},
+			delta:  Usage{TokenID: "a", LastUsedAt: at(7), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 7)},
+			want:   Usage{TokenID: "a", LastUsedAt: at(7), LastIP: ip(2), Count: 3, RecentIPs: seen(2, 7, 1, 5)},
 		},
 		{
 			name:   "a stale delta IP does not move back",
-			stored: Usage{TokenID: "a", LastUsedAt: at(9), LastIP: "1", Count: 2, RecentIPs: seen("1", 9, "2", 8)},
-			delta:  Usage{TokenID: "a", LastUsedAt: at(3), LastIP: "1", Count: 1, RecentIPs: seen("1", 3)},
-			want:   Usage{TokenID: "a", LastUsedAt: at(9), LastIP: "1", Count: 3, RecentIPs: seen("1", 9, "2", 8)},
+			stored: Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 9, 2, 8)},
+			delta:  Usage{TokenID: "a", LastUsedAt: at(3), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 3)},
+			want:   Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 3, RecentIPs: seen(1, 9, 2, 8)},
 		},
 		{
 			name:   "interleaved and capped",
-			stored: Usage{TokenID: "a", LastUsedAt: at(9), LastIP: "9", Count: 5, RecentIPs: seen("9", 9, "7", 7, "5", 5, "3", 3, "1", 1)},
-			delta:  Usage{TokenID: "a", LastUsedAt: at(10), LastIP: "10", Count: 4, RecentIPs: seen("10", 10, "8", 8, "6", 6, "2", 2)},
-			want:   Usage{TokenID: "a", LastUsedAt: at(10), LastIP: "10", Count: 9, RecentIPs: seen("10", 10, "9", 9, "8", 8, "7", 7, "6", 6)},
+			stored: Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(9), Count: 5, RecentIPs: seen(9, 9, 7, 7, 5, 5, 3, 3, 1, 1)},
+			delta:  Usage{TokenID: "a", LastUsedAt: at(10), LastIP: ip(10), Count: 4, RecentIPs: seen(10, 10, 8, 8, 6, 6, 2, 2)},
+			want:   Usage{TokenID: "a", LastUsedAt: at(10), LastIP: ip(10), Count: 9, RecentIPs: seen(10, 10, 9, 9, 8, 8, 7, 7, 6, 6)},
+		},
+		{
+			name:   "IPs that do not parse are kept as they are",
+			stored: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: "@", Count: 1, RecentIPs: []IPSeen{{IP: "@", LastSeen: at(5)}}},
+			delta:  Usage{TokenID: "a", LastUsedAt: at(4), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 4)},
+			want:   Usage{TokenID: "a", LastUsedAt: at(5), LastIP: "@", Count: 2, RecentIPs: []IPSeen{{IP: "@", LastSeen: at(5)}, {IP: ip(1), LastSeen: at(4)}}},
 		},
 		{
 			name:   "an unsorted, overlong stored list is put right",
-			stored: Usage{TokenID: "a", Count: 0, RecentIPs: seen("1", 1, "6", 6, "2", 2, "5", 5, "3", 3, "4", 4)},
-			want:   Usage{TokenID: "a", RecentIPs: seen("6", 6, "5", 5, "4", 4, "3", 3, "2", 2)},
+			stored: Usage{TokenID: "a", Count: 0, RecentIPs: seen(1, 1, 6, 6, 2, 2, 5, 5, 3, 3, 4, 4)},
+			want:   Usage{TokenID: "a", RecentIPs: seen(6, 6, 5, 5, 4, 4, 3, 3, 2, 2)},
 		},
 	}
 	for _, tt := range tests {
@@ -487,28 +610,67 @@ func BenchmarkUsageUsed(b *testing.B) {
 	u := NewUsageTracker(0)
 	now := t0
 	for i := range MaxRecentIPs {
-		u.Used("tok_a", "192.0.2."+strconv.Itoa(i), now)
+		u.Used(1, "tok_1", addr(i+1), now)
 	}
+	ip := addr(MaxRecentIPs)
 	b.ReportAllocs()
 	for b.Loop() {
-		u.Used("tok_a", "192.0.2.4", now)
+		u.Used(1, "tok_1", ip, now)
 	}
 }
 
 func BenchmarkUsageUsedParallel(b *testing.B) {
 	u := NewUsageTracker(0)
 	ids := make([]string, 1024)
+	ip := addr(1)
 	for i := range ids {
-		ids[i] = "tok_" + strconv.Itoa(i)
-		u.Used(ids[i], "192.0.2.1", t0)
+		ids[i] = tok(uint64(i))
+		u.Used(uint64(i), ids[i], ip, t0)
 	}
 	var next atomic.Uint32
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		i := int(next.Add(1) * 97)
 		for pb.Next() {
-			u.Used(ids[i%len(ids)], "192.0.2.1", t0)
+			k := i % len(ids)
+			u.Used(uint64(k), ids[k], ip, t0)
 			i++
 		}
 	})
+}
+
+// BenchmarkUsageUsedSpread is Used with uses spread over many pending
+// tokens with random keys, in a random order, each from one of the IPs it
+// was already seen from: mostly cache misses, as with a large store.
+func BenchmarkUsageUsedSpread(b *testing.B) {
+	for _, tokens := range []int{16384, 262144} {
+		b.Run(strconv.Itoa(tokens), func(b *testing.B) {
+			r := rand.New(rand.NewPCG(1, 2))
+			u := NewUsageTracker(0)
+			keys := make([]uint64, tokens)
+			ids := make([]string, tokens)
+			ips := make([][MaxRecentIPs]netip.Addr, tokens)
+			var keep [][]byte
+			for i := range ids {
+				// An id inside a larger allocation, as in the token index.
+				keep = append(keep, make([]byte, 192))
+				keys[i] = r.Uint64() >> 4
+				ids[i] = strings.Clone("tok_" + strconv.Itoa(r.IntN(1<<30)))
+				for j := range MaxRecentIPs {
+					ips[i][j] = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i&255*5 + j)})
+					u.Used(keys[i], ids[i], ips[i][j], at(j))
+				}
+			}
+			runtime.KeepAlive(keep)
+			order := r.Perm(tokens)
+			now := at(100)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				t := order[i%tokens]
+				u.Used(keys[t], ids[t], ips[t][i%MaxRecentIPs], now)
+				i++
+			}
+		})
+	}
 }

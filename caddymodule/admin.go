@@ -175,7 +175,9 @@ func (app *App) tokenJSON(t tokenstore.Token, now time.Time) tokenJSON {
 	out := toJSON(t, now)
 	u := audit.Usage{TokenID: t.ID, LastUsedAt: t.LastUsedAt, LastIP: t.LastUsedIP, Count: t.UseCount, RecentIPs: t.RecentIPs}
 	if app.auditState != nil {
-		if pending, ok := app.auditState.usage.Pending(t.ID); ok {
+		// Keyed by tokenstore.KeyOf, which is 0 for an id Parse refuses:
+		// the id check keeps such a token from showing another's use.
+		if pending, ok := app.auditState.usage.Pending(tokenstore.KeyOf(t.ID)); ok && pending.TokenID == t.ID {
 			u = audit.MergeUsage(u, pending)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -257,9 +258,10 @@ func (st *auditState) emit(ctx caddy.Context, name string, data map[string]any) 
 	}
 }
 
-// used notes a successful use of a token for the usage statistics.
-func (a *App) used(tokenID, clientIP string, now time.Time) {
+// used notes a successful use of a token (its Entry.Key and ID) from the
+// client IP (the zero Addr if unknown) for the usage statistics.
+func (a *App) used(key uint64, tokenID string, ip netip.Addr, now time.Time) {
 	if a.auditState != nil {
-		a.auditState.usage.Used(tokenID, clientIP, now)
+		a.auditState.usage.Used(key, tokenID, ip, now)
 	}
 }

@@ -454,7 +454,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.StripCredentials {
 		h.strip(r, x.cred.Scheme)
 	}
-	h.app.used(x.entry.ID, x.clientIP, x.now)
+	h.app.used(x.entry.Key, x.entry.ID, x.ip, x.now) // x.ip is the zero Addr if !x.ipOK
 	h.record(&x, audit.TypeAuthSucceeded, audit.OutcomeSuccess, policy.ReasonOK, 0, "")
 	return next.ServeHTTP(w, r)
 }
