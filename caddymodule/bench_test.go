@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -391,6 +392,49 @@ func TestServeHTTPAllocs(t *testing.T) {
 				t.Errorf("%s: %v allocations a request, want at most %v", tt.name, allocs, tt.limit)
 			}
 			t.Logf("%s: %v allocations", tt.name, allocs)
+		})
+	}
+}
+
+// failureCount is an audit sink for parallel benchmarks: it counts the
+// events of requests that did not succeed (there should be none), and
+// writes nothing shared on success, so that the benchmark adds no
+// contention of its own.
+type failureCount struct{ n atomic.Int64 }
+
+func (f *failureCount) Record(e audit.Event) {
+	if e.Reason != string(policy.ReasonOK) {
+		f.n.Add(1)
+	}
+}
+
+// BenchmarkServeHTTPParallel measures valid requests served from every
+// core at once (b.RunParallel; compare -cpu 1,2): what the gate's shared
+// state costs when cores take turns writing it. "one_token" is a single
+// busy token, as a CI system hammering an API with its token; "ring"
+// cycles through 1000 tokens. ns/op is wall time: at -cpu 2 without
+// contention it would be half the -cpu 1 figure.
+func BenchmarkServeHTTPParallel(b *testing.B) {
+	g := newBenchGate(b, 1000)
+	sink := &failureCount{}
+	g.h.app.audit = sink
+	cases := []benchCase{
+		{name: "one_token", h: g.h, target: "/rest/api/2/issue/ABC-1", authz: []string{"Bearer " + g.secret}, ip: "198.51.100.7"},
+		{name: "ring", h: g.h, target: "/rest/api/2/issue/ABC-1", authz: g.bearer[:min(len(g.bearer), benchRing)], ip: "198.51.100.7"},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				rs := g.requests(c)
+				w := &discardWriter{h: make(http.Header)}
+				for i := 0; pb.Next(); i++ {
+					rs.serve(c.h, w, i)
+				}
+			})
+			if n := sink.n.Load(); n > 0 {
+				b.Fatalf("%d requests did not succeed", n)
+			}
 		})
 	}
 }
