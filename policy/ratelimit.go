@@ -114,21 +114,17 @@ type RateLimiter struct {
 	shards []rateShard
 }
 
-// Keys are numbers, not strings: a map of them holds no pointers, and
-// finding one reads no memory outside the map, which matters when
-// traffic is spread over more keys than the CPU caches hold.
-type rateEntry struct {
-	key uint64
-	tat int64 // Unix nanoseconds
-}
-
+// A shard maps each key to its TAT directly: keys are numbers, not
+// strings, and the TAT is in the map's slot, so that a request reads no
+// memory outside the map, which matters when traffic is spread over more
+// keys than the CPU caches hold. keys lists them for the clock hand.
 type rateShard struct {
-	mu      sync.Mutex
-	index   map[uint64]int32
-	entries []rateEntry
-	limit   int
-	hand    int
-	_       [64]byte // keep neighbouring shards' locks off one cache line
+	mu    sync.Mutex
+	tats  map[uint64]int64 // key → TAT in Unix nanoseconds
+	keys  []uint64
+	limit int
+	hand  int
+	_     [64]byte // keep neighbouring shards' locks off one cache line
 }
 
 // NewRateLimiter returns a RateLimiter that holds at most maxKeys keys; a
@@ -141,7 +137,7 @@ func NewRateLimiter(maxKeys int) *RateLimiter {
 	l := &RateLimiter{shift: uint(64 - bits.TrailingZeros(uint(len(limits))))}
 	l.shards = make([]rateShard, len(limits))
 	for i, n := range limits {
-		l.shards[i] = rateShard{index: make(map[uint64]int32), limit: n}
+		l.shards[i] = rateShard{tats: make(map[uint64]int64), limit: n}
 	}
 	return l
 }
@@ -166,20 +162,16 @@ func (l *RateLimiter) Allow(key uint64, r Rate, now time.Time) (retryAfter time.
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	i, held := s.index[key]
-	tat := n
-	if held {
-		tat = max(tat, s.entries[i].tat)
-	}
-	next := addSat(tat, interval)
+	tat, held := s.tats[key]
+	next := addSat(max(tat, n), interval)
 	// allowAt = next - Per; compared as next-n > Per so nothing overflows.
 	if wait := next - n - int64(r.Per); wait > 0 {
 		return time.Duration(wait), false
 	}
 	if !held {
-		i = s.insert(key, n)
+		s.insert(key, n)
 	}
-	s.entries[i].tat = next
+	s.tats[key] = next
 	return 0, true
 }
 
@@ -190,7 +182,7 @@ func (l *RateLimiter) Len() int {
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
-		total += len(s.entries)
+		total += len(s.keys)
 		s.mu.Unlock()
 	}
 	return total
@@ -199,30 +191,27 @@ func (l *RateLimiter) Len() int {
 // rateScan is how many keys the clock hand inspects for a victim.
 const rateScan = 8
 
-// insert adds key with an idle TAT and returns its index, replacing a key
-// chosen by the clock hand if the shard is full. s.mu is held.
-func (s *rateShard) insert(key uint64, now int64) int32 {
-	e := rateEntry{key: key, tat: now}
-	if len(s.entries) < s.limit {
-		s.entries = append(s.entries, e)
-		i := int32(len(s.entries) - 1)
-		s.index[key] = i
-		return i
+// insert makes room for key, which the caller then gives its TAT,
+// replacing a key chosen by the clock hand if the shard is full. s.mu is
+// held.
+func (s *rateShard) insert(key uint64, now int64) {
+	if len(s.keys) < s.limit {
+		s.keys = append(s.keys, key)
+		return
 	}
 	victim, scanned := -1, 0
-	for scanned < min(rateScan, len(s.entries)) {
-		i := (s.hand + scanned) % len(s.entries)
+	var oldest int64
+	for scanned < min(rateScan, len(s.keys)) {
+		i := (s.hand + scanned) % len(s.keys)
 		scanned++
-		if victim < 0 || s.entries[i].tat < s.entries[victim].tat {
-			victim = i
+		if tat := s.tats[s.keys[i]]; victim < 0 || tat < oldest {
+			victim, oldest = i, tat
 		}
-		if s.entries[victim].tat <= now {
+		if oldest <= now {
 			break
 		}
 	}
-	s.hand = (s.hand + scanned) % len(s.entries)
-	delete(s.index, s.entries[victim].key)
-	s.entries[victim] = e
-	s.index[key] = int32(victim)
-	return int32(victim)
+	s.hand = (s.hand + scanned) % len(s.keys)
+	delete(s.tats, s.keys[victim])
+	s.keys[victim] = key
 }
