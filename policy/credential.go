@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"strings"
+	"unsafe"
 )
 
 // Scheme says where a credential came from.
@@ -67,56 +68,90 @@ var (
 // may separate the scheme from its parameter. An empty value yields
 // SchemeNone and no error. Other schemes (Digest, Negotiate, …) give
 // ErrUnsupportedScheme: the gate does not pass credentials it cannot check.
+// A Basic credential costs one allocation, the string User and Secret are
+// both cut from.
 func ParseAuthorization(v string) (Credential, error) {
+	scheme, param, err := SplitAuthorization(v)
+	if scheme != SchemeBasic {
+		return Credential{Scheme: scheme, Secret: param}, err
+	}
+	var buf BasicBuffer
+	user, secret, err := DecodeBasic(&buf, param)
+	if err != nil {
+		return Credential{}, err
+	}
+	// user and secret are views of buf: one copy of both, so buf stays
+	// on the stack.
+	raw := user + ":" + secret
+	return Credential{Scheme: SchemeBasic, User: raw[:len(user)], Secret: raw[len(user)+1:]}, nil
+}
+
+// SplitAuthorization reads an Authorization value as ParseAuthorization
+// does, but leaves a Basic parameter encoded, for DecodeBasic. For Bearer
+// it returns the token; on error, SchemeNone.
+func SplitAuthorization(v string) (Scheme, string, error) {
 	if v == "" {
-		return Credential{}, nil
+		return SchemeNone, "", nil
 	}
 	if len(v) > MaxCredentialLength {
-		return Credential{}, ErrCredentialTooLong
+		return SchemeNone, "", ErrCredentialTooLong
 	}
 	scheme, param, _ := strings.Cut(v, " ")
 	param = strings.TrimLeft(param, " ")
 	switch {
 	case strings.EqualFold(scheme, "Basic"):
-		return parseBasic(param)
+		return SchemeBasic, param, nil
 	case strings.EqualFold(scheme, "Bearer"):
 		// Two IndexByte calls are SIMD scans; ContainsAny goes byte by byte.
 		if param == "" || strings.IndexByte(param, ' ') >= 0 || strings.IndexByte(param, '\t') >= 0 {
-			return Credential{}, ErrEmptyBearer
+			return SchemeNone, "", ErrEmptyBearer
 		}
-		return Credential{Scheme: SchemeBearer, Secret: param}, nil
+		return SchemeBearer, param, nil
 	}
-	return Credential{}, ErrUnsupportedScheme
+	return SchemeNone, "", ErrUnsupportedScheme
 }
 
-// basicStackLen is the size of parseBasic's stack buffer. It holds
-// base64.StdEncoding.DecodedLen of the parameter, so Basic credentials of
-// up to 510 bytes (680 base64 characters) need no heap buffer: a user
+// basicBufferLen is the size of a BasicBuffer: base64.StdEncoding.DecodedLen
+// of Basic parameters of up to 680 characters, 510 decoded bytes. A user
 // name and a token take about 100, and pass-through passwords seldom a few
 // hundred.
-const basicStackLen = 512
+const basicBufferLen = 512
 
-// parseBasic decodes the parameter of a Basic credential as
+// BasicBuffer is room for a decoded Basic credential, for DecodeBasic.
+type BasicBuffer [basicBufferLen]byte
+
+// DecodeBasic decodes the parameter of a Basic credential as
 // base64.StdEncoding.DecodeString does (padding required, CR and LF
-// ignored), into a stack buffer when it fits, and splits it at the first
-// colon. A credential that fits costs one allocation, the string User and
-// Secret are both cut from; a longer one costs a second, for its buffer.
-func parseBasic(param string) (Credential, error) {
-	var stack [basicStackLen]byte
-	buf := stack[:]
-	if n := base64.StdEncoding.DecodedLen(len(param)); n > len(buf) {
-		buf = make([]byte, n)
+// ignored) into buf, and splits it at the first colon. It allocates
+// nothing: user and secret share buf's memory, and hold only as long as
+// buf is neither written nor reused, so a caller copies (strings.Clone)
+// what it keeps longer. (Kept in a function's frame, buf stays on the
+// stack for as long as neither string escapes: Go's escape analysis sees
+// where they come from.) A parameter too long for buf is decoded into a
+// buffer of its own, on the heap.
+func DecodeBasic(buf *BasicBuffer, param string) (user, secret string, err error) {
+	b := buf[:]
+	if n := base64.StdEncoding.DecodedLen(len(param)); n > len(b) {
+		b = make([]byte, n)
 	}
-	n, err := base64.StdEncoding.Decode(buf, []byte(param))
+	n, err := base64.StdEncoding.Decode(b, []byte(param))
 	if err != nil {
-		return Credential{}, ErrMalformedBasic
+		return "", "", ErrMalformedBasic
 	}
-	colon := bytes.IndexByte(buf[:n], ':')
+	colon := bytes.IndexByte(b[:n], ':')
 	if colon < 0 {
-		return Credential{}, ErrMalformedBasic
+		return "", "", ErrMalformedBasic
 	}
-	raw := string(buf[:n])
-	return Credential{Scheme: SchemeBasic, User: raw[:colon], Secret: raw[colon+1:]}, nil
+	return view(b[:colon]), view(b[colon+1 : n]), nil
+}
+
+// view returns b's bytes as a string without copying them: b must not be
+// written while the string is in use.
+func view(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 // BareToken wraps a token taken from a configured header or query

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func basic(userPass string) string {
@@ -99,6 +100,18 @@ func FuzzParseAuthorization(f *testing.F) {
 		if rc, rerr := refParseAuthorization(header); c != rc || err != rerr {
 			t.Fatalf("ParseAuthorization(%q) = %+v, %v; the reference says %+v, %v", header, c, err, rc, rerr)
 		}
+		scheme, param, serr := SplitAuthorization(header)
+		vc := Credential{Scheme: scheme, Secret: param}
+		if scheme == SchemeBasic {
+			var buf BasicBuffer
+			vc.User, vc.Secret, serr = DecodeBasic(&buf, param)
+			if serr != nil {
+				vc = Credential{}
+			}
+		}
+		if vc != c || serr != err {
+			t.Fatalf("SplitAuthorization and DecodeBasic(%q) = %+v, %v; ParseAuthorization says %+v, %v", header, vc, serr, c, err)
+		}
 		if err != nil {
 			if c != (Credential{}) {
 				t.Fatalf("error %v came with a credential %+v", err, c)
@@ -135,8 +148,8 @@ func TestParseAuthorizationAllocs(t *testing.T) {
 		max    float64
 	}{
 		{"basic token", basic("alice:" + benchToken), 1},
-		{"basic at the stack bound", basic(strings.Repeat("u", 10) + ":" + strings.Repeat("p", basicStackLen/3*3-11)), 1},
-		{"basic past the stack bound", basic(strings.Repeat("u", 10) + ":" + strings.Repeat("p", basicStackLen/3*3-10)), 2},
+		{"basic at the stack bound", basic(strings.Repeat("u", 10) + ":" + strings.Repeat("p", basicBufferLen/3*3-11)), 1},
+		{"basic past the stack bound", basic(strings.Repeat("u", 10) + ":" + strings.Repeat("p", basicBufferLen/3*3-10)), 2},
 		{"basic no colon", basic(benchToken), 0},
 		{"basic bad base64", "Basic " + benchToken + "!", 0},
 		{"bearer", "Bearer " + benchToken, 0},
@@ -149,6 +162,33 @@ func TestParseAuthorizationAllocs(t *testing.T) {
 				t.Errorf("ParseAuthorization(%q) allocates %v times, want <= %v", tt.header, n, tt.max)
 			}
 		})
+	}
+}
+
+// TestDecodeBasic checks that a Basic credential's strings are views of
+// the caller's buffer when it fits, and that decoding one costs no
+// allocation then.
+func TestDecodeBasic(t *testing.T) {
+	param := basic("alice:" + benchToken)[len("Basic "):]
+	var buf BasicBuffer
+	user, secret, err := DecodeBasic(&buf, param)
+	if err != nil || user != "alice" || secret != benchToken {
+		t.Fatalf("DecodeBasic(%q) = %q, %q, %v", param, user, secret, err)
+	}
+	if p, lo, hi := uintptr(unsafe.Pointer(unsafe.StringData(secret))), uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&buf[len(buf)-1])); p < lo || p > hi {
+		t.Errorf("the secret is not in the buffer")
+	}
+	long := basic(strings.Repeat("u", 10) + ":" + strings.Repeat("p", basicBufferLen))[len("Basic "):]
+	if _, secret, err := DecodeBasic(&buf, long); err != nil || len(secret) != basicBufferLen {
+		t.Errorf("a credential longer than the buffer: %d bytes of secret, %v", len(secret), err)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		var buf BasicBuffer
+		if user, _, _ := DecodeBasic(&buf, param); user != "alice" {
+			panic("wrong user")
+		}
+	}); n != 0 {
+		t.Errorf("DecodeBasic of a token allocates %v times, want 0", n)
 	}
 }
 

@@ -167,8 +167,12 @@ func Parse(token string) (id string, ok bool) {
 	if len(token) < minTokenLen || len(token) > maxTokenLen {
 		return "", false
 	}
-	sep := strings.LastIndexByte(token, '_')
-	if sep < 0 || len(token)-sep-1 != bodyLen || !validPrefix(token[:sep]) {
+	// The body is the last bodyLen bytes, after the prefix's '_'. Its
+	// alphabets have no '_', so this is the token's last '_' exactly when
+	// the body checks below pass; reading it in place spares scanning the
+	// body backwards for it.
+	sep := len(token) - bodyLen - 1
+	if token[sep] != '_' || !validPrefix(token[:sep]) {
 		return "", false
 	}
 	body := token[sep+1:]
