@@ -88,11 +88,14 @@ type App struct {
 	released   bool // Cleanup dropped the store reference
 	audit      audit.Sink
 	auditState *auditState
-	logger     *zap.Logger
-	now        func() time.Time
-	realClock  bool // now is time.Now, not a test's clock
-	holders    policy.Holders
-	perGroup   map[string]policy.Validity
+	// skipSuccess: the audit selection leaves successes out, so the gate
+	// need not build their events.
+	skipSuccess bool
+	logger      *zap.Logger
+	now         func() time.Time
+	realClock   bool // now is time.Now, not a test's clock
+	holders     policy.Holders
+	perGroup    map[string]policy.Validity
 }
 
 // GroupRules are a group's own lifetime rules.

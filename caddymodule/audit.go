@@ -154,6 +154,7 @@ func (a *App) provisionAudit(ctx caddy.Context) error {
 		st.events, _ = ev.(*caddyevents.App)
 	}
 	a.auditState = st
+	a.skipSuccess = !sel.Wants(audit.TypeAuthSucceeded)
 	a.registerMetrics(ctx)
 	return nil
 }

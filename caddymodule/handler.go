@@ -443,11 +443,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	identify(r, x.entry)
-	if h.userHeaderKey != "" {
-		r.Header[h.userHeaderKey] = []string{x.entry.User}
-	}
+	var spare []string
 	if h.StripCredentials {
-		h.strip(r, x.cred.Scheme)
+		spare = h.strip(r, x.cred.Scheme)
+	}
+	if h.userHeaderKey != "" {
+		r.Header[h.userHeaderKey] = userHeaderValue(x.entry.User, spare)
 	}
 	h.app.used(x.entry.Key, x.entry.ID, x.ip, x.now) // x.ip is the zero Addr if !x.ipOK
 	h.record(&x, audit.TypeAuthSucceeded, audit.OutcomeSuccess, policy.ReasonOK, 0, "")
@@ -795,6 +796,9 @@ func (h *Handler) record(x *exchange, typ audit.Type, outcome audit.Outcome, rea
 		user = x.cred.User
 	}
 	requestCounter(outcome, reason).Inc()
+	if typ == audit.TypeAuthSucceeded && h.app.skipSuccess {
+		return // the bulk of the traffic, and nobody to tell
+	}
 	if (typ == audit.TypeDenied || typ == audit.TypeAuthFailed) && h.app.auditState.wants(eventDenied) {
 		// Only built when someone listens: a denial flood must stay cheap.
 		h.app.auditState.emit(h.ctx, eventDenied, map[string]any{
@@ -819,16 +823,34 @@ func (h *Handler) record(x *exchange, typ audit.Type, outcome audit.Outcome, rea
 	})
 }
 
-// strip removes the credential from the request before it goes on.
-func (h *Handler) strip(r *http.Request, scheme policy.Scheme) {
+// strip removes the credential from the request before it goes on, and
+// returns the removed header's values (nil for a query parameter).
+func (h *Handler) strip(r *http.Request, scheme policy.Scheme) []string {
+	key := "Authorization"
 	switch scheme {
 	case policy.SchemeBasic, policy.SchemeBearer:
-		delete(r.Header, "Authorization")
 	case policy.SchemeHeader:
-		delete(r.Header, h.headerKey)
+		key = h.headerKey
 	case policy.SchemeQuery:
 		r.URL.RawQuery = removeQueryParam(r.URL.RawQuery, h.Query)
+		return nil
+	default:
+		return nil
 	}
+	vs := r.Header[key]
+	delete(r.Header, key)
+	return vs
+}
+
+// userHeaderValue is the value slice of the user header: spare, the
+// values of the credential header strip removed, if there is one (the
+// request's own, and no longer anyone's), or a new one.
+func userHeaderValue(user string, spare []string) []string {
+	if len(spare) == 0 {
+		return []string{user}
+	}
+	spare[0] = user
+	return spare[:1:1]
 }
 
 // removeQueryParam drops every occurrence of name from a raw query string,

@@ -267,3 +267,59 @@ func TestRefusalHeaderValues(t *testing.T) {
 		t.Errorf("Content-Type after Add: %q", got)
 	}
 }
+
+// TestHandlerUserHeaderStripped checks what the backend gets with
+// strip_credentials and user_header together, for every place a token can
+// come from: no credential, and the user header alone with one value (the
+// gate reuses the removed header's value slice for it).
+func TestHandlerUserHeaderStripped(t *testing.T) {
+	h, st, clock, _ := testHandler(t)
+	h.StripCredentials = true
+	h.UserHeader, h.userHeaderKey = "X-Remote-User", "X-Remote-User"
+	h.Header, h.headerKey = "X-Api-Token", "X-Api-Token"
+	h.Query = "api_token"
+	_, secret, err := st.Create(context.Background(), tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		target string
+		header http.Header
+	}{
+		{"bearer", "/rest/x", http.Header{"Authorization": {"Bearer " + secret}}},
+		{"basic", "/rest/x", http.Header{"Authorization": {basicAuth("alice", secret)}}},
+		{"basic sent twice", "/rest/x", http.Header{"Authorization": {basicAuth("alice", secret), "Bearer x"}}},
+		{"spoofed user header", "/rest/x", http.Header{"Authorization": {"Bearer " + secret}, "X-Remote-User": {"admin", "root"}}},
+		{"header", "/rest/x", http.Header{"X-Api-Token": {secret}}},
+		{"query", "/rest/x?a=1&api_token=" + secret, http.Header{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, tt.target, nil)
+			req.Header = tt.header.Clone()
+			req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), httptest.NewRecorder(), nil)
+			caddyhttp.SetVar(req.Context(), caddyhttp.ClientIPVarKey, "198.51.100.4")
+			var got http.Header
+			var query string
+			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				got, query = r.Header.Clone(), r.URL.RawQuery
+				return nil
+			})
+			if err := h.ServeHTTP(httptest.NewRecorder(), req, next); err != nil || got == nil {
+				t.Fatalf("the request did not go on: %v", err)
+			}
+			if vs := got["X-Remote-User"]; len(vs) != 1 || vs[0] != "alice" {
+				t.Errorf("X-Remote-User = %q, want [alice]", vs)
+			}
+			for _, key := range []string{"Authorization", "X-Api-Token"} {
+				if vs, ok := got[key]; ok {
+					t.Errorf("%s reached the backend: %q", key, vs)
+				}
+			}
+			if strings.Contains(query, secret) {
+				t.Errorf("the query still holds the token: %q", query)
+			}
+		})
+	}
+}
