@@ -393,16 +393,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	x := exchange{w: w, r: r, next: next, now: h.requestTime(vars)}
 	x.clientIP, _ = vars[caddyhttp.ClientIPVarKey].(string)
 
-	raw, rewritten := targets(r)
+	t := targets(r)
 	if h.paths != nil {
-		if rule, reason := h.inspectPath(raw, rewritten); reason != policy.ReasonOK {
+		if rule, reason := h.inspectPath(t); reason != policy.ReasonOK {
 			if err, stop := h.refuse(&x, refusal{status: http.StatusBadRequest, reason: reason, rule: rule}); stop {
 				return err
 			}
 		}
 	}
 
-	if !h.protect.IsZero() && !h.protects(raw, rewritten) {
+	if !h.protect.IsZero() && !h.protects(t) {
 		return next.ServeHTTP(w, r)
 	}
 
@@ -505,31 +505,41 @@ func identify(r *http.Request, e tokenstore.Entry) {
 	})
 }
 
-// targets returns the raw request-target, and the path the backend will
-// get if an earlier handler (rewrite, uri) changed it ("" if not).
-func targets(r *http.Request) (raw, rewritten string) {
-	raw = r.RequestURI
+// requestPaths are the paths the gate judges a request by: its raw
+// request-target, and the path the backend will get if an earlier handler
+// (rewrite, uri) changed it. Each is read once (policy.Target) for both
+// path inspection and protect.
+type requestPaths struct {
+	raw       policy.Target
+	rewritten policy.Target // if rewrote
+	rewrote   bool
+}
+
+// targets returns the request's paths.
+func targets(r *http.Request) requestPaths {
+	raw := r.RequestURI
 	if raw == "" {
 		raw = r.URL.RequestURI()
 	}
-	if p := r.URL.EscapedPath(); !strings.HasPrefix(raw, p) || (len(raw) > len(p) && raw[len(p)] != '?') {
-		rewritten = p
+	t := requestPaths{raw: policy.NewTarget(raw)}
+	if p := r.URL.EscapedPath(); p != "" && (!strings.HasPrefix(raw, p) || (len(raw) > len(p) && raw[len(p)] != '?')) {
+		t.rewritten, t.rewrote = policy.NewTarget(p), true
 	}
-	return raw, rewritten
+	return t
 }
 
 // inspectPath judges the raw request-target, and the rewritten path if any.
-func (h *Handler) inspectPath(raw, rewritten string) (policy.PathRule, policy.Reason) {
-	if rule, reason := h.paths.Inspect(raw); reason != policy.ReasonOK || rewritten == "" {
+func (h *Handler) inspectPath(t requestPaths) (policy.PathRule, policy.Reason) {
+	if rule, reason := h.paths.InspectTarget(t.raw); reason != policy.ReasonOK || !t.rewrote {
 		return rule, reason
 	}
-	return h.paths.Inspect(rewritten)
+	return h.paths.InspectTarget(t.rewritten)
 }
 
 // protects reports whether the request needs a token under protect: if
 // either the raw target or the rewritten path resolves to a protected path.
-func (h *Handler) protects(raw, rewritten string) bool {
-	return h.protect.MatchTarget(raw) || (rewritten != "" && h.protect.MatchTarget(rewritten))
+func (h *Handler) protects(t requestPaths) bool {
+	return h.protect.MatchTargetPath(t.raw) || (t.rewrote && h.protect.MatchTargetPath(t.rewritten))
 }
 
 // authorize runs the checks a valid token must pass and returns every

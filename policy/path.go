@@ -224,11 +224,30 @@ var defaultPathRules PathRules
 // Inspect allocates nothing for paths up to 1 KiB. A plain path (see
 // plainPath), the common case, is judged in one scan.
 func (p *PathRules) Inspect(requestTarget string) (PathRule, Reason) {
+	return p.InspectTarget(NewTarget(requestTarget))
+}
+
+// Target is the path of a request-target, read once (its query cut off,
+// whether it is plain worked out) for InspectTarget and
+// PathSet.MatchTargetPath, which then need not read it again.
+type Target struct {
+	path  string
+	plain bool
+}
+
+// NewTarget reads a raw request-target.
+func NewTarget(requestTarget string) Target {
+	path := requestTargetPath(requestTarget)
+	return Target{path: path, plain: plainPath(path)}
+}
+
+// InspectTarget is Inspect for a Target.
+func (p *PathRules) InspectTarget(t Target) (PathRule, Reason) {
 	if p == nil {
 		p = &defaultPathRules
 	}
-	path := requestTargetPath(requestTarget)
-	if plainPath(path) {
+	path := t.path
+	if t.plain {
 		// No rule fires at any depth and path is its own normalised
 		// form: only Deny is left to judge, and Exempt has nothing to lift.
 		if matchPathPatterns(p.deny, path) {
@@ -1081,11 +1100,18 @@ func (s PathSet) MatchTarget(requestTarget string) bool {
 	if len(s.patterns) == 0 {
 		return false
 	}
-	path := requestTargetPath(requestTarget)
-	if plainPath(path) {
-		return matchPathPatterns(s.patterns, path)
+	return s.MatchTargetPath(NewTarget(requestTarget))
+}
+
+// MatchTargetPath is MatchTarget for a Target.
+func (s PathSet) MatchTargetPath(t Target) bool {
+	if len(s.patterns) == 0 {
+		return false
 	}
-	return s.matchResolved(path)
+	if t.plain {
+		return matchPathPatterns(s.patterns, t.path)
+	}
+	return s.matchResolved(t.path)
 }
 
 // matchResolved is MatchTarget for any path: decoded once, then normalised.

@@ -160,18 +160,20 @@ func (l *RateLimiter) Allow(key uint64, r Rate, now time.Time) (retryAfter time.
 	n := now.UnixNano()
 	s := l.shard(key)
 
+	// Unlocked by hand, not deferred: this runs on every request.
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	tat, held := s.tats[key]
 	next := addSat(max(tat, n), interval)
 	// allowAt = next - Per; compared as next-n > Per so nothing overflows.
 	if wait := next - n - int64(r.Per); wait > 0 {
+		s.mu.Unlock()
 		return time.Duration(wait), false
 	}
 	if !held {
 		s.insert(key, n)
 	}
 	s.tats[key] = next
+	s.mu.Unlock()
 	return 0, true
 }
 
