@@ -357,3 +357,47 @@ func TestTokenState(t *testing.T) {
 		})
 	}
 }
+
+// TestAlphabetWords holds the word-at-a-time alphabet checks to the digit
+// tables: every byte value at every position of a word of valid bytes,
+// and words of random valid bytes.
+func TestAlphabetWords(t *testing.T) {
+	word := func(fill byte, p int, c byte) uint64 {
+		b := []byte(strings.Repeat(string(fill), 8))
+		b[p] = c
+		return load8(string(b), 0)
+	}
+	for _, fill := range []byte{'a', 'z', '2', '7'} {
+		for p := range 8 {
+			for c := range 256 {
+				if got, want := idWord(word(fill, p, byte(c))), idDigits[c] != invalidDigit; got != want {
+					t.Errorf("idWord with %q at %d among %q: %v, want %v", byte(c), p, fill, got, want)
+				}
+			}
+		}
+	}
+	for _, fill := range []byte{'0', '9', 'A', 'Z', 'a', 'z'} {
+		for p := range 8 {
+			for c := range 256 {
+				if got, want := base62Word(word(fill, p, byte(c))), base62Digits[c] != invalidDigit; got != want {
+					t.Errorf("base62Word with %q at %d among %q: %v, want %v", byte(c), p, fill, got, want)
+				}
+			}
+		}
+	}
+	for range 1000 {
+		var id, b62 [8]byte
+		for i := range 8 {
+			id[i] = idAlphabet[rand.IntN(len(idAlphabet))]
+			b62[i] = base62Alphabet[rand.IntN(len(base62Alphabet))]
+		}
+		if !idWord(load8(string(id[:]), 0)) || !base62Word(load8(string(b62[:]), 0)) {
+			t.Fatalf("valid words refused: %q %q", id, b62)
+		}
+	}
+	for c := range 256 {
+		if d := base62Digits[c]; d != invalidDigit && base62Value(byte(c)) != uint64(d) {
+			t.Errorf("base62Value(%q) = %d, want %d", byte(c), base62Value(byte(c)), d)
+		}
+	}
+}

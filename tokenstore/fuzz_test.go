@@ -1,6 +1,7 @@
 package tokenstore
 
 import (
+	"hash/crc32"
 	"strings"
 	"testing"
 )
@@ -33,6 +34,9 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		id, ok := Parse(s)
+		if rid, rok := refParse(s); id != rid || ok != rok {
+			t.Fatalf("Parse(%q) = %q, %v; the reference says %q, %v", s, id, ok, rid, rok)
+		}
 		if !ok {
 			if id != "" {
 				t.Fatalf("Parse(%q) = %q, false; want an empty id", s, id)
@@ -63,4 +67,38 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Hint(%q) = %q", s, h)
 		}
 	})
+}
+
+// refParse is Parse as first written, a byte at a time with the digit
+// tables: the reference FuzzParse holds the word-at-a-time checks to.
+func refParse(token string) (string, bool) {
+	if len(token) < minTokenLen || len(token) > maxTokenLen {
+		return "", false
+	}
+	sep := strings.LastIndexByte(token, '_')
+	if sep < 0 || len(token)-sep-1 != bodyLen || !validPrefix(token[:sep]) {
+		return "", false
+	}
+	body := token[sep+1:]
+	id := body[:idLen]
+	if !ValidID(id) {
+		return "", false
+	}
+	for i := idLen; i < idLen+secretLen; i++ {
+		if base62Digits[body[i]] == invalidDigit {
+			return "", false
+		}
+	}
+	var sum uint64
+	for i := idLen + secretLen; i < bodyLen; i++ {
+		d := base62Digits[body[i]]
+		if d == invalidDigit {
+			return "", false
+		}
+		sum = sum*62 + uint64(d)
+	}
+	if sum != uint64(crc32.ChecksumIEEE([]byte(token[:len(token)-checksumLen]))) {
+		return "", false
+	}
+	return id, true
 }

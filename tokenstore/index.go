@@ -88,16 +88,19 @@ type index struct {
 // whether it is one. The map is faster with these for keys than with the
 // strings, and holds them in its slots.
 func idKey(id string) (key uint64, ok bool) {
-	if len(id) != idLen {
+	if len(id) != idLen || !idWord(load8(id, 0)) || !idWord(load8(id, idLen-8)) {
 		return 0, false
 	}
-	var seen byte
 	for i := 0; i < idLen; i++ {
-		d := idDigits[id[i]]
-		seen |= d
-		key = key<<5 | uint64(d)
+		// Worked out rather than looked up in idDigits (see idWord).
+		c := id[i]
+		d := uint64(c - 'a')
+		if c < 'a' {
+			d = uint64(c-'2') + 26
+		}
+		key = key<<5 | d
 	}
-	return key, seen < 32
+	return key, true
 }
 
 // KeyOf returns Entry.Key for the token id, for looking up what is kept
