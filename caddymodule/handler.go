@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -650,25 +651,31 @@ func (h *Handler) lookup(x *exchange) (isToken, found bool, err error) {
 // than a fresh heap object whose writes a request was measured waiting
 // for under load. Nothing that shares the buffer may outlive the call:
 // x.cred.User is the token's own user name when the two are equal, else a
-// copy.
+// copy. The buffer goes back to the pool cleared, so that no credential
+// lingers in it.
 func (h *Handler) lookupBasic(x *exchange, param string) (isToken, found bool, err error) {
 	buf := basicBuffers.Get().(*policy.BasicBuffer)
-	defer basicBuffers.Put(buf)
 	user, secret, err := policy.DecodeBasic(buf, param)
 	if err != nil {
 		x.cred.Scheme = policy.SchemeNone
-		return false, false, err
-	}
-	id, isToken := tokenstore.Parse(secret)
-	if isToken {
-		x.entry, found = h.app.store.LookupID(id, secret)
-	}
-	if found && user == x.entry.User {
-		x.cred.User = x.entry.User
 	} else {
-		x.cred.User = strings.Clone(user)
+		var id string
+		if id, isToken = tokenstore.Parse(secret); isToken {
+			x.entry, found = h.app.store.LookupID(id, secret)
+		}
+		if found && user == x.entry.User {
+			x.cred.User = x.entry.User
+		} else {
+			x.cred.User = strings.Clone(user)
+		}
 	}
-	return isToken, found, nil
+	// All that decoding can have written (nothing, for a parameter too
+	// long for the buffer: it is decoded elsewhere).
+	if n := base64.StdEncoding.DecodedLen(len(param)); n <= len(buf) {
+		clear(buf[:n])
+	}
+	basicBuffers.Put(buf)
+	return isToken, found, err
 }
 
 // basicBuffers holds the buffers lookupBasic decodes credentials into.

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -321,5 +322,28 @@ func TestHandlerUserHeaderStripped(t *testing.T) {
 				t.Errorf("the query still holds the token: %q", query)
 			}
 		})
+	}
+}
+
+// TestHandlerBasicBufferCleared checks that the buffers Basic credentials
+// are decoded into go back to their pool without the credential: every
+// buffer the pool hands out after a request is all zeros.
+func TestHandlerBasicBufferCleared(t *testing.T) {
+	h, st, clock, _ := testHandler(t)
+	_, secret, err := st.Create(context.Background(), tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, authz := range []string{basicAuth("alice", secret), basicAuth("mallory", secret), basicAuth("alice", "hunter2"), "Basic %%%"} {
+		for range 10 {
+			req := httptest.NewRequest(http.MethodGet, "/rest/x", nil)
+			req.Header.Set("Authorization", authz)
+			serve(t, h, req)
+			buf := basicBuffers.Get().(*policy.BasicBuffer)
+			if *buf != (policy.BasicBuffer{}) {
+				t.Fatalf("credential %d: a pooled buffer holds %q", i, bytes.TrimRight(buf[:], "\x00"))
+			}
+			basicBuffers.Put(buf)
+		}
 	}
 }
