@@ -385,10 +385,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// client IP is not verified yet.
 		return caddyhttp.Error(http.StatusTooEarly, errors.New("TLS handshake not complete, remote IP cannot be verified"))
 	}
-	if _, sent := r.Header[h.userHeaderKey]; sent && h.userHeaderKey != "" {
+	if h.userHeaderKey != "" {
 		// Looked up first: a lookup in a request's small header map
 		// compares keys without hashing them, a delete always hashes.
-		delete(r.Header, h.userHeaderKey)
+		if _, sent := r.Header[h.userHeaderKey]; sent {
+			delete(r.Header, h.userHeaderKey)
+		}
 	}
 	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
 	x := exchange{w: w, r: r, next: next, now: h.requestTime(vars)}
