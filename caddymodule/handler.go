@@ -640,11 +640,17 @@ func (h *Handler) lookup(x *exchange) (isToken, found bool, err error) {
 	if scheme == policy.SchemeBasic {
 		return h.lookupBasic(x, secret)
 	}
+	isToken, found = h.lookupToken(x, secret)
+	return isToken, found, nil
+}
+
+// lookupToken looks secret up into x.entry if it has the shape of a token.
+func (h *Handler) lookupToken(x *exchange, secret string) (isToken, found bool) {
 	id, isToken := tokenstore.Parse(secret)
 	if isToken {
 		x.entry, found = h.app.store.LookupID(id, secret)
 	}
-	return isToken, found, nil
+	return isToken, found
 }
 
 // lookupBasic is lookup for a Basic credential, param still encoded. It
@@ -661,10 +667,7 @@ func (h *Handler) lookupBasic(x *exchange, param string) (isToken, found bool, e
 	if err != nil {
 		x.cred.Scheme = policy.SchemeNone
 	} else {
-		var id string
-		if id, isToken = tokenstore.Parse(secret); isToken {
-			x.entry, found = h.app.store.LookupID(id, secret)
-		}
+		isToken, found = h.lookupToken(x, secret)
 		if found && user == x.entry.User {
 			x.cred.User = x.entry.User
 		} else {
