@@ -344,7 +344,10 @@ func (a *adminAPI) create(w http.ResponseWriter, r *http.Request, app *App) erro
 }
 
 func (a *adminAPI) list(w http.ResponseWriter, r *http.Request, app *App) error {
-	q := r.URL.Query()
+	q, err := queryValues(r)
+	if err != nil {
+		return err
+	}
 	for key := range q {
 		if key != "user" && key != "state" {
 			return badRequest(fmt.Errorf("unknown query parameter %q (filters are user and state)", key))
@@ -941,6 +944,18 @@ func storeError(op string, err error) error {
 	return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err} // store errors name their operation
 }
 
+// queryValues parses the request's query string, refusing one that does
+// not parse: r.URL.Query() drops a pair it can't decode (a bad %-escape, a
+// semicolon) without a word, which would quietly widen the filter the
+// caller asked for.
+func queryValues(r *http.Request) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, badRequest(fmt.Errorf("malformed query string: %v", err))
+	}
+	return q, nil
+}
+
 // badRequest answers 400 with err's message, clipped to maxErrorLen: the
 // store's messages quote the values at fault, which may be long (a 60 KB
 // "CIDR").
@@ -1047,7 +1062,10 @@ var auditFilters = map[string]bool{
 }
 
 func (a *adminAPI) queryAudit(w http.ResponseWriter, r *http.Request, app *App) error {
-	q := r.URL.Query()
+	q, err := queryValues(r)
+	if err != nil {
+		return err
+	}
 	for key, vals := range q {
 		if !auditFilters[key] {
 			return badRequest(fmt.Errorf("unknown query parameter %q (filters are type, outcome, user, token, client_ip, since, until, cursor, limit)", key))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -299,6 +300,84 @@ func FuzzAdminUpdateBody(f *testing.F) {
 		}
 		if res.status == http.StatusOK && out.ID != target {
 			t.Fatalf("body %q: PATCH of %s answered token %s", body, target, out.ID)
+		}
+	})
+}
+
+// FuzzAdminQuery feeds raw query strings to the admin API's two calls
+// that take filters, GET /api_tokens/tokens and GET /api_tokens/audit,
+// over a store with tokens and audit events. Properties: it never panics;
+// it answers 200 with JSON or 400 with a message, never anything else; a
+// query string that does not parse is refused, never read in part; a read
+// writes nothing.
+func FuzzAdminQuery(f *testing.F) {
+	for _, s := range []string{
+		"",
+		"user=alice",
+		"user=ALICE&state=active",
+		"state=revoked",
+		"state=zombie",             // not a state
+		"owner=alice",              // not a filter
+		"user=%zz",                 // bad escape
+		"user=alice;state=revoked", // semicolon
+		"user=a&user=b",            // twice
+		"type=auth_failed,token_created&type=token_revoked",
+		"type=nosuch",
+		"outcome=failure&limit=1",
+		"limit=0", "limit=-1", "limit=99999999999999999999", "limit=1e3",
+		"since=2026-11-01T00:00:00Z&until=2026-12-01T00:00:00+01:00",
+		"since=yesterday",
+		"cursor=", "cursor=zz", "cursor=MQ", "cursor=%00",
+		"client_ip=10.0.0.1&token=aaaaaaaaaaaa",
+		"user=al%00ice", "user=%C3%28", "=", "&&&", "user", "a=1=2",
+	} {
+		f.Add(s)
+	}
+	ff := &fuzzFixture{dir: f.TempDir()}
+	f.Cleanup(ff.close)
+	setup := func(tb testing.TB, fx *adminFixture) {
+		tb.Helper()
+		for _, body := range []string{`{"user":"alice","name":"a"}`, `{"user":"bob","name":"b"}`} {
+			if res := fx.create([]byte(body)); res.status != http.StatusCreated {
+				tb.Fatalf("create %s: %d %s", body, res.status, res.err)
+			}
+		}
+	}
+	calls := []struct {
+		path string
+		call func(*adminAPI, http.ResponseWriter, *http.Request, *App) error
+	}{
+		{"/api_tokens/tokens", (*adminAPI).list},
+		{"/api_tokens/audit", (*adminAPI).queryAudit},
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		fx := ff.get(t, setup)
+		_, parseErr := url.ParseQuery(raw)
+		for _, c := range calls {
+			before := fx.state(t)
+			res := fx.do(http.MethodGet, c.path, nil, func(w http.ResponseWriter, r *http.Request) error {
+				r.URL.RawQuery = raw // as sent: httptest.NewRequest would parse it
+				return c.call(fx.api, w, r, fx.app)
+			})
+			after := fx.state(t)
+			if !reflect.DeepEqual(before, after) {
+				t.Fatalf("GET %s?%s changed the store", c.path, raw)
+			}
+			switch res.status {
+			case http.StatusOK:
+				if parseErr != nil {
+					t.Fatalf("GET %s?%q answered 200, but the query does not parse: %v", c.path, raw, parseErr)
+				}
+				if !json.Valid(res.body) {
+					t.Fatalf("GET %s?%q answered 200 with %q", c.path, raw, res.body)
+				}
+			case http.StatusBadRequest:
+				if strings.TrimSpace(res.err) == "" {
+					t.Fatalf("GET %s?%q: 400 with an empty message", c.path, raw)
+				}
+			default:
+				t.Fatalf("GET %s?%q: %d %s, want 200 or 400", c.path, raw, res.status, res.err)
+			}
 		}
 	})
 }
