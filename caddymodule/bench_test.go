@@ -56,6 +56,8 @@ type benchGate struct {
 	expired         string
 	revoked         string
 	limited         string // a token whose own rate limit is used up
+	readOnly        string // a valid token scoped read_only
+	hostBound       string // a valid token scoped to one host, not the requests'
 	throttleIP      netip.Addr
 	setup           time.Duration // building the store and the index
 	heapPerToken    float64       // live heap of the index, per token
@@ -206,6 +208,10 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 		tb.Fatal("the limited token's one request is already used up")
 	}
 	g.limited = limitedSecret
+	_, g.readOnly = create(tokenstore.NewToken{User: "user0", Name: "read-only", ExpiresAt: clock.Now().Add(time.Hour),
+		Scope: policy.Scope{ReadOnly: true}})
+	_, g.hostBound = create(tokenstore.NewToken{User: "user0", Name: "host-bound", ExpiresAt: clock.Now().Add(time.Hour),
+		Scope: policy.Scope{Hosts: []string{"jira.example.com"}}})
 	revoked, secret := create(tokenstore.NewToken{User: "user0", Name: "revoked", ExpiresAt: clock.Now().Add(time.Hour)})
 	if _, _, err := st.Revoke(ctx, revoked.ID, nil); err != nil {
 		tb.Fatal(err)
@@ -222,6 +228,7 @@ type benchCase struct {
 	authz  []string // Authorization values, cycled through; none: no header
 	ip     string
 	reason policy.Reason // what the audit event says; "": no event
+	method string        // "": GET
 }
 
 func (g *benchGate) cases() []benchCase {
@@ -229,28 +236,32 @@ func (g *benchGate) cases() []benchCase {
 	one := func(s string) []string { return []string{s} }
 	ring := func(s []string) []string { return s[:min(len(s), benchRing)] }
 	return []benchCase{
-		{"baseline_unprotected", g.h, "/secure/Dashboard.jspa", nil, ip, ""},
-		{"valid_basic", g.h, api, ring(g.basic), ip, policy.ReasonOK},
-		{"valid_bearer", g.h, api, ring(g.bearer), ip, policy.ReasonOK},
-		{"valid_basic_stripped", g.stripped, api, ring(g.basic), ip, policy.ReasonOK},
-		{"valid_bearer_one_token", g.h, api, one("Bearer " + g.secret), ip, policy.ReasonOK},
-		{"valid_bearer_spread", g.h, api, g.bearer, ip, policy.ReasonOK},
-		{"no_credentials", g.h, api, nil, ip, policy.ReasonNoCredentials},
-		{"malformed_header", g.h, api, one("Basic %%%"), ip, policy.ReasonMalformedHeader},
-		{"malformed_token", g.h, api, one("Bearer caddytok_nope"), ip, policy.ReasonMalformedToken},
-		{"mistyped_token", g.h, api, one("Bearer " + g.wrong), ip, policy.ReasonMalformedToken},
-		{"unknown_token", g.h, api, ring(g.unknown), ip, policy.ReasonUnknownToken},
-		{"unknown_token_spread", g.h, api, g.unknown, ip, policy.ReasonUnknownToken},
-		{"wrong_user", g.h, api, one(basicAuth("mallory", g.secret)), ip, policy.ReasonWrongUser},
-		{"expired", g.h, api, one("Bearer " + g.expired), ip, policy.ReasonExpired},
-		{"revoked", g.h, api, one("Bearer " + g.revoked), ip, policy.ReasonRevoked},
-		{"password_blocked", g.h, api, one(basicAuth(g.user, "hunter2")), ip, policy.ReasonPasswordBlocked},
-		{"ip_denied", g.h, api, one("Bearer " + g.secret), "10.1.2.3", policy.ReasonIPNotAllowed},
-		{"holder_denied", g.h, api, one("Bearer " + g.outsider), ip, policy.ReasonHolderNotAllowed},
-		{"scope_denied", g.h, "/rest/other", one("Bearer " + g.secret), ip, policy.ReasonPathNotAllowed},
-		{"path_blocked", g.h, "/rest/..;/WEB-INF/web.xml", one("Bearer " + g.secret), ip, policy.ReasonPathBlocked},
-		{"throttled", g.throttled, api, one("Bearer " + g.secret), g.throttleIP.String(), policy.ReasonThrottled},
-		{"rate_limited", g.h, api, one("Bearer " + g.limited), ip, policy.ReasonRateLimited},
+		{"baseline_unprotected", g.h, "/secure/Dashboard.jspa", nil, ip, "", ""},
+		{"valid_basic", g.h, api, ring(g.basic), ip, policy.ReasonOK, ""},
+		{"valid_bearer", g.h, api, ring(g.bearer), ip, policy.ReasonOK, ""},
+		{"valid_basic_stripped", g.stripped, api, ring(g.basic), ip, policy.ReasonOK, ""},
+		{"valid_bearer_one_token", g.h, api, one("Bearer " + g.secret), ip, policy.ReasonOK, ""},
+		{"valid_bearer_spread", g.h, api, g.bearer, ip, policy.ReasonOK, ""},
+		{"no_credentials", g.h, api, nil, ip, policy.ReasonNoCredentials, ""},
+		{"malformed_header", g.h, api, one("Basic %%%"), ip, policy.ReasonMalformedHeader, ""},
+		{"malformed_token", g.h, api, one("Bearer caddytok_nope"), ip, policy.ReasonMalformedToken, ""},
+		{"mistyped_token", g.h, api, one("Bearer " + g.wrong), ip, policy.ReasonMalformedToken, ""},
+		{"unknown_token", g.h, api, ring(g.unknown), ip, policy.ReasonUnknownToken, ""},
+		{"unknown_token_spread", g.h, api, g.unknown, ip, policy.ReasonUnknownToken, ""},
+		{"wrong_user", g.h, api, one(basicAuth("mallory", g.secret)), ip, policy.ReasonWrongUser, ""},
+		{"expired", g.h, api, one("Bearer " + g.expired), ip, policy.ReasonExpired, ""},
+		{"revoked", g.h, api, one("Bearer " + g.revoked), ip, policy.ReasonRevoked, ""},
+		{"password_blocked", g.h, api, one(basicAuth(g.user, "hunter2")), ip, policy.ReasonPasswordBlocked, ""},
+		{"ip_denied", g.h, api, one("Bearer " + g.secret), "10.1.2.3", policy.ReasonIPNotAllowed, ""},
+		{"holder_denied", g.h, api, one("Bearer " + g.outsider), ip, policy.ReasonHolderNotAllowed, ""},
+		{"scope_denied", g.h, "/rest/other", one("Bearer " + g.secret), ip, policy.ReasonPathNotAllowed, ""},
+		{"path_blocked", g.h, "/rest/..;/WEB-INF/web.xml", one("Bearer " + g.secret), ip, policy.ReasonPathBlocked, ""},
+		{"throttled", g.throttled, api, one("Bearer " + g.secret), g.throttleIP.String(), policy.ReasonThrottled, ""},
+		{"rate_limited", g.h, api, one("Bearer " + g.limited), ip, policy.ReasonRateLimited, ""},
+		{"method_denied", g.h, api, one("Bearer " + g.secret), ip, policy.ReasonMethodNotAllowed, http.MethodDelete},
+		{"read_only_denied", g.h, api, one("Bearer " + g.readOnly), ip, policy.ReasonReadOnly, http.MethodPost},
+		{"host_denied", g.h, api, one("Bearer " + g.hostBound), ip, policy.ReasonHostNotAllowed, ""},
+		{"ip_unparsable", g.h, api, one("Bearer " + g.secret), "not-an-ip", policy.ReasonIPUnparsable, ""},
 	}
 }
 
@@ -272,7 +283,11 @@ type benchRequests struct {
 func (g *benchGate) requests(c benchCase) *benchRequests {
 	rs := &benchRequests{authz: c.authz}
 	for range 256 {
-		req := httptest.NewRequest(http.MethodGet, c.target, nil)
+		method := c.method
+		if method == "" {
+			method = http.MethodGet
+		}
+		req := httptest.NewRequest(method, c.target, nil)
 		var slot []string
 		if len(c.authz) > 0 {
 			req.Header.Set("Authorization", c.authz[0])

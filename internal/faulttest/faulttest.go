@@ -89,6 +89,22 @@ func (l *Output) String() string {
 	return l.b.String()
 }
 
+// RequireEnv is the environment variable that makes a fault test fail
+// where it would otherwise be skipped because the machine can't stage its
+// fault (no tmpfs mount, no chattr, a file system without immutable
+// files). CI sets it, so that a green run means every fault test ran.
+const RequireEnv = "CADDY_APITOKEN_REQUIRE_FAULT_TESTS"
+
+// Unsupported skips t, for a fault this machine can't stage, with the
+// reason given; if RequireEnv is 1 it fails t instead.
+func Unsupported(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv(RequireEnv) == "1" {
+		t.Fatalf(format+" (and "+RequireEnv+"=1 requires every fault test to run)", args...)
+	}
+	t.Skipf(format, args...)
+}
+
 // IntegrityOK fails t unless PRAGMA integrity_check finds the database at
 // path sound.
 func IntegrityOK(t testing.TB, path string) {

@@ -78,12 +78,13 @@ func HoldWriteLock(t testing.TB, path string) (release func()) {
 
 // MountTmpfs mounts a tmpfs of the given size (as mount's size=, e.g.
 // "1m") on a new temp dir and returns the dir; it is detached when the test
-// ends. It needs root (CAP_SYS_ADMIN); the test is skipped without it.
+// ends. It needs root (CAP_SYS_ADMIN); without it the test is skipped
+// (see Unsupported).
 func MountTmpfs(t testing.TB, size string) string {
 	t.Helper()
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size="+size+",mode=0700"); err != nil {
-		t.Skipf("simulating a full disk needs a tmpfs mount, which needs CAP_SYS_ADMIN: %v", err)
+		Unsupported(t, "simulating a full disk needs a tmpfs mount, which needs CAP_SYS_ADMIN: %v", err)
 	}
 	t.Cleanup(func() {
 		// Detach: a store or an in-process Caddy may still hold files
