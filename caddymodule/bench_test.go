@@ -342,6 +342,20 @@ func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (w *discardWriter) WriteHeader(int)             {}
 
+// prepare builds case c's requests, checks that they take the path the
+// case is named after, and warms up: every token of the ring once (the
+// rate limiter and usage tracker learn their keys), every request once.
+func (g *benchGate) prepare(b *testing.B, c benchCase) (*benchRequests, *discardWriter) {
+	b.Helper()
+	rs := g.requests(c)
+	w := &discardWriter{h: make(http.Header)}
+	g.check(b, c, rs, w, 0, "before")
+	for i := range max(len(c.authz), len(rs.reqs)) {
+		rs.serve(c.h, w, i)
+	}
+	return rs, w
+}
+
 // BenchmarkServeHTTP measures the whole decision for one request: the
 // handler's ServeHTTP with every check on and a no-op next, for each path
 // a request can take, over stores of -apitoken.bench-sizes tokens
@@ -364,15 +378,7 @@ func BenchmarkServeHTTP(b *testing.B) {
 				n, g.setup.Round(time.Millisecond), g.populateBatches, g.heapPerToken, g.heapPerToken*float64(n)/1e6, float64(g.sysGrowth)/1e6)
 			for _, c := range g.cases() {
 				b.Run(c.name, func(b *testing.B) {
-					rs := g.requests(c)
-					w := &discardWriter{h: make(http.Header)}
-					g.check(b, c, rs, w, 0, "before")
-					// Warm up: every token of the ring once (the rate
-					// limiter and usage tracker learn their keys), every
-					// request once.
-					for i := range max(len(c.authz), len(rs.reqs)) {
-						rs.serve(c.h, w, i)
-					}
+					rs, w := g.prepare(b, c)
 					b.ReportAllocs()
 					b.ResetTimer()
 					for i := 0; i < b.N; i++ {
@@ -409,11 +415,7 @@ func BenchmarkServeHTTPAfterSyscall(b *testing.B) {
 			continue
 		}
 		b.Run(c.name, func(b *testing.B) {
-			rs := g.requests(c)
-			w := &discardWriter{h: make(http.Header)}
-			for i := range max(len(c.authz), len(rs.reqs)) {
-				rs.serve(c.h, w, i)
-			}
+			rs, w := g.prepare(b, c)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
