@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/apitoken/caddy-apitoken/internal/keytable"
 )
 
 // Usage tracker defaults.
@@ -52,17 +54,19 @@ type UsageTracker struct {
 	shards   [usageShards]usageShard
 
 	flushMu sync.Mutex // one flush at a time
-	// inflightMu guards inflight, the shards' maps being flushed. It is
-	// taken before a shard's lock, never after.
+	// inflightMu guards inflight, the shards' tables being flushed. It
+	// is taken before a shard's lock, never after.
 	inflightMu sync.Mutex
-	inflight   [usageShards]map[uint64]*tracked
+	inflight   [usageShards]keytable.Table[*tracked]
 }
 
-// usageShard is one locked part of the tracker, padded to a cache line.
+// usageShard is one locked part of the tracker: a cache line
+// (TestUsageShardLayout), with the table's header in it, so that a use
+// reads the shard, one place in the table's array (see keytable) and the
+// token's record.
 type usageShard struct {
 	mu sync.Mutex
-	m  map[uint64]*tracked
-	_  [48]byte
+	m  keytable.Table[*tracked]
 }
 
 // NewUsageTracker builds a tracker holding at most maxTokens pending
@@ -71,11 +75,7 @@ func NewUsageTracker(maxTokens int) *UsageTracker {
 	if maxTokens <= 0 {
 		maxTokens = DefaultMaxTokens
 	}
-	u := &UsageTracker{max: int64(maxTokens), kick: make(chan struct{}, 1)}
-	for i := range u.shards {
-		u.shards[i].m = make(map[uint64]*tracked)
-	}
-	return u
+	return &UsageTracker{max: int64(maxTokens), kick: make(chan struct{}, 1)}
 }
 
 // shard returns the index of key's shard: the top bits of key times 2^64/φ
@@ -94,7 +94,7 @@ func shard(key uint64) int {
 func (u *UsageTracker) Used(key uint64, tokenID string, ip netip.Addr, now time.Time) {
 	s := &u.shards[shard(key)]
 	s.mu.Lock()
-	p := s.m[key]
+	p, _ := s.m.Get(key)
 	if p == nil {
 		if u.size.Add(1) > u.max {
 			u.size.Add(-1)
@@ -107,7 +107,7 @@ func (u *UsageTracker) Used(key uint64, tokenID string, ip netip.Addr, now time.
 			return
 		}
 		p = &tracked{id: tokenID}
-		s.m[key] = p
+		s.m.Put(key, p)
 	}
 	p.use(ip, now)
 	s.mu.Unlock()
@@ -129,11 +129,11 @@ func (u *UsageTracker) Pending(key uint64) (Usage, bool) {
 	found := false
 	s := &u.shards[i]
 	s.mu.Lock()
-	if q := s.m[key]; q != nil {
+	if q, _ := s.m.Get(key); q != nil {
 		p, found = *q, true
 	}
 	s.mu.Unlock()
-	if q := u.inflight[i][key]; q != nil {
+	if q, _ := u.inflight[i].Get(key); q != nil {
 		p.merge(q)
 		found = true
 	}
@@ -156,9 +156,9 @@ func (u *UsageTracker) Flush(ctx context.Context, w UsageWriter) error {
 	for i := range u.shards {
 		s := &u.shards[i]
 		s.mu.Lock()
-		if n := len(s.m); n > 0 {
+		if n := s.m.Len(); n > 0 {
 			u.inflight[i] = s.m
-			s.m = make(map[uint64]*tracked, n)
+			s.m = keytable.Make[*tracked](n)
 			taken += n
 		}
 		s.mu.Unlock()
@@ -170,8 +170,8 @@ func (u *UsageTracker) Flush(ctx context.Context, w UsageWriter) error {
 	u.size.Add(-int64(taken))
 
 	deltas := make([]Usage, 0, taken)
-	for _, m := range u.inflight {
-		for _, p := range m {
+	for i := range u.inflight {
+		for _, p := range u.inflight[i].All {
 			deltas = append(deltas, p.usage())
 		}
 	}
@@ -180,11 +180,11 @@ func (u *UsageTracker) Flush(ctx context.Context, w UsageWriter) error {
 
 	u.inflightMu.Lock()
 	defer u.inflightMu.Unlock()
-	for i, m := range u.inflight {
-		if err != nil && len(m) > 0 {
-			u.putBack(&u.shards[i], m)
+	for i := range u.inflight {
+		if err != nil && u.inflight[i].Len() > 0 {
+			u.putBack(&u.shards[i], &u.inflight[i])
 		}
-		u.inflight[i] = nil
+		u.inflight[i] = keytable.Table[*tracked]{}
 	}
 	if err != nil {
 		return fmt.Errorf("flushing usage of %d tokens: %w", taken, err)
@@ -193,15 +193,15 @@ func (u *UsageTracker) Flush(ctx context.Context, w UsageWriter) error {
 }
 
 // putBack merges deltas whose write failed into a shard.
-func (u *UsageTracker) putBack(s *usageShard, m map[uint64]*tracked) {
+func (u *UsageTracker) putBack(s *usageShard, m *keytable.Table[*tracked]) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for key, p := range m {
-		if q := s.m[key]; q != nil {
+	for key, p := range m.All {
+		if q, _ := s.m.Get(key); q != nil {
 			q.merge(p)
 			continue
 		}
-		s.m[key] = p
+		s.m.Put(key, p)
 		u.size.Add(1)
 	}
 }

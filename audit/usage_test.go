@@ -674,3 +674,11 @@ func BenchmarkUsageUsedSpread(b *testing.B) {
 		})
 	}
 }
+
+// TestUsageShardLayout: a shard, its lock and its table's header, is one
+// cache line, so neighbouring shards' locks don't share one.
+func TestUsageShardLayout(t *testing.T) {
+	if size := reflect.TypeFor[usageShard]().Size(); size != 64 {
+		t.Errorf("usageShard is %d bytes, want 64", size)
+	}
+}

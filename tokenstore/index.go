@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/apitoken/caddy-apitoken/internal/keytable"
 	"github.com/apitoken/caddy-apitoken/policy"
 )
 
@@ -43,9 +44,10 @@ func (e Entry) State(now time.Time) State {
 
 // The index keeps every token, revoked ones included, for Lookup. It is laid
 // out for traffic spread over many tokens, where each token's own data is a
-// cache miss: a look-up reads one slot of the id map, which holds no
-// pointers, and the token's entry, one cache line; what the entry points to
-// is shared by many tokens and stays in the caches (see interned).
+// cache miss: a look-up reads one slot of the id table (a keytable, whose
+// array holds no pointers), and the token's entry, one cache line; what
+// the entry points to is shared by many tokens and stays in the caches
+// (see interned).
 // BenchmarkLookupSpread measures it.
 
 // entry is what the index keeps of one token: exactly one cache line
@@ -76,8 +78,8 @@ type chunk struct {
 // to use.
 type index struct {
 	mu     sync.RWMutex
-	ids    map[uint64]int32 // idKey → position in chunks; no pointers for the GC to scan
-	odd    map[string]int32 // ids without a key (see idKey), which no token can carry
+	ids    keytable.Table[int32] // idKey → position in chunks
+	odd    map[string]int32      // ids without a key (see idKey), which no token can carry
 	chunks []*chunk
 	n      int32 // positions in use
 
@@ -85,8 +87,8 @@ type index struct {
 }
 
 // idKey returns the 60 bits that a valid id (see ValidID) encodes, and
-// whether it is one. The map is faster with these for keys than with the
-// strings, and holds them in its slots.
+// whether it is one. The id table holds these for keys, in its slots, not
+// the strings.
 func idKey(id string) (key uint64, ok bool) {
 	if len(id) != idLen || !idWord(load8(id, 0)) || !idWord(load8(id, idLen-8)) {
 		return 0, false
@@ -122,8 +124,7 @@ func (ix *index) find(id string) (int32, bool) {
 		pos, found := ix.odd[id]
 		return pos, found
 	}
-	pos, found := ix.ids[key]
-	return pos, found
+	return ix.ids.Get(key)
 }
 
 func (ix *index) at(pos int32) (*entry, *int64) {
@@ -148,8 +149,8 @@ func (ix *index) add() int32 {
 func (ix *index) apply(recs ...record) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	if ix.ids == nil {
-		ix.ids = make(map[uint64]int32, len(recs))
+	if ix.odd == nil {
+		ix.ids = keytable.Make[int32](len(recs))
 		ix.odd = make(map[string]int32)
 	}
 	for i := range recs {
@@ -170,7 +171,7 @@ func (ix *index) apply(recs ...record) {
 		} else {
 			pos = ix.add()
 			if key, ok := idKey(r.ID); ok {
-				ix.ids[key] = pos
+				ix.ids.Put(key, pos)
 			} else {
 				ix.odd[r.ID] = pos
 			}
@@ -214,7 +215,7 @@ func (s *Store) LookupID(id, token string) (Entry, bool) {
 
 	key, valid := idKey(id) // always valid from Parse
 	ix.mu.RLock()
-	pos, found := ix.ids[key]
+	pos, found := ix.ids.Get(key)
 	found = found && valid
 	p := &missEntry
 	if found {
