@@ -347,3 +347,89 @@ func TestHandlerBasicBufferCleared(t *testing.T) {
 		}
 	}
 }
+
+// TestIdentityPlaceholders: a token's placeholders follow its current
+// name, and a request keeps the identity it was accepted with, even
+// after the token is renamed (Caddy may read them after the handler
+// returns, as an access log does).
+func TestIdentityPlaceholders(t *testing.T) {
+	h, st, _, _ := testHandler(t)
+	ctx := context.Background()
+	tok, secret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	placeholders := func(repl *caddy.Replacer) string {
+		user, _ := repl.GetString("http.auth.user.id")
+		id, _ := repl.GetString("http.auth.user.token_id")
+		name, _ := repl.GetString("http.auth.user.token_name")
+		return user + " " + id + " " + name
+	}
+	request := func() *caddy.Replacer {
+		req := httptest.NewRequest(http.MethodGet, "/rest/api", nil)
+		req.SetBasicAuth("alice", secret)
+		_, repl, called := serve(t, h, req)
+		if !called {
+			t.Fatal("the request was refused")
+		}
+		return repl
+	}
+	first := request()
+	if got, want := placeholders(first), "alice "+tok.ID+" ci"; got != want {
+		t.Fatalf("placeholders %q, want %q", got, want)
+	}
+	if got := placeholders(request()); got != "alice "+tok.ID+" ci" {
+		t.Fatalf("second request: placeholders %q", got)
+	}
+	name := "deploy"
+	if _, err := st.Update(ctx, tok.ID, tokenstore.Patch{Name: &name}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := placeholders(request()), "alice "+tok.ID+" deploy"; got != want {
+		t.Errorf("after the rename: placeholders %q, want %q", got, want)
+	}
+	if got, want := placeholders(first), "alice "+tok.ID+" ci"; got != want {
+		t.Errorf("the first request's placeholders changed to %q, want %q", got, want)
+	}
+}
+
+// TestIdentityCacheCollision: two tokens in one slot of the cache each
+// get their own identity, whichever came last.
+func TestIdentityCacheCollision(t *testing.T) {
+	c := new(identityCache)
+	slotOf := func(key uint64) uint64 { return (key * 0x9e3779b97f4a7c15) >> (64 - identityCacheBits) }
+	a := tokenstore.Entry{Key: 12345, ID: "aaaaaaaaaaab", Name: "one", User: "alice"}
+	b := tokenstore.Entry{Key: a.Key + 1, ID: "aaaaaaaaaaac", Name: "two", User: "bob"}
+	for slotOf(b.Key) != slotOf(a.Key) {
+		b.Key++
+	}
+	get := func(f caddy.ReplacerFunc, key string) string {
+		v, ok := f(key)
+		if !ok {
+			t.Fatalf("the provider does not know %s", key)
+		}
+		return v.(string)
+	}
+	for round := range 3 {
+		for _, e := range []tokenstore.Entry{a, b} {
+			f := c.provider(&e)
+			got := get(f, "http.auth.user.id") + " " + get(f, "http.auth.user.token_id") + " " + get(f, "http.auth.user.token_name")
+			if want := e.User + " " + e.ID + " " + e.Name; got != want {
+				t.Errorf("round %d: %q, want %q", round, got, want)
+			}
+			if _, ok := f("http.auth.user.other"); ok {
+				t.Errorf("the provider answers for an unknown placeholder")
+			}
+		}
+	}
+	// The same token again, with its slot holding it: the same identity.
+	slot := &c.slots[slotOf(b.Key)]
+	held := slot.Load()
+	if held == nil || held.id != b.ID {
+		t.Fatalf("the slot holds %+v, want b's identity", held)
+	}
+	c.provider(&b)
+	if slot.Load() != held {
+		t.Errorf("a cached token got a new identity")
+	}
+}
