@@ -684,13 +684,18 @@ func (h *Handler) lookup(x *exchange) (isToken, found bool, err error) {
 	return isToken, found, nil
 }
 
-// lookupToken looks secret up into x.entry if it has the shape of a token.
+// lookupToken looks secret up into x.entry if it is a token (Parse). The
+// checksum is checked only if the store does not know the token: one it
+// finds has a valid checksum (tokenstore.ParseShape).
 func (h *Handler) lookupToken(x *exchange, secret string) (isToken, found bool) {
-	id, isToken := tokenstore.Parse(secret)
-	if isToken {
-		x.entry, found = h.app.store.LookupID(id, secret)
+	id, shaped := tokenstore.ParseShape(secret)
+	if !shaped {
+		return false, false
 	}
-	return isToken, found
+	if x.entry, found = h.app.store.LookupID(id, secret); found {
+		return true, true
+	}
+	return tokenstore.ValidChecksum(secret), false
 }
 
 // lookupBasic is lookup for a Basic credential, param still encoded. It

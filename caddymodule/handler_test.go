@@ -111,6 +111,10 @@ func TestHandlerReasons(t *testing.T) {
 		{"no credentials", "", 0, policy.ReasonNoCredentials, ""},
 		{"malformed header", "Basic %%%", 0, policy.ReasonMalformedHeader, ""},
 		{"malformed token", "Bearer caddytok_short", 0, policy.ReasonMalformedToken, ""},
+		// The checksum is checked after the look-up fails (ParseShape):
+		// a mistyped token is still malformed, and in Basic a password.
+		{"mistyped token", "Bearer " + mistype(secret), 0, policy.ReasonMalformedToken, ""},
+		{"mistyped token as a password", basicAuth("alice", mistype(secret)), 0, policy.ReasonPasswordBlocked, ""},
 		{"password", basicAuth("alice", "correct horse"), 0, policy.ReasonPasswordBlocked, ""},
 		{"unknown", "Bearer " + unknownSecret, 0, policy.ReasonUnknownToken, ""},
 		{"wrong user", basicAuth("mallory", secret), 0, policy.ReasonWrongUser, tok.ID},

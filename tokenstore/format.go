@@ -164,6 +164,19 @@ func assemble(prefix, id, secret string) string {
 // token. It never touches a database, so it can't say whether the token
 // exists; Store.Lookup does. Parse does not allocate.
 func Parse(token string) (id string, ok bool) {
+	if id, ok = ParseShape(token); !ok || !ValidChecksum(token) {
+		return "", false
+	}
+	return id, true
+}
+
+// ParseShape is Parse without the checksum: for a caller that goes on to
+// LookupID at once, which finds a token only if the SHA-256 of its whole
+// string, checksum included, is a stored token's, so a token it finds has
+// a valid checksum. If LookupID does not find it, ValidChecksum tells a
+// malformed token from an unknown one. A gate that accepts a token pays
+// for one hash, not two.
+func ParseShape(token string) (id string, ok bool) {
 	if len(token) < minTokenLen || len(token) > maxTokenLen {
 		return "", false
 	}
@@ -189,14 +202,17 @@ func Parse(token string) (id string, ok bool) {
 	if !base62Word(load8(body, bodyLen-8)) {
 		return "", false
 	}
-	var sum uint64
-	for i := idLen + secretLen; i < bodyLen; i++ {
-		sum = sum*62 + base62Value(body[i])
-	}
-	if sum != uint64(crc32String(token[:len(token)-checksumLen])) {
-		return "", false
-	}
 	return body[:idLen], true
+}
+
+// ValidChecksum reports whether the last characters of token, which
+// ParseShape accepted, are the checksum of the rest.
+func ValidChecksum(token string) bool {
+	var sum uint64
+	for i := len(token) - checksumLen; i < len(token); i++ {
+		sum = sum*62 + base62Value(token[i])
+	}
+	return sum == uint64(crc32String(token[:len(token)-checksumLen]))
 }
 
 // Word-at-a-time alphabet checks (SWAR): eight bytes in a uint64, with a

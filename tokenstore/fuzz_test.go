@@ -37,6 +37,10 @@ func FuzzParse(f *testing.F) {
 		if rid, rok := refParse(s); id != rid || ok != rok {
 			t.Fatalf("Parse(%q) = %q, %v; the reference says %q, %v", s, id, ok, rid, rok)
 		}
+		// Parse is ParseShape and then ValidChecksum.
+		if sid, shaped := ParseShape(s); shaped && ValidChecksum(s) != ok || shaped && ok && sid != id || !shaped && ok {
+			t.Fatalf("Parse(%q) = %q, %v; but ParseShape = %q, %v", s, id, ok, sid, shaped)
+		}
 		if !ok {
 			if id != "" {
 				t.Fatalf("Parse(%q) = %q, false; want an empty id", s, id)

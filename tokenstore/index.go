@@ -207,8 +207,10 @@ func (s *Store) Lookup(token string) (Entry, bool) {
 }
 
 // LookupID is Lookup for a caller that has already parsed the token: id
-// must be what Parse(token) returned. It costs what Lookup costs, less the
-// parse, and has the same guarantees.
+// must be what Parse(token) or ParseShape(token) returned. It costs what
+// Lookup costs, less the parse, and has the same guarantees: in
+// particular, a token it finds has a valid checksum, whichever parsed it,
+// since its whole string hashes to a stored token's.
 func (s *Store) LookupID(id, token string) (Entry, bool) {
 	sum := Hash(token)
 	ix := &s.index
