@@ -3,7 +3,6 @@ package policy
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -494,7 +493,8 @@ func BenchmarkTokenCheckBaseline(b *testing.B) {
 }
 
 // refThrottleInsert is the eviction scan as it was before insert lost its
-// divisions; TestThrottleEviction holds insert to it.
+// divisions, on a shard's entries and hand alone; TestThrottleEviction
+// holds insert to it.
 func refThrottleInsert(s *throttleShard, k throttleKey, now, window int64) int32 {
 	cheaperThan := func(e, o *throttleEntry) bool {
 		er, or := e.rank(now, window), o.rank(now, window)
@@ -521,24 +521,29 @@ func refThrottleInsert(s *throttleShard, k throttleKey, now, window int64) int32
 		}
 	}
 	s.hand = (s.hand + scanned) % len(s.entries)
-	delete(s.index, s.entries[victim].key)
 	s.entries[victim] = e
-	s.index[k] = int32(victim)
 	return int32(victim)
 }
 
 // TestThrottleEviction checks that a full shard evicts the entry the
 // reference scan picks and moves its hand as far, on shards of every
-// small size holding random mixes of idle, counting and blocked entries.
+// small size holding random mixes of idle, counting and blocked entries,
+// and that its index then maps every key held, and only those, to its
+// entry.
 func TestThrottleEviction(t *testing.T) {
 	const window = int64(time.Minute)
 	rng := rand.New(rand.NewPCG(1, 2))
 	now := throttleT0.UnixNano()
 	for round := range 20_000 {
 		n := 1 + rng.IntN(20)
-		got := throttleShard{index: make(map[throttleKey]int32), limit: n, hand: rng.IntN(n)}
+		got := throttleShard{index: throttleIndex{seed: rng.Uint64()}, limit: n, hand: rng.IntN(n)}
 		for i := range n {
-			e := throttleEntry{key: throttleKey{lo: uint64(i)}, failures: 1 + rng.Int32N(3)}
+			// IPv4 and IPv6 keys, as throttleKeyOf makes them.
+			key := throttleKey{lo: 0xffff<<32 | uint64(i)}
+			if i%2 == 1 {
+				key = throttleKey{hi: uint64(i) << 40}
+			}
+			e := throttleEntry{key: key, failures: 1 + rng.Int32N(3)}
 			switch rng.IntN(4) {
 			case 0: // idle: the window closed
 				e.windowStart = now - window - rng.Int64N(3)
@@ -549,14 +554,29 @@ func TestThrottleEviction(t *testing.T) {
 				e.blockedUntil = now - 1 + rng.Int64N(3)
 			}
 			got.entries = append(got.entries, e)
-			got.index[e.key] = int32(i)
+			got.index.put(e.key, int32(i))
 		}
-		want := throttleShard{index: maps.Clone(got.index), entries: slices.Clone(got.entries), limit: n, hand: got.hand}
-		k := throttleKey{hi: 1, lo: uint64(round)}
+		want := throttleShard{entries: slices.Clone(got.entries), limit: n, hand: got.hand}
+		evicted := slices.Clone(got.entries)
+		k := throttleKey{hi: uint64(round+1) << 20}
+		if round%2 == 1 {
+			k = throttleKey{lo: 0xffff<<32 | uint64(1000+round)}
+		}
 		gi, wi := got.insert(k, now, window), refThrottleInsert(&want, k, now, window)
-		if gi != wi || got.hand != want.hand || !slices.Equal(got.entries, want.entries) || !maps.Equal(got.index, want.index) {
+		if gi != wi || got.hand != want.hand || !slices.Equal(got.entries, want.entries) {
 			t.Fatalf("round %d (%d entries): insert took %d, hand %d; the reference took %d, hand %d",
 				round, n, gi, got.hand, wi, want.hand)
+		}
+		if got.index.len() != n {
+			t.Fatalf("round %d: the index holds %d keys for %d entries", round, got.index.len(), n)
+		}
+		for i, e := range got.entries {
+			if j, ok := got.index.get(e.key); !ok || j != int32(i) {
+				t.Fatalf("round %d: the index maps entry %d's key %v to %d, %v", round, i, e.key, j, ok)
+			}
+		}
+		if _, ok := got.index.get(evicted[wi].key); ok && evicted[wi].key != k {
+			t.Fatalf("round %d: the evicted key %v is still indexed", round, evicted[wi].key)
 		}
 	}
 }
