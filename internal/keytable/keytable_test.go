@@ -200,3 +200,32 @@ func BenchmarkGet(b *testing.B) {
 		b.Log(sink)
 	}
 }
+
+// FuzzTable runs the operations a byte string spells against a Go map:
+// each operation is three bytes, an opcode and a key from a small space
+// (so that probes collide and deletes cross chains), key 0 among them.
+func FuzzTable(f *testing.F) {
+	f.Add([]byte{0, 1, 0, 0, 2, 0, 1, 1, 0, 2, 2, 0})
+	f.Add([]byte{0, 0, 0, 0, 9, 0, 1, 0, 0, 2, 9, 0, 0, 255, 255})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		var tab Table[int]
+		m := map[uint64]int{}
+		for i := 0; i+2 < len(ops); i += 3 {
+			k := uint64(ops[i+1]) | uint64(ops[i+2]&3)<<62
+			switch ops[i] % 3 {
+			case 0:
+				tab.Put(k, i)
+				m[k] = i
+			case 1:
+				tab.Delete(k)
+				delete(m, k)
+			default:
+				got, ok := tab.Get(k)
+				if want, wantOK := m[k]; got != want || ok != wantOK {
+					t.Fatalf("op %d: Get(%#x) = %d, %v; want %d, %v", i/3, k, got, ok, want, wantOK)
+				}
+			}
+		}
+		check(t, &tab, m, "end")
+	})
+}
