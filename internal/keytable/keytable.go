@@ -1,7 +1,7 @@
 // Package keytable is a hash table from uint64 keys to small values, for
-// the state the gate keeps per token and reads on every request (the token
-// index's positions, the rate limiter's times, the usage tracker's
-// records).
+// the state the gate keeps per token or client and reads on every request
+// (the token index's positions, the rate limiter's times, the usage
+// tracker's records, the throttle's entries).
 //
 // A Go map suits it well while it is in the CPU's caches and TLB. But a
 // server makes system calls between two requests, and where each of them
@@ -12,7 +12,8 @@
 // group. A Table is one array of slots, each a key and its value, probed
 // linearly from the key's Fibonacci hash: a look-up reads the Table
 // itself, usually embedded in its owner, and then a cache line or two of
-// one page. BenchmarkGetAfterSyscall measures the difference.
+// one page. BenchmarkGet measures the difference (its after_syscall
+// cases).
 //
 // A Table is not safe for concurrent use; its owners lock.
 package keytable
@@ -127,7 +128,7 @@ func (t *Table[V]) Put(key uint64, v V) {
 		t.resize(minSlots)
 	}
 	i, found := t.find(key)
-	if !found && (t.n+1) > len(t.slots)*3/4 {
+	if !found && t.n+1 > len(t.slots)*3/4 {
 		t.resize(len(t.slots) * 2)
 		i, _ = t.find(key)
 	}
