@@ -445,6 +445,9 @@ func TestServeHTTPAllocs(t *testing.T) {
 		{"bearer", "Bearer " + g.secret, policy.ReasonOK, 0},
 		// A refusal: the header values (1).
 		{"unknown token", "Bearer " + g.unknown[0][len("Bearer "):], policy.ReasonUnknownToken, 1},
+		// Telling the holder that the token expired costs nothing more:
+		// the text and the challenge are built once.
+		{"expired token", "Bearer " + g.expired, policy.ReasonExpired, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

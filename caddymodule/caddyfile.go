@@ -2,28 +2,74 @@ package caddymodule
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/policy"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("api_token", parseCaddyfile)
+	httpcaddyfile.RegisterDirective("api_token", parseDirective)
 	httpcaddyfile.RegisterDirectiveOrder("api_token", httpcaddyfile.Before, "basic_auth")
 	httpcaddyfile.RegisterGlobalOption("api_tokens", parseGlobalOption)
 }
 
+// parseDirective is what httpcaddyfile.RegisterHandlerDirective would
+// register for parseCaddyfile, plus a check that needs the directive's
+// matcher, which RegisterHandlerDirective keeps to itself: an identity
+// header goes only with a handler that sees every request. Behind a
+// matcher the handler never runs where the matcher does not match, so a
+// client's own X-Remote-User would reach the backend there, and Caddy's
+// path matcher misses paths that Tomcat resolves into the matched ones
+// (/x/..;/rest/…). protect judges those as the backend does.
+func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
+	if !h.Next() {
+		return nil, h.ArgErr()
+	}
+	var matcher string // the matcher token as written, for the error
+	if h.NextArg() {
+		matcher = h.Val()
+		h.Prev()
+	}
+	matcherSet, err := h.ExtractMatcherSet()
+	if err != nil {
+		return nil, err
+	}
+	handler, err := parseCaddyfile(h)
+	if err != nil {
+		return nil, err
+	}
+	if opt := handler.identityOption(); opt != "" && matcherSet != nil {
+		h.Reset()
+		h.Next() // point the error at the directive
+		instead := "drop the matcher and use `protect <pattern...>` instead"
+		if strings.HasPrefix(matcher, "/") {
+			instead = "use `protect " + matcher + "` instead"
+		}
+		return nil, h.Errf("%s cannot be used with a matcher (%s): the header would pass unchecked where the matcher does not match; %s", opt, matcher, instead)
+	}
+	return h.NewRoute(matcherSet, handler), nil
+}
+
 // parseCaddyfile sets up the api_token handler from Caddyfile tokens.
-func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+func parseCaddyfile(h httpcaddyfile.Helper) (*Handler, error) {
 	var m Handler
 	err := m.UnmarshalCaddyfile(h.Dispenser)
 	return &m, err
+}
+
+// identityOption names the option that makes the handler send the user to
+// the backend in a header, or is "" if none does.
+func (h *Handler) identityOption() string {
+	if h.UserHeader != "" {
+		return "user_header"
+	}
+	return ""
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -45,12 +91,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    }
 //	    throttle          off|<max_failures> <window> <cooldown>
 //	    rate_limit        <requests>/<duration>
+//	    read_posts        default|off|<pattern...>
 //	    report_only
 //	}
 //
 // Every subdirective is optional and may appear once. CIDR lists take
 // CIDRs, IPs and private_ranges; patterns are in Caddy's path-matcher
-// syntax.
+// syntax; read_posts takes patterns, default for the built-in list among
+// them, or off alone. user_header is refused with a matcher (see
+// parseDirective): use protect.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -128,6 +177,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if _, err := policy.ParseRate(h.RateLimit); err != nil {
 				return d.Errf("rate_limit: %v", err)
+			}
+		case "read_posts":
+			h.ReadPosts = d.RemainingArgs()
+			if len(h.ReadPosts) == 0 {
+				return d.Errf("read_posts needs at least one path pattern, default or off")
+			}
+			if _, err := policy.CompileReads(h.ReadPosts); err != nil {
+				return d.Errf("%v", err)
 			}
 		case "report_only":
 			if d.NextArg() {

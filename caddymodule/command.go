@@ -66,7 +66,7 @@ func configureCommand(cmd *cobra.Command) {
 // ruleFlags are the flags that set a token's rules, on create and update.
 func ruleFlags(cmd *cobra.Command) {
 	cmd.Flags().StringSlice("allow-ip", nil, "Client IP range the token may be used from (CIDR, IP or private_ranges); repeat or comma-separate")
-	cmd.Flags().Bool("read-only", false, "Allow only GET, HEAD and OPTIONS")
+	cmd.Flags().Bool("read-only", false, "Allow only requests that read: GET, HEAD, OPTIONS and the gate's read_posts")
 	cmd.Flags().StringSlice("method", nil, "HTTP method the token may use; repeat or comma-separate")
 	cmd.Flags().StringSlice("path", nil, "Path pattern the token may use (Caddy path-matcher syntax); repeat")
 	cmd.Flags().StringSlice("host", nil, "Host the token may be used for (*.example.com allowed); repeat")

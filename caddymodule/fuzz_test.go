@@ -404,6 +404,10 @@ var caddyfileHandlerSeeds = []string{
 	"throttle 0 1m 5m",
 	"rate_limit 600/1m",
 	"rate_limit 1/0s",
+	"read_posts default /rest/custom/query *.query",
+	"read_posts off",
+	"read_posts off /x",
+	"read_posts rest/x",
 	"report_only",
 	"realm a\nrealm b",
 	"header authorization", // parses; Validate refuses
@@ -453,6 +457,9 @@ func FuzzCaddyfileHandler(f *testing.F) {
 			if _, err := policy.CompilePathRules(pc); err != nil {
 				t.Fatalf("body %q: adapts, but Provision would fail: block_paths: %v", body, err)
 			}
+		}
+		if _, err := policy.CompileReads(h.ReadPosts); err != nil {
+			t.Fatalf("body %q: adapts, but Provision would fail: %v", body, err)
 		}
 		if h.RateLimit != "" {
 			if _, err := policy.ParseRate(h.RateLimit); err != nil {

@@ -58,8 +58,13 @@ const (
 //	     an owner no longer among the holders, or outside its scope
 //	429  the token's rate limit is exceeded (Retry-After)
 //
-// The body is a short fixed text; the precise reason goes to the audit log
-// (logger `api_tokens.audit`), never to the client. Refusals are returned as
+// Both 429s carry Jira Data Center's rate-limit headers as well
+// (X-RateLimit-Limit, -Remaining, -FillRate, -Interval-Seconds), which
+// some Jira clients cannot do without. The body is a short fixed text;
+// the precise reason goes to the audit log (logger `api_tokens.audit`),
+// never to the client. Only a client that presents the secret of an
+// expired or revoked token is told that (in the text, and for Bearer in
+// the challenge's error_description); every other 401 says the same. Refusals are returned as
 // handler errors, so `handle_errors` routes see `{err.status_code}` and can
 // replace the response; a server without `handle_errors` routes gets the
 // short text from the gate itself. With report_only, every refusal but 425
@@ -107,7 +112,11 @@ type Handler struct {
 	// Name of a request header that carries the authenticated user to the
 	// backend, such as X-Remote-User. The gate removes it from every
 	// request it sees and sets it only after accepting a token, so a
-	// client can never choose its own identity. Default: none.
+	// client can never choose its own identity. That holds only where
+	// the handler runs: put it on a route without matchers and choose
+	// the requests that need a token with Protect (the Caddyfile refuses
+	// user_header with a matcher; the handler cannot see its route's).
+	// Default: none.
 	UserHeader string `json:"user_header,omitempty"`
 
 	// Only requests whose path matches one of these patterns need a token;
@@ -136,6 +145,14 @@ type Handler struct {
 	// `<requests>/<duration>` (600/1m). Default: unlimited.
 	RateLimit string `json:"rate_limit,omitempty"`
 
+	// The POST requests that only read, which read-only tokens may make:
+	// path patterns matched on the path as the backend resolves it (as
+	// protect's). `default` stands for the built-in list of Jira,
+	// Confluence and Bitbucket (policy.DefaultReadPosts: Jira's issue
+	// search, git fetch over smart HTTP, …), and `off` alone for none.
+	// Default: `default`.
+	ReadPosts []string `json:"read_posts,omitempty"`
+
 	// Run every check and log every refusal it would make (as would_deny),
 	// but let requests through. Default: false.
 	ReportOnly bool `json:"report_only,omitempty"`
@@ -151,9 +168,13 @@ type Handler struct {
 	throttleKey     string
 	limiter         *policy.RateLimiter
 	rate            policy.Rate
+	reads           policy.Reads
+	throttleRate    rateHeaders // the throttle's 429 headers, built in Provision
 	provisioned     bool
 	basicChallenge  string // WWW-Authenticate values, built in Provision
 	bearerChallenge string
+	bearerExpired   string // bearerChallenge with an error_description
+	bearerRevoked   string
 	userHeaderKey   string // UserHeader in canonical form
 	headerKey       string // Header in canonical form
 }
@@ -262,6 +283,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("rate_limit: %w", err)
 		}
 	}
+	if h.reads, err = policy.CompileReads(h.ReadPosts); err != nil {
+		return err
+	}
 
 	if h.Throttle == nil || !h.Throttle.Off {
 		tc := policy.ThrottleConfig{MaxFailures: DefaultMaxFailures, Window: DefaultWindow, Cooldown: DefaultCooldown}
@@ -277,6 +301,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			}
 		}
 		h.throttleKey = fmt.Sprintf("throttle/%d/%s/%s", tc.MaxFailures, tc.Window, tc.Cooldown)
+		// Described as a bucket of max_failures failures, refilled every
+		// window; Retry-After says when the block ends.
+		window := max(int64((tc.Window+time.Second-1)/time.Second), 1)
+		h.throttleRate = newRateHeaders(int64(tc.MaxFailures), int64(tc.MaxFailures), window)
 		v, _, err := throttles.LoadOrNew(h.throttleKey, func() (caddy.Destructor, error) {
 			return throttleHandle{policy.NewThrottle(tc)}, nil
 		})
@@ -306,6 +334,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) buildChallenges() {
 	h.basicChallenge = `Basic realm="` + h.Realm + `", charset="UTF-8"`
 	h.bearerChallenge = `Bearer realm="` + h.Realm + `", error="invalid_token"`
+	h.bearerExpired = h.bearerChallenge + `, error_description="` + msgExpired + `"`
+	h.bearerRevoked = h.bearerChallenge + `, error_description="` + msgRevoked + `"`
 }
 
 // Validate checks the handler's options.
@@ -362,9 +392,12 @@ func (h *Handler) Cleanup() error {
 }
 
 // Short texts for the client. They are fixed: the precise reason is only
-// ever in the audit log.
+// ever in the audit log. msgExpired and msgRevoked go only to a client
+// that presented the token's secret.
 const (
 	msgUnauthorized    = "a valid API token is required"
+	msgExpired         = "this API token has expired"
+	msgRevoked         = "this API token has been revoked"
 	msgPasswordBlocked = "password authentication is disabled: use an API token instead of your password"
 	msgPathBlocked     = "request refused: the request path is not allowed"
 	msgForbidden       = "access denied: this token may not be used for this request"
@@ -377,6 +410,7 @@ type refusal struct {
 	reason     policy.Reason
 	rule       policy.PathRule
 	retryAfter time.Duration
+	rate       policy.Rate // the rate a rate_limited refusal exceeded
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
@@ -440,7 +474,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	// The token is authentic: the rest is authorisation.
-	for _, ref := range h.authorize(r, x.entry, x.ip, x.ipOK, x.now) {
+	for _, ref := range h.authorize(r, t, x.entry, x.ip, x.ipOK, x.now) {
 		if err, stop := h.refuse(&x, ref); stop {
 			return err
 		}
@@ -587,7 +621,7 @@ func (h *Handler) protects(t requestPaths) bool {
 
 // authorize runs the checks a valid token must pass and returns every
 // refusal in order (only the first matters unless report_only).
-func (h *Handler) authorize(r *http.Request, e tokenstore.Entry, ip netip.Addr, ipOK bool, now time.Time) []refusal {
+func (h *Handler) authorize(r *http.Request, t requestPaths, e tokenstore.Entry, ip netip.Addr, ipOK bool, now time.Time) []refusal {
 	var out []refusal
 	forbid := func(reason policy.Reason) {
 		out = append(out, refusal{status: http.StatusForbidden, reason: reason})
@@ -604,7 +638,7 @@ func (h *Handler) authorize(r *http.Request, e tokenstore.Entry, ip netip.Addr, 
 		}
 	}
 	if e.Scope != nil {
-		if reason := e.Scope.Check(r.Method, hostOnly(r.Host), caddyhttp.CleanPath(r.URL.Path, true)); reason != policy.ReasonOK {
+		if reason := h.checkScope(r, t, e.Scope); reason != policy.ReasonOK {
 			forbid(reason)
 		}
 	}
@@ -617,10 +651,45 @@ func (h *Handler) authorize(r *http.Request, e tokenstore.Entry, ip netip.Addr, 
 	}
 	if rate != (policy.Rate{}) {
 		if retry, ok := h.limiter.Allow(e.Key, rate, now); !ok {
-			out = append(out, refusal{status: http.StatusTooManyRequests, reason: policy.ReasonRateLimited, retryAfter: retry})
+			out = append(out, refusal{status: http.StatusTooManyRequests, reason: policy.ReasonRateLimited, retryAfter: retry, rate: rate})
 		}
 	}
 	return out
+}
+
+// checkScope judges a request against a token's scope: on its method, and
+// on every method a method override header names (policy.
+// MethodOverrideHeaders), since a backend that honours one runs the
+// request as that method. Every verdict must pass, so a read-only token's
+// GET with `X-HTTP-Method-Override: DELETE` is refused; the headers go on
+// untouched for a token allowed both.
+func (h *Handler) checkScope(r *http.Request, t requestPaths, s *policy.CompiledScope) policy.Reason {
+	host, path := hostOnly(r.Host), caddyhttp.CleanPath(r.URL.Path, true)
+	reason := s.Check(r.Method, host, path, h.read(s, r, t, r.Method))
+	for _, key := range policy.MethodOverrideHeaders {
+		for _, v := range r.Header[key] {
+			if reason != policy.ReasonOK {
+				return reason
+			}
+			m := policy.OverriddenMethod(v)
+			reason = s.Check(m, host, path, h.read(s, r, t, m))
+		}
+	}
+	return reason
+}
+
+// read reports whether the request, run as method, only reads
+// (policy.Reads), judged on the path and query the backend will get. Only
+// a read-only scope asks: for any other it is false and costs nothing.
+func (h *Handler) read(s *policy.CompiledScope, r *http.Request, t requestPaths, method string) bool {
+	if !s.ReadOnly() {
+		return false
+	}
+	target := t.raw
+	if t.rewrote {
+		target = t.rewritten
+	}
+	return h.reads.Read(method, target, r.URL.RawQuery)
 }
 
 // authFailed handles a request whose credential did not authenticate: it
@@ -776,15 +845,27 @@ func (h *Handler) refuse(x *exchange, ref refusal) (err error, stop bool) {
 
 	text := &textForbidden
 	hdr := x.w.Header()
-	hv := headerValues{buf: make([]string, 0, 5)}
+	n := 5 // the most a refusal sets: two challenges and respond's three
+	if ref.status == http.StatusTooManyRequests {
+		n = 8 // Retry-After, the four rate-limit headers, respond's three
+	}
+	hv := headerValues{buf: make([]string, 0, n)}
 	switch ref.status {
 	case http.StatusUnauthorized:
+		// Expired and revoked are only ever the reason when the secret
+		// matched (policy.CheckToken): the client holds the token.
 		text = &textUnauthorized
-		if ref.reason == policy.ReasonPasswordBlocked {
+		bearer := h.bearerChallenge
+		switch ref.reason {
+		case policy.ReasonPasswordBlocked:
 			text = &textPasswordBlocked
+		case policy.ReasonExpired:
+			text, bearer = &textExpired, h.bearerExpired
+		case policy.ReasonRevoked:
+			text, bearer = &textRevoked, h.bearerRevoked
 		}
 		if x.cred.Scheme == policy.SchemeBearer {
-			hv.set(hdr, "Www-Authenticate", h.basicChallenge, h.bearerChallenge)
+			hv.set(hdr, "Www-Authenticate", h.basicChallenge, bearer)
 		} else {
 			hv.set(hdr, "Www-Authenticate", h.basicChallenge)
 		}
@@ -794,8 +875,32 @@ func (h *Handler) refuse(x *exchange, ref refusal) (err error, stop bool) {
 		text = &textTooMany
 		secs := int((ref.retryAfter + time.Second - 1) / time.Second)
 		hv.set(hdr, "Retry-After", strconv.Itoa(max(secs, 1)))
+		rh := h.throttleRate
+		if ref.reason == policy.ReasonRateLimited {
+			rh = newRateHeaders(ref.rate.Bucket())
+		}
+		if rh.limit != "" {
+			hv.set(hdr, "X-Ratelimit-Limit", rh.limit)
+			hv.set(hdr, "X-Ratelimit-Remaining", "0")
+			hv.set(hdr, "X-Ratelimit-Fillrate", rh.fillRate)
+			hv.set(hdr, "X-Ratelimit-Interval-Seconds", rh.interval)
+		}
 	}
 	return respond(x.w, x.r, ref.status, text, &hv), true
+}
+
+// rateHeaders are the values of Jira Data Center's rate-limit headers on
+// a 429: X-RateLimit-Limit (the most requests at once), -FillRate (how
+// many more every -Interval-Seconds), and -Remaining, always 0 here.
+// python3-jira reads all of them on every 429 and fails without them.
+type rateHeaders struct{ limit, fillRate, interval string }
+
+func newRateHeaders(limit, fillRate, interval int64) rateHeaders {
+	return rateHeaders{
+		limit:    strconv.FormatInt(limit, 10),
+		fillRate: strconv.FormatInt(fillRate, 10),
+		interval: strconv.FormatInt(interval, 10),
+	}
 }
 
 // headerValues gives the header values of one refusal a single
@@ -827,6 +932,8 @@ func newRefusalText(msg string) refusalText {
 
 var (
 	textUnauthorized    = newRefusalText(msgUnauthorized)
+	textExpired         = newRefusalText(msgExpired)
+	textRevoked         = newRefusalText(msgRevoked)
 	textPasswordBlocked = newRefusalText(msgPasswordBlocked)
 	textPathBlocked     = newRefusalText(msgPathBlocked)
 	textForbidden       = newRefusalText(msgForbidden)

@@ -119,6 +119,7 @@ func TestHandlerReasons(t *testing.T) {
 		{"unknown", "Bearer " + unknownSecret, 0, policy.ReasonUnknownToken, ""},
 		{"wrong user", basicAuth("mallory", secret), 0, policy.ReasonWrongUser, tok.ID},
 		{"revoked", "Bearer " + revokedSecret, 0, policy.ReasonRevoked, revoked.ID},
+		{"revoked, another user's", basicAuth("mallory", revokedSecret), 0, policy.ReasonRevoked, revoked.ID},
 		{"expired", "Bearer " + secret, time.Hour, policy.ReasonExpired, tok.ID},
 	}
 	for _, tt := range tests {
@@ -157,8 +158,19 @@ func TestHandlerReasons(t *testing.T) {
 			if got := w.Header().Get("WWW-Authenticate"); got != `Basic realm="test", charset="UTF-8"` {
 				t.Errorf("WWW-Authenticate = %q", got)
 			}
-			if tt.reason != policy.ReasonPasswordBlocked && w.Body.String() != msgUnauthorized+"\n" {
-				t.Errorf("body %q is not the generic text", w.Body.String())
+			// Only a holder of the secret learns that the token expired or
+			// was revoked; anyone else gets the generic text.
+			want := msgUnauthorized
+			switch tt.reason {
+			case policy.ReasonPasswordBlocked:
+				want = msgPasswordBlocked
+			case policy.ReasonExpired:
+				want = "this API token has expired"
+			case policy.ReasonRevoked:
+				want = "this API token has been revoked"
+			}
+			if w.Body.String() != want+"\n" {
+				t.Errorf("body %q, want %q", w.Body.String(), want)
 			}
 		})
 	}
@@ -172,6 +184,58 @@ func TestHandlerBearerChallenge(t *testing.T) {
 	got := w.Header().Values("WWW-Authenticate")
 	if len(got) != 2 || got[1] != `Bearer realm="test", error="invalid_token"` {
 		t.Errorf("WWW-Authenticate = %q", got)
+	}
+}
+
+// TestHandlerChallengeDescriptions: a Bearer challenge says why a token
+// whose secret matched is refused (RFC 6750 error_description); a wrong
+// or unknown token gets the challenge without one.
+func TestHandlerChallengeDescriptions(t *testing.T) {
+	h, st, clock, _ := testHandler(t)
+	ctx := context.Background()
+	_, expiring, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "soon", ExpiresAt: clock.Now().Add(time.Minute)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked, revokedSecret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "old"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Revoke(ctx, revoked.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, unknown, _ := tokenstore.Generate("caddytok")
+	clock.Advance(time.Hour)
+	basic := `Basic realm="test", charset="UTF-8"`
+	tests := []struct {
+		name, authz string
+		challenge   []string
+		body        string
+	}{
+		{"expired bearer", "Bearer " + expiring, []string{basic, `Bearer realm="test", error="invalid_token", error_description="this API token has expired"`}, "this API token has expired"},
+		{"revoked bearer", "Bearer " + revokedSecret, []string{basic, `Bearer realm="test", error="invalid_token", error_description="this API token has been revoked"`}, "this API token has been revoked"},
+		{"expired basic", basicAuth("alice", expiring), []string{basic}, "this API token has expired"},
+		{"unknown bearer", "Bearer " + unknown, []string{basic, `Bearer realm="test", error="invalid_token"`}, msgUnauthorized},
+		{"malformed bearer", "Bearer nope", []string{basic, `Bearer realm="test", error="invalid_token"`}, msgUnauthorized},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, "/rest/x", nil)
+			req.Header.Set("Authorization", tt.authz)
+			w, _, called := serve(t, h, req)
+			if called || w.Code != http.StatusUnauthorized {
+				t.Fatalf("%d, next called %v", w.Code, called)
+			}
+			if got := w.Header().Values("WWW-Authenticate"); !slices.Equal(got, tt.challenge) {
+				t.Errorf("WWW-Authenticate = %q, want %q", got, tt.challenge)
+			}
+			if w.Body.String() != tt.body+"\n" {
+				t.Errorf("body %q, want %q", w.Body.String(), tt.body)
+			}
+			if n := len(tt.body) + 1; w.Header().Get("Content-Length") != fmt.Sprint(n) {
+				t.Errorf("Content-Length %q, want %d", w.Header().Get("Content-Length"), n)
+			}
+		})
 	}
 }
 

@@ -236,23 +236,44 @@ func TestPolicyScope(t *testing.T) {
 	}
 	tests := []struct {
 		name, method, path, secret string
+		header                     []string
 		status                     int
 	}{
-		{"read-only GET", "GET", "/rest/x", ro.Token, 200},
-		{"read-only HEAD", "HEAD", "/rest/x", ro.Token, 200},
-		{"read-only POST", "POST", "/rest/x", ro.Token, 403},
-		{"methods PUT", "PUT", "/rest/x", meth.Token, 200},
-		{"methods DELETE", "DELETE", "/rest/x", meth.Token, 403},
-		{"paths glob", "GET", "/rest/api/2/issue/ABC-1", paths.Token, 200},
-		{"paths exact", "GET", "/rest/status", paths.Token, 200},
-		{"paths outside", "GET", "/rest/api/2/user", paths.Token, 403},
-		{"hosts outside", "GET", "/rest/x", hosts.Token, 403},
+		{"read-only GET", "GET", "/rest/x", ro.Token, nil, 200},
+		{"read-only HEAD", "HEAD", "/rest/x", ro.Token, nil, 200},
+		{"read-only POST", "POST", "/rest/x", ro.Token, nil, 403},
+		{"methods PUT", "PUT", "/rest/x", meth.Token, nil, 200},
+		{"methods DELETE", "DELETE", "/rest/x", meth.Token, nil, 403},
+		{"paths glob", "GET", "/rest/api/2/issue/ABC-1", paths.Token, nil, 200},
+		{"paths exact", "GET", "/rest/status", paths.Token, nil, 200},
+		{"paths outside", "GET", "/rest/api/2/user", paths.Token, nil, 403},
+		{"hosts outside", "GET", "/rest/x", hosts.Token, nil, 403},
+		// Method override headers: the scope judges the method each names too.
+		{"read-only GET overridden to DELETE", "GET", "/rest/x", ro.Token, []string{"X-HTTP-Method-Override", "DELETE"}, 403},
+		{"read-only GET overridden to delete", "GET", "/rest/x", ro.Token, []string{"X-Method-Override", "delete"}, 403},
+		{"read-only GET overridden by X-HTTP-Method", "GET", "/rest/x", ro.Token, []string{"X-HTTP-Method", "PUT"}, 403},
+		{"read-only GET overridden to a list", "GET", "/rest/x", ro.Token, []string{"X-HTTP-Method-Override", "GET, DELETE"}, 403},
+		{"read-only GET overridden to GET", "GET", "/rest/x", ro.Token, []string{"X-HTTP-Method-Override", "GET"}, 200},
+		{"read-only search overridden to DELETE", "POST", "/rest/api/2/search", ro.Token, []string{"X-HTTP-Method-Override", "DELETE"}, 403},
+		{"read-only GET overridden to a search POST", "GET", "/rest/api/2/search", ro.Token, []string{"X-HTTP-Method-Override", "POST"}, 200},
+		{"methods GET overridden to PUT", "GET", "/rest/x", meth.Token, []string{"X-HTTP-Method-Override", "PUT"}, 200},
+		{"methods GET overridden to DELETE", "GET", "/rest/x", meth.Token, []string{"X-HTTP-Method-Override", "DELETE"}, 403},
+		{"methods PUT overridden to POST", "PUT", "/rest/x", meth.Token, []string{"X-HTTP-Method-Override", "POST"}, 403},
+		{"paths ignore overrides", "GET", "/rest/status", paths.Token, []string{"X-HTTP-Method-Override", "DELETE"}, 200},
+		// Reads that use POST, and git over smart HTTP.
+		{"read-only Jira search", "POST", "/rest/api/2/search", ro.Token, nil, 200},
+		{"read-only Jira create", "POST", "/rest/api/2/issue", ro.Token, nil, 403},
+		{"read-only git fetch", "POST", "/rest/scm/p/r.git/git-upload-pack", ro.Token, nil, 200},
+		{"read-only git fetch advertisement", "GET", "/rest/scm/p/r.git/info/refs?service=git-upload-pack", ro.Token, nil, 200},
+		{"read-only git push advertisement", "GET", "/rest/scm/p/r.git/info/refs?service=git-receive-pack", ro.Token, nil, 403},
+		{"read-only git push", "POST", "/rest/scm/p/r.git/git-receive-pack", ro.Token, nil, 403},
+		{"methods do not take a search POST for a GET", "POST", "/rest/api/2/search", meth.Token, nil, 403},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			status, _, _ := from(t, tester, "10.0.0.1", tt.method, siteURL+tt.path, "Authorization", "Bearer "+tt.secret)
+			status, _, _ := from(t, tester, "10.0.0.1", tt.method, siteURL+tt.path, append([]string{"Authorization", "Bearer " + tt.secret}, tt.header...)...)
 			if status != tt.status {
-				t.Errorf("%s %s: %d, want %d", tt.method, tt.path, status, tt.status)
+				t.Errorf("%s %s %q: %d, want %d", tt.method, tt.path, tt.header, status, tt.status)
 			}
 		})
 	}
@@ -287,6 +308,26 @@ func TestPolicyScope(t *testing.T) {
 		}
 		if after := len(listTokens(t, tester, "")); after != before {
 			t.Errorf("bad rules wrote tokens: %d -> %d", before, after)
+		}
+	})
+	t.Run("read_posts", func(t *testing.T) {
+		ro := createToken(t, tester, `{"user":"alice","name":"ro-posts","read_only":true}`) // ro is patched above
+		for _, tt := range []struct {
+			name, opts, path string
+			status           int
+		}{
+			{"extended: a default", "read_posts default /rest/custom/query", "/rest/api/2/search", 200},
+			{"extended: the operator's", "read_posts default /rest/custom/query", "/rest/custom/query", 200},
+			{"replaced", "read_posts /rest/custom/query", "/rest/api/2/search", 403},
+			{"off", "read_posts off", "/rest/api/2/search", 403},
+			{"off: git fetch is a write", "read_posts off", "/rest/r.git/git-upload-pack", 403},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				tester := startGate(t, policyConfig(filepath.Join(dir, "t.db"), filepath.Join(dir, "a.log"), "", tt.opts))
+				if status, _, body := from(t, tester, "10.0.0.1", "POST", siteURL+tt.path, "Authorization", "Bearer "+ro.Token); status != tt.status {
+					t.Errorf("%s: POST %s: %d %q, want %d", tt.opts, tt.path, status, body, tt.status)
+				}
+			})
 		}
 	})
 }
@@ -370,6 +411,9 @@ func TestPolicyThrottleAndRateLimit(t *testing.T) {
 		if secs, err := strconv.Atoi(hdr.Get("Retry-After")); err != nil || secs < 290 || secs > 300 {
 			t.Errorf("Retry-After = %q", hdr.Get("Retry-After"))
 		}
+		// As Jira Data Center says it (python3-jira reads these on every
+		// 429): max_failures failures every window.
+		checkRateHeaders(t, hdr, "3", "3", "60")
 		if status, _, _ := from(t, tester, "192.0.2.2", "GET", siteURL+"/rest/x", "Authorization", "Bearer "+fast.Token); status != 200 {
 			t.Errorf("another IP is throttled too: %d", status)
 		}
@@ -392,12 +436,40 @@ func TestPolicyThrottleAndRateLimit(t *testing.T) {
 		if status != 429 || hdr.Get("Retry-After") == "" {
 			t.Errorf("beyond the handler's rate: %d Retry-After %q", status, hdr.Get("Retry-After"))
 		}
+		checkRateHeaders(t, hdr, "3", "1", "20") // 3/1m: a burst of 3, then one every 20 s
+		own := createToken(t, tester, `{"user":"alice","name":"own","rate_limit":"2/10s"}`)
+		for i := range 2 {
+			if status, _, _ := from(t, tester, "192.0.2.9", "GET", siteURL+"/rest/x", "Authorization", "Bearer "+own.Token); status != 200 {
+				t.Fatalf("request %d within the token's own rate: %d", i, status)
+			}
+		}
+		status, hdr, _ = from(t, tester, "192.0.2.9", "GET", siteURL+"/rest/x", "Authorization", "Bearer "+own.Token)
+		if secs, err := strconv.Atoi(hdr.Get("Retry-After")); status != 429 || err != nil || secs < 1 || secs > 5 {
+			t.Errorf("beyond the token's own rate: %d Retry-After %q", status, hdr.Get("Retry-After"))
+		}
+		checkRateHeaders(t, hdr, "2", "1", "5") // 2/10s: one every 5 s
 		for i := range 10 {
 			if status, _, _ := from(t, tester, "192.0.2.9", "GET", siteURL+"/rest/x", "Authorization", "Bearer "+fast.Token); status != 200 {
 				t.Fatalf("token with its own higher rate, request %d: %d", i, status)
 			}
 		}
 	})
+}
+
+// checkRateHeaders checks the rate-limit headers of a 429 as Jira Data
+// Center sends them.
+func checkRateHeaders(t *testing.T, hdr http.Header, limit, fillRate, interval string) {
+	t.Helper()
+	for k, want := range map[string]string{
+		"X-RateLimit-Limit":            limit,
+		"X-RateLimit-Remaining":        "0",
+		"X-RateLimit-FillRate":         fillRate,
+		"X-RateLimit-Interval-Seconds": interval,
+	} {
+		if got := hdr.Values(k); len(got) != 1 || got[0] != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
 }
 
 func TestPolicyThrottleBackendPasswordFailures(t *testing.T) {

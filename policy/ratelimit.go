@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 	"strconv"
 	"strings"
@@ -228,4 +229,36 @@ func (s *rateShard) insert(key uint64, now int64) {
 	s.hand = (s.hand + scanned) % len(s.keys)
 	s.tats.Delete(s.keys[victim])
 	s.keys[victim] = key
+}
+
+// Bucket describes r the way Jira Data Center's rate-limit headers
+// describe a token bucket, for clients that read them: at most limit
+// requests at once (the burst, Events), and fillRate more every interval
+// seconds. Both are at least 1 (clients divide by them) and as small as
+// the rate allows: 600/1m is 10 every second, 100/1h one every 36 seconds.
+// A period that is not a whole number of seconds is rounded so that the
+// rate described is never above r. An unlimited r gives zeros.
+func (r Rate) Bucket() (limit, fillRate, interval int64) {
+	if r.IsZero() {
+		return 0, 0, 0
+	}
+	limit = int64(r.Events)
+	if r.Per%time.Second == 0 {
+		secs := int64(r.Per / time.Second)
+		g := gcd(limit, secs)
+		return limit, limit / g, secs / g
+	}
+	perSecond := float64(r.Events) / r.Per.Seconds()
+	if perSecond >= 1 {
+		return limit, int64(perSecond), 1
+	}
+	return limit, 1, int64(math.Ceil(1 / perSecond))
+}
+
+// gcd returns the greatest common divisor of two positive numbers.
+func gcd(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }

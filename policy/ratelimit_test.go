@@ -373,3 +373,44 @@ func BenchmarkRateLimiterAllow(b *testing.B) {
 		i++
 	}
 }
+
+// TestRateBucket: a Rate described as Jira Data Center's rate-limit headers
+// describe a token bucket, never advertising more than the real rate.
+func TestRateBucket(t *testing.T) {
+	tests := []struct {
+		rate                      string
+		limit, fillRate, interval int64
+	}{
+		{"600/1m", 600, 10, 1},
+		{"3/1m", 3, 1, 20},
+		{"100/1h", 100, 1, 36},
+		{"5/30s", 5, 1, 6},
+		{"10/s", 10, 10, 1},
+		{"7/3s", 7, 7, 3},
+		{"10/500ms", 10, 20, 1},
+		{"3/2500ms", 3, 1, 1},
+		{"1/1500ms", 1, 1, 2},
+		{"2/3500ms", 2, 1, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.rate, func(t *testing.T) {
+			r, err := ParseRate(tt.rate)
+			if err != nil {
+				t.Fatal(err)
+			}
+			limit, fill, interval := r.Bucket()
+			if limit != tt.limit || fill != tt.fillRate || interval != tt.interval {
+				t.Errorf("Bucket() = %d, %d/%ds, want %d, %d/%ds", limit, fill, interval, tt.limit, tt.fillRate, tt.interval)
+			}
+			if fill < 1 || interval < 1 {
+				t.Errorf("fill rate %d and interval %d must be at least 1 (clients divide by them)", fill, interval)
+			}
+			if float64(fill)/float64(interval) > float64(r.Events)/r.Per.Seconds()*(1+1e-9) {
+				t.Errorf("advertises %d/%ds, more than %s", fill, interval, r)
+			}
+		})
+	}
+	if l, f, i := (Rate{}).Bucket(); l != 0 || f != 0 || i != 0 {
+		t.Errorf("unlimited Bucket() = %d %d %d, want zeros", l, f, i)
+	}
+}

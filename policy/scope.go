@@ -1,14 +1,16 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 )
 
 // Reasons for scope and holder decisions.
 const (
-	// ReasonReadOnly: a read-only token was used with a method other than
-	// GET, HEAD or OPTIONS.
+	// ReasonReadOnly: a read-only token was used for a request that does
+	// not only read (see Reads).
 	ReasonReadOnly Reason = "read_only"
 	// ReasonMethodNotAllowed: the method is not among the token's methods.
 	ReasonMethodNotAllowed Reason = "method_not_allowed"
@@ -24,7 +26,9 @@ const (
 // Scope restricts what a token may be used for. Empty fields mean
 // unrestricted; all set fields must pass.
 type Scope struct {
-	// ReadOnly allows only GET, HEAD and OPTIONS.
+	// ReadOnly allows only requests that read: GET, HEAD and OPTIONS
+	// (but not a git push's first step), and the POSTs that a Reads
+	// names. See Reads.
 	ReadOnly bool `json:"read_only,omitempty"`
 	// Methods, if set, are the only methods allowed (case-insensitive).
 	Methods []string `json:"methods,omitempty"`
@@ -76,10 +80,15 @@ func CompileScope(s Scope) (CompiledScope, error) {
 	return c, nil
 }
 
+// ReadOnly reports whether the scope allows only requests that read.
+func (c *CompiledScope) ReadOnly() bool { return c.readOnly }
+
 // Check decides whether a request with this method, host (without port)
-// and cleaned path is within the scope.
-func (c *CompiledScope) Check(method, host, cleanPath string) Reason {
-	if c.readOnly && method != "GET" && method != "HEAD" && method != "OPTIONS" {
+// and cleaned path is within the scope. read says whether the request only
+// reads (Reads.Read); only a read-only scope asks, so a caller may work it
+// out only if ReadOnly.
+func (c *CompiledScope) Check(method, host, cleanPath string, read bool) Reason {
+	if c.readOnly && !read {
 		return ReasonReadOnly
 	}
 	if len(c.methods) > 0 && !containsFold(c.methods, method) {
@@ -110,6 +119,124 @@ func (c *CompiledScope) Check(method, host, cleanPath string) Reason {
 		}
 	}
 	return ReasonOK
+}
+
+// MethodOverrideHeaders are the request headers, in canonical form, with
+// which a client asks a backend to run a request as another method
+// (Jersey's, Spring's and many frameworks' method override filters). A
+// backend that honours one turns a GET into a DELETE, so a scope must
+// judge the method each one names as well as the request's own.
+var MethodOverrideHeaders = [...]string{"X-Http-Method-Override", "X-Method-Override", "X-Http-Method"}
+
+// OverriddenMethod returns the method a method override header value
+// names, as a backend that honours it reads it: trimmed of spaces and tabs,
+// in upper case. A value that is not an HTTP method (an RFC 9110 token:
+// a list, a non-ASCII look-alike) gives "", which no read-only or methods
+// scope allows.
+func OverriddenMethod(v string) string {
+	v = strings.Trim(v, " \t")
+	if v == "" || !isToken(v) {
+		return ""
+	}
+	return strings.ToUpper(v) // ASCII: a token
+}
+
+// DefaultReadPosts are the POST requests of Jira, Confluence and Bitbucket
+// Data Center that only read, so that a read-only token may make them: a
+// client sends a long query in a body, or git fetches over smart HTTP.
+// Patterns are matched as PathSet matches them, on the path as the backend
+// resolves it. Git LFS's batch API is left out: whether it reads or writes
+// is in the body.
+var DefaultReadPosts = []string{
+	"/rest/api/*/search",              // Jira: issue search with the JQL in the body
+	"/rest/api/contentbody/convert/*", // Confluence: convert a body between formats
+	"/rest/search/latest/search",      // Bitbucket: code search
+	"/rest/api/*/markup/preview",      // Bitbucket: render Markdown
+	"*/git-upload-pack",               // git fetch and clone (smart HTTP)
+}
+
+// Keywords of a read_posts list (CompileReads).
+const (
+	// ReadPostsDefault stands for DefaultReadPosts.
+	ReadPostsDefault = "default"
+	// ReadPostsOff, alone, names no POST.
+	ReadPostsOff = "off"
+)
+
+// Reads decides which requests only read, for read-only scopes: GET, HEAD
+// and OPTIONS, and the POSTs it names. A GET or HEAD of git's ref
+// advertisement for a push (…/info/refs?service=git-receive-pack) is a
+// write: it is the first step of a push. The zero Reads names no POST.
+type Reads struct {
+	posts PathSet
+}
+
+// CompileReads compiles a read_posts list: path patterns of POSTs that only
+// read, in which "default" stands for DefaultReadPosts; a nil or empty list
+// means the defaults, and "off" alone means none. Errors name the item and
+// its value.
+func CompileReads(posts []string) (Reads, error) {
+	if len(posts) == 0 {
+		posts = []string{ReadPostsDefault}
+	}
+	if len(posts) == 1 && posts[0] == ReadPostsOff {
+		return Reads{}, nil
+	}
+	var patterns []string
+	defaults := false
+	for i, p := range posts {
+		switch p {
+		case ReadPostsOff:
+			return Reads{}, errors.New("read_posts: off stands alone")
+		case ReadPostsDefault:
+			if defaults {
+				return Reads{}, errors.New("read_posts: default named twice")
+			}
+			defaults = true
+			patterns = append(patterns, DefaultReadPosts...)
+		default:
+			if _, err := compilePathPattern(p); err != nil {
+				return Reads{}, fmt.Errorf("read_posts[%d] %q: %w", i, p, err)
+			}
+			patterns = append(patterns, p)
+		}
+	}
+	set, err := CompilePathSet("read_posts", patterns)
+	return Reads{posts: set}, err
+}
+
+// gitInfoRefs matches the path of git's ref advertisement, with a
+// trailing slash too: a write taken for a read is the mistake to avoid.
+var gitInfoRefs, _ = CompilePathSet("git", []string{"*/info/refs", "*/info/refs/"})
+
+// Read reports whether a request only reads: its method, its path t as the
+// backend will resolve it, and its raw query.
+func (r *Reads) Read(method string, t Target, rawQuery string) bool {
+	switch method {
+	case "GET", "HEAD":
+		return rawQuery == "" || !gitInfoRefs.MatchTargetPath(t) || !gitPushService(rawQuery)
+	case "OPTIONS":
+		return true
+	case "POST":
+		return r.posts.MatchTargetPath(t)
+	}
+	return false
+}
+
+// gitPushService reports whether a query asks for any git service but
+// git-upload-pack (a fetch), as a push's ref advertisement does
+// (service=git-receive-pack); a query that cannot be read counts as one.
+func gitPushService(rawQuery string) bool {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return true
+	}
+	for _, s := range q["service"] {
+		if s != "git-upload-pack" {
+			return true
+		}
+	}
+	return false
 }
 
 func containsFold(list []string, s string) bool {

@@ -78,7 +78,8 @@ func TestScope(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := c.Check(tt.method, tt.host, tt.path); got != tt.want {
+			var reads Reads // GET, HEAD and OPTIONS read; no POST does
+			if got := c.Check(tt.method, tt.host, tt.path, reads.Read(tt.method, NewTarget(tt.path), "")); got != tt.want {
 				t.Errorf("Check(%s %s %s) = %q, want %q", tt.method, tt.host, tt.path, got, tt.want)
 			}
 		})
@@ -122,7 +123,7 @@ func TestScopeCheckAllocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := testing.AllocsPerRun(100, func() { c.Check("GET", "jira.example.com", "/rest/api/2/Issue") }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { c.Check("GET", "jira.example.com", "/rest/api/2/Issue", true) }); n != 0 {
 		t.Errorf("Check allocates %v times, want 0", n)
 	}
 }
@@ -255,7 +256,7 @@ func BenchmarkScopeCheck(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		c.Check("POST", "jira.example.com", "/rest/api/2/issue/ABC-123/comment")
+		c.Check("POST", "jira.example.com", "/rest/api/2/issue/ABC-123/comment", false)
 	}
 }
 
@@ -268,5 +269,138 @@ func BenchmarkHoldersCheck(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		h.Check("bob", groups)
+	}
+}
+
+// TestReads: what read_only lets through. Paths are judged as the backend
+// resolves them, and a git push's first step is a write although it is a GET.
+func TestReads(t *testing.T) {
+	defaults, err := CompileReads(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	custom, err := CompileReads([]string{"default", "/rest/custom/query"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	only, err := CompileReads([]string{"/rest/custom/query"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, err := CompileReads([]string{"off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name           string
+		reads          Reads
+		method, target string
+		want           bool
+	}{
+		{"get", defaults, "GET", "/rest/api/2/issue/X-1", true},
+		{"head", defaults, "HEAD", "/x", true},
+		{"options", defaults, "OPTIONS", "/x", true},
+		{"delete", defaults, "DELETE", "/rest/api/2/search", false},
+		{"put", defaults, "PUT", "/rest/api/2/search", false},
+		{"jira search", defaults, "POST", "/rest/api/2/search", true},
+		{"jira search latest", defaults, "POST", "/rest/api/latest/search", true},
+		{"jira search, resolved", defaults, "POST", "/x/..;/rest/api/2/search", true},
+		{"jira create issue", defaults, "POST", "/rest/api/2/issue", false},
+		{"jira create issue behind a search prefix", defaults, "POST", "/rest/api/2/search/..;/../issue", false},
+		{"jira search in a longer path", defaults, "POST", "/rest/api/2/search/x", false},
+		{"confluence convert", defaults, "POST", "/rest/api/contentbody/convert/view", true},
+		{"bitbucket code search", defaults, "POST", "/rest/search/latest/search", true},
+		{"bitbucket markup preview", defaults, "POST", "/rest/api/1.0/markup/preview", true},
+		{"git fetch", defaults, "POST", "/scm/prj/repo.git/git-upload-pack", true},
+		{"git push", defaults, "POST", "/scm/prj/repo.git/git-receive-pack", false},
+		{"git push advertisement", defaults, "GET", "/scm/prj/repo.git/info/refs?service=git-receive-pack", false},
+		{"git push advertisement, head", defaults, "HEAD", "/scm/prj/repo.git/info/refs?service=git-receive-pack", false},
+		{"git push advertisement, encoded", defaults, "GET", "/r.git/info/refs?service=git%2Dreceive%2Dpack", false},
+		{"git push advertisement, second value", defaults, "GET", "/r.git/info/refs?service=git-upload-pack&service=git-receive-pack", false},
+		{"git push advertisement, unreadable query", defaults, "GET", "/r.git/info/refs?service=git-upload-pack;x", false},
+		{"git push advertisement, resolved path", defaults, "GET", "/r.git/info/refs;x/?service=git-receive-pack", false},
+		{"git fetch advertisement", defaults, "GET", "/scm/prj/repo.git/info/refs?service=git-upload-pack", true},
+		{"git dumb fetch", defaults, "GET", "/scm/prj/repo.git/info/refs", true},
+		{"service elsewhere", defaults, "GET", "/rest/api/2/x?service=git-receive-pack", true},
+		{"extended keeps defaults", custom, "POST", "/rest/api/2/search", true},
+		{"extended", custom, "POST", "/rest/custom/query", true},
+		{"replaced", only, "POST", "/rest/api/2/search", false},
+		{"replacement", only, "POST", "/rest/custom/query", true},
+		{"off", off, "POST", "/rest/api/2/search", false},
+		{"off still reads GET", off, "GET", "/x", true},
+		{"off still sees a push", off, "GET", "/r.git/info/refs?service=git-receive-pack", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path, query, _ := strings.Cut(tt.target, "?")
+			if got := tt.reads.Read(tt.method, NewTarget(path), query); got != tt.want {
+				t.Errorf("Read(%s %s) = %v, want %v", tt.method, tt.target, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCompileReadsErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		posts []string
+		err   string
+	}{
+		{"bad pattern", []string{"rest/x"}, `read_posts[0] "rest/x"`},
+		{"off with patterns", []string{"off", "/x"}, `read_posts: off stands alone`},
+		{"default twice", []string{"default", "default"}, `read_posts: default named twice`},
+		{"empty", []string{""}, `read_posts[0] ""`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := CompileReads(tt.posts); err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("CompileReads(%q) error = %v, want %q", tt.posts, err, tt.err)
+			}
+		})
+	}
+}
+
+// TestScopeRead: a read-only scope takes the caller's word (Reads.Read)
+// on whether a request only reads; methods still judge the method itself.
+func TestScopeRead(t *testing.T) {
+	tests := []struct {
+		name   string
+		scope  Scope
+		method string
+		read   bool
+		want   Reason
+	}{
+		{"read-only, a read POST", Scope{ReadOnly: true}, "POST", true, ReasonOK},
+		{"read-only, a write GET", Scope{ReadOnly: true}, "GET", false, ReasonReadOnly},
+		{"methods do not take a read POST for a GET", Scope{Methods: []string{"GET"}}, "POST", true, ReasonMethodNotAllowed},
+		{"no read-only: read does not matter", Scope{}, "DELETE", false, ReasonOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := CompileScope(tt.scope)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Check(tt.method, "h", "/x", tt.read); got != tt.want {
+				t.Errorf("Check(%s, read %v) = %q, want %q", tt.method, tt.read, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestOverriddenMethod(t *testing.T) {
+	tests := []struct{ value, want string }{
+		{"DELETE", "DELETE"},
+		{" delete ", "DELETE"},
+		{"Patch", "PATCH"},
+		{"GET, DELETE", ""},
+		{"PO\u017fT", ""}, // ſ: no Unicode folding into POST
+		{"", ""},
+		{"\tPUT", "PUT"},
+	}
+	for _, tt := range tests {
+		if got := OverriddenMethod(tt.value); got != tt.want {
+			t.Errorf("OverriddenMethod(%q) = %q, want %q", tt.value, got, tt.want)
+		}
 	}
 }
