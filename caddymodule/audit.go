@@ -29,6 +29,12 @@ type AuditConfig struct {
 	// background. Default: 90d.
 	Retain caddy.Duration `json:"retain,omitempty"`
 
+	// How many request events (every class but admin) the database keeps
+	// at most: beyond it, the oldest are pruned in the background, however
+	// young. Admin events don't count and are pruned only by retain.
+	// Default: 1000000.
+	MaxEvents int `json:"max_events,omitempty"`
+
 	// How long before a token's expiry the api_token_expiring event fires
 	// (at most once per token and expiry, even with several instances on
 	// one database). Default: 7d.
@@ -137,6 +143,9 @@ func (a *App) provisionAudit(ctx caddy.Context) error {
 	if retain < 0 {
 		return fmt.Errorf("audit: retain %s: must be positive", retain)
 	}
+	if cfg.MaxEvents < 0 {
+		return fmt.Errorf("audit: max_events %d: must be a positive whole number", cfg.MaxEvents)
+	}
 	warning := time.Duration(cfg.ExpiryWarning)
 	if warning == 0 {
 		warning = DefaultExpiryWarning
@@ -150,7 +159,7 @@ func (a *App) provisionAudit(ctx caddy.Context) error {
 	st.queue = audit.NewQueue(audit.QueueConfig{Writer: a.store, Logger: logger, Now: a.now})
 	st.recorder = audit.NewRecorder(audit.RecorderConfig{Selection: sel, Logger: logger, Queue: st.queue,
 		DetailLimit: limit, Now: a.now})
-	st.pruner = &audit.Pruner{Writer: a.store, Retain: retain, Now: a.now, Logger: logger}
+	st.pruner = &audit.Pruner{Writer: a.store, Retain: retain, MaxEvents: cfg.MaxEvents, Now: a.now, Logger: logger}
 	if ev, err := ctx.AppIfConfigured("events"); err == nil {
 		st.events, _ = ev.(*caddyevents.App)
 	}
