@@ -187,7 +187,7 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Token, error) {
 // of concurrent updates, each keeps what the others set in fields it
 // leaves nil.
 // A Patch that sets ExpiresAt, even to the same time, clears the expiry
-// warning mark (see ExpiringTokens): a renewed token warns again. ev is
+// warning mark (see ClaimExpiring): a renewed token warns again. ev is
 // stored with the change, as Create does.
 func (s *Store) Update(ctx context.Context, id string, p Patch, ev *audit.Event) (Token, error) {
 	parsed, err := validatePatch(p)
@@ -323,7 +323,7 @@ func (s *Store) RevokeUser(ctx context.Context, user string, ev *audit.Event) ([
 // returns it with the new secret. The old secret stops working at once. A
 // revoked or expired token can't be rotated (ErrConflict). An empty prefix
 // means DefaultPrefix. Rotating clears the expiry warning mark (see
-// ExpiringTokens), so the token warns again before it expires. ev is stored
+// ClaimExpiring), so the token warns again before it expires. ev is stored
 // with the change, as Create does.
 func (s *Store) Rotate(ctx context.Context, id, prefix string, ev *audit.Event) (Token, string, error) {
 	if prefix == "" {
