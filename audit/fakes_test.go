@@ -33,6 +33,9 @@ type fakeEvents struct {
 	befores  []time.Time
 	pruned   int64
 	pruneErr error
+	keeps    []int // the keep of every TrimAudit call
+	trimmed  int64
+	trimErr  error
 
 	// When block is set, AppendAudit signals entered and waits for block
 	// to be closed (or its context to end).
@@ -70,6 +73,20 @@ func (f *fakeEvents) PruneAudit(ctx context.Context, before time.Time) (int64, e
 	defer f.mu.Unlock()
 	f.befores = append(f.befores, before)
 	return f.pruned, f.pruneErr
+}
+
+func (f *fakeEvents) TrimAudit(ctx context.Context, keep int) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.keeps = append(f.keeps, keep)
+	return f.trimmed, f.trimErr
+}
+
+// trimCalls returns the keep of every TrimAudit call.
+func (f *fakeEvents) trimCalls() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]int(nil), f.keeps...)
 }
 
 // sizes returns the length of every batch written.

@@ -292,6 +292,7 @@ func (discardEvents) AppendAudit(context.Context, []Event) error { return nil }
 func (discardEvents) PruneAudit(context.Context, time.Time) (int64, error) {
 	return 0, nil
 }
+func (discardEvents) TrimAudit(context.Context, int) (int64, error) { return 0, nil }
 
 func BenchmarkRecordSelectedQueue(b *testing.B) {
 	q := NewQueue(QueueConfig{Writer: discardEvents{}})

@@ -15,34 +15,60 @@ func TestPrunerPruneOnce(t *testing.T) {
 	tests := []struct {
 		name       string
 		retain     time.Duration
+		maxEvents  int
 		deleted    int64
+		trimmed    int64
 		err        error
+		trimErr    error
 		wantBefore []time.Time
-		wantErr    string
+		wantKeeps  []int
+		wantErr    []string
 	}{
-		{name: "default 90 days", deleted: 7, wantBefore: []time.Time{t0.Add(-90 * 24 * time.Hour)}},
-		{name: "a week", retain: 7 * 24 * time.Hour, wantBefore: []time.Time{t0.Add(-7 * 24 * time.Hour)}},
-		{name: "negative keeps forever", retain: -1, wantBefore: nil},
+		{name: "default 90 days and 1,000,000 events", deleted: 7, wantBefore: []time.Time{t0.Add(-90 * 24 * time.Hour)},
+			wantKeeps: []int{DefaultMaxEvents}},
+		{name: "a week", retain: 7 * 24 * time.Hour, wantBefore: []time.Time{t0.Add(-7 * 24 * time.Hour)},
+			wantKeeps: []int{DefaultMaxEvents}},
+		{name: "negative keeps forever", retain: -1, wantBefore: nil, wantKeeps: []int{DefaultMaxEvents}},
+		{name: "over the bound", maxEvents: 500, deleted: 3, trimmed: 42,
+			wantBefore: []time.Time{t0.Add(-DefaultRetain)}, wantKeeps: []int{500}},
+		{name: "no bound", maxEvents: -1, wantBefore: []time.Time{t0.Add(-DefaultRetain)}, wantKeeps: nil},
 		{name: "error", retain: time.Hour, err: errFake, wantBefore: []time.Time{t0.Add(-time.Hour)},
-			wantErr: "pruning audit events before 2025-03-14T14:09:26Z: disk on fire"},
+			wantKeeps: []int{DefaultMaxEvents},
+			wantErr:   []string{"pruning audit events before 2025-03-14T14:09:26Z: disk on fire"}},
+		{name: "trim error", trimErr: errFake, deleted: 2, wantBefore: []time.Time{t0.Add(-DefaultRetain)},
+			wantKeeps: []int{DefaultMaxEvents},
+			wantErr:   []string{"trimming audit events to the newest 1000000 request events: disk on fire"}},
+		{name: "both fail", err: errFake, trimErr: errFake, wantBefore: []time.Time{t0.Add(-DefaultRetain)},
+			wantKeeps: []int{DefaultMaxEvents},
+			wantErr: []string{"pruning audit events before 2024-12-14T15:09:26Z: disk on fire",
+				"trimming audit events to the newest 1000000 request events: disk on fire"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := &fakeEvents{pruned: tt.deleted, pruneErr: tt.err}
-			p := &Pruner{Writer: w, Retain: tt.retain, Now: newClock().Now}
+			w := &fakeEvents{pruned: tt.deleted, pruneErr: tt.err, trimmed: tt.trimmed, trimErr: tt.trimErr}
+			p := &Pruner{Writer: w, Retain: tt.retain, MaxEvents: tt.maxEvents, Now: newClock().Now}
 			n, err := p.PruneOnce(context.Background())
-			if tt.wantErr != "" {
-				if err == nil || err.Error() != tt.wantErr || !errors.Is(err, tt.err) {
-					t.Fatalf("error = %v, want %q wrapping %v", err, tt.wantErr, tt.err)
+			if tt.wantErr != nil {
+				if err == nil || err.Error() != strings.Join(tt.wantErr, "\n") || !errors.Is(err, errFake) {
+					t.Fatalf("error = %v, want %q wrapping %v", err, tt.wantErr, errFake)
 				}
 			} else if err != nil {
 				t.Fatal(err)
 			}
-			if n != tt.deleted {
-				t.Errorf("deleted %d, want %d", n, tt.deleted)
+			if n != (Pruned{Aged: tt.deleted, Trimmed: tt.trimmed}) {
+				t.Errorf("deleted %+v, want %d aged and %d trimmed", n, tt.deleted, tt.trimmed)
 			}
 			if got := w.pruneCalls(); !slices.EqualFunc(got, tt.wantBefore, time.Time.Equal) {
 				t.Errorf("before = %v, want %v", got, tt.wantBefore)
+			}
+			if got := w.trimCalls(); !slices.Equal(got, tt.wantKeeps) {
+				t.Errorf("keep = %v, want %v", got, tt.wantKeeps)
+			}
+			if _, err := p.PruneOnce(context.Background()); (err != nil) != (tt.wantErr != nil) {
+				t.Fatalf("second PruneOnce: %v", err)
+			}
+			if got := p.Trimmed(); got != 2*tt.trimmed {
+				t.Errorf("Trimmed() after two prunes = %d, want %d", got, 2*tt.trimmed)
 			}
 		})
 	}
@@ -86,6 +112,21 @@ func TestPrunerRun(t *testing.T) {
 			}
 		})
 	}
+	t.Run("trimmed some", func(t *testing.T) {
+		logger, logs := observed(zapcore.DebugLevel)
+		w := &fakeEvents{trimmed: 17}
+		p := &Pruner{Writer: w, MaxEvents: 100, Every: time.Hour, Now: newClock().Now, Logger: logger}
+		stop := running(t, p.Run)
+		eventually(t, "the first prune", func() bool { return len(w.trimCalls()) == 1 })
+		stop()
+		warned := logs.FilterLevelExact(zapcore.WarnLevel).All()
+		if len(warned) != 1 || warned[0].Message != "audit trail over its size bound: deleted the oldest request events" {
+			t.Fatalf("warnings %v, want one about the size bound", warned)
+		}
+		if ctx := warned[0].ContextMap(); ctx["count"] != int64(17) || ctx["max_events"] != int64(100) {
+			t.Errorf("warning fields %v, want count 17 and max_events 100", ctx)
+		}
+	})
 	t.Run("an error from shutting down is not logged", func(t *testing.T) {
 		logger, logs := observed(zapcore.DebugLevel)
 		ctx, cancel := context.WithCancel(context.Background())

@@ -43,6 +43,13 @@ func (t Type) Class() Class {
 	return ""
 }
 
+// RequestTypes returns the types of the events about requests: every
+// class but ClassAdmin. These are the events a bound on the stored trail's
+// size may delete; admin events are kept.
+func RequestTypes() []Type {
+	return []Type{TypeAuthSucceeded, TypeAuthFailed, TypePasswordPassedOn, TypeDenied, TypeWouldDeny}
+}
+
 // classSet is a set of classes as bits.
 type classSet uint8
 

@@ -39,6 +39,22 @@ func TestTypeClass(t *testing.T) {
 	}
 }
 
+// TestRequestTypes: the request types are exactly the types of every
+// class but admin, so that bounding the trail's size keeps admin events.
+func TestRequestTypes(t *testing.T) {
+	for _, typ := range allTypes {
+		t.Run(string(typ), func(t *testing.T) {
+			want := typ.Class() != ClassAdmin
+			if got := slices.Contains(RequestTypes(), typ); got != want {
+				t.Errorf("in RequestTypes: %v, want %v (class %s)", got, want, typ.Class())
+			}
+		})
+	}
+	if n := len(RequestTypes()); n != len(slices.Compact(slices.Sorted(slices.Values(RequestTypes())))) {
+		t.Errorf("RequestTypes has duplicates: %v", RequestTypes())
+	}
+}
+
 func TestParseSelection(t *testing.T) {
 	tests := []struct {
 		name        string

@@ -39,6 +39,9 @@ type EventWriter interface {
 	AppendAudit(ctx context.Context, events []Event) error
 	// PruneAudit deletes events older than before and reports how many.
 	PruneAudit(ctx context.Context, before time.Time) (int64, error)
+	// TrimAudit deletes the oldest request events (RequestTypes) beyond
+	// the newest keep of them and reports how many; admin events stay.
+	TrimAudit(ctx context.Context, keep int) (int64, error)
 }
 
 // IPSeen is a client IP and when a token was last used from it.

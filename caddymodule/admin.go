@@ -401,11 +401,13 @@ func (a *adminAPI) update(w http.ResponseWriter, r *http.Request, app *App, id s
 			return err
 		}
 	}
-	cur, err := app.store.Get(r.Context(), id)
-	if err != nil {
-		return storeError("updating token", err)
+	// The patch carries only the fields the client sent; the store applies
+	// them to the token as it reads it inside its write transaction. Read
+	// here and written back, a field could undo a concurrent PATCH.
+	p := tokenstore.Patch{
+		Name: req.Name, Description: req.Description, AllowedIPs: req.AllowedIPs, RateLimit: req.RateLimit,
+		ReadOnly: req.ReadOnly, Methods: req.Methods, Paths: req.Paths, Hosts: req.Hosts,
 	}
-	p := tokenstore.Patch{Name: req.Name, Description: req.Description, AllowedIPs: req.AllowedIPs, RateLimit: req.RateLimit}
 	var changed []string
 	note := func(given bool, field string) bool {
 		if given {
@@ -417,24 +419,17 @@ func (a *adminAPI) update(w http.ResponseWriter, r *http.Request, app *App, id s
 	note(req.Description != nil, "description")
 	note(req.AllowedIPs != nil, "allowed_ips")
 	note(req.RateLimit != nil, "rate_limit")
-	scope := cur.Scope
-	if note(req.ReadOnly != nil, "read_only") {
-		scope.ReadOnly = *req.ReadOnly
-	}
-	if note(req.Methods != nil, "methods") {
-		scope.Methods = *req.Methods
-	}
-	if note(req.Paths != nil, "paths") {
-		scope.Paths = *req.Paths
-	}
-	if note(req.Hosts != nil, "hosts") {
-		scope.Hosts = *req.Hosts
-	}
-	if req.ReadOnly != nil || req.Methods != nil || req.Paths != nil || req.Hosts != nil {
-		p.Scope = &scope
-	}
+	note(req.ReadOnly != nil, "read_only")
+	note(req.Methods != nil, "methods")
+	note(req.Paths != nil, "paths")
+	note(req.Hosts != nil, "hosts")
 	now := app.now()
 	if note(req.given(), "expires_at") {
+		// The owner's max_validity applies; a token's user never changes.
+		cur, err := app.store.Get(r.Context(), id)
+		if err != nil {
+			return storeError("updating token", err)
+		}
 		exp, err := app.resolveExpiry(now, cur.User, req.expiryJSON)
 		if err != nil {
 			return err

@@ -29,8 +29,15 @@ type AuditConfig struct {
 	// background. Default: 90d.
 	Retain caddy.Duration `json:"retain,omitempty"`
 
+	// How many request events (every class but admin) the database keeps
+	// at most: beyond it, the oldest are pruned in the background, however
+	// young. Admin events don't count and are pruned only by retain.
+	// Default: 1000000.
+	MaxEvents int `json:"max_events,omitempty"`
+
 	// How long before a token's expiry the api_token_expiring event fires
-	// (once per token). Default: 7d.
+	// (at most once per token and expiry, even with several instances on
+	// one database). Default: 7d.
 	ExpiryWarning caddy.Duration `json:"expiry_warning,omitempty"`
 
 	// How many refusals (failure and denied events) of each type and
@@ -136,6 +143,9 @@ func (a *App) provisionAudit(ctx caddy.Context) error {
 	if retain < 0 {
 		return fmt.Errorf("audit: retain %s: must be positive", retain)
 	}
+	if cfg.MaxEvents < 0 {
+		return fmt.Errorf("audit: max_events %d: must be a positive whole number", cfg.MaxEvents)
+	}
 	warning := time.Duration(cfg.ExpiryWarning)
 	if warning == 0 {
 		warning = DefaultExpiryWarning
@@ -149,7 +159,7 @@ func (a *App) provisionAudit(ctx caddy.Context) error {
 	st.queue = audit.NewQueue(audit.QueueConfig{Writer: a.store, Logger: logger, Now: a.now})
 	st.recorder = audit.NewRecorder(audit.RecorderConfig{Selection: sel, Logger: logger, Queue: st.queue,
 		DetailLimit: limit, Now: a.now})
-	st.pruner = &audit.Pruner{Writer: a.store, Retain: retain, Now: a.now, Logger: logger}
+	st.pruner = &audit.Pruner{Writer: a.store, Retain: retain, MaxEvents: cfg.MaxEvents, Now: a.now, Logger: logger}
 	if ev, err := ctx.AppIfConfigured("events"); err == nil {
 		st.events, _ = ev.(*caddyevents.App)
 	}
@@ -213,25 +223,25 @@ func (a *App) sweepExpiring(ctx context.Context) {
 	}
 }
 
-// sweepExpiringOnce emits the events due now and marks their tokens. With
-// no events app, nobody can listen, so tokens are not marked either: the
-// event fires once one is configured.
+// sweepExpiringOnce claims the warnings due now and emits one event for
+// each token claimed. The claim is written before the events go out, so
+// that another instance sweeping the same database never warns again:
+// the event fires at most once per token and expiry (if Caddy dies
+// between the two, that warning is lost). With no events app, nobody can
+// listen, so nothing is claimed either: the event fires once one is
+// configured.
 func (a *App) sweepExpiringOnce(ctx context.Context) {
 	st := a.auditState
 	if st.events == nil || !st.events.ShouldEmit(eventExpiring) {
 		return
 	}
-	toks, err := a.store.ExpiringTokens(ctx, a.now().Add(st.warning))
+	toks, err := a.store.ClaimExpiring(ctx, a.now().Add(st.warning))
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {
-			a.logger.Error("finding expiring tokens", zap.Error(err))
+			a.logger.Error("claiming expiry warnings", zap.Error(err))
 		}
 		return
 	}
-	if len(toks) == 0 {
-		return
-	}
-	ids := make([]string, 0, len(toks))
 	for _, t := range toks {
 		st.events.Emit(st.ctx, eventExpiring, map[string]any{
 			"token_id":   t.ID,
@@ -239,10 +249,6 @@ func (a *App) sweepExpiringOnce(ctx context.Context) {
 			"name":       t.Name,
 			"expires_at": t.ExpiresAt,
 		})
-		ids = append(ids, t.ID)
-	}
-	if err := a.store.MarkExpiryNotified(ctx, ids); err != nil {
-		a.logger.Error("marking tokens notified of expiry", zap.Error(err))
 	}
 }
 

@@ -402,6 +402,7 @@ func TestAuditTrail(t *testing.T) {
 			`caddy_api_tokens_tokens{state="active"}`,
 			`caddy_api_tokens_tokens{state="revoked"}`,
 			`caddy_api_tokens_audit_events_dropped_total 0`,
+			`caddy_api_tokens_audit_events_trimmed_total 0`,
 			"\ncaddy_api_tokens_audit_events_summarized_total ",
 		} {
 			if !strings.Contains(body, want) {
@@ -634,4 +635,39 @@ func TestDetailLimitConfig(t *testing.T) {
 			t.Errorf("provisionAudit = %v, want the events refused", err)
 		}
 	})
+}
+
+func TestMaxEventsConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		max  int
+		want int // the pruner's MaxEvents; 0: the default
+		err  string
+	}{
+		{"default", 0, 0, ""},
+		{"set", 5000, 5000, ""},
+		{"negative", -1, 0, "audit: max_events -1: must be a positive whole number"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, _, _, _ := testHandler(t)
+			h.app.logger = zap.NewNop()
+			h.app.Audit = &AuditConfig{MaxEvents: tt.max}
+			cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			defer cancel()
+			err := h.app.provisionAudit(cctx)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("provisionAudit = %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := h.app.auditState.pruner.MaxEvents; got != tt.want {
+				t.Errorf("pruner MaxEvents = %d, want %d", got, tt.want)
+			}
+		})
+	}
 }

@@ -310,6 +310,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //	            events         <admin|failure|denied|success...>
 //	            sample_success <fraction>
 //	            retain         <duration>
+//	            max_events     <count>
 //	            expiry_warning <duration>
 //	            detail_limit   off|<events> <window>
 //	        }
@@ -479,6 +480,12 @@ func parseAudit(d *caddyfile.Dispenser) (*AuditConfig, error) {
 				return nil, err
 			}
 			cfg.Retain = dur
+		case "max_events":
+			n, err := strconv.Atoi(val)
+			if err != nil || n <= 0 {
+				return nil, d.Errf("audit max_events %q: must be a positive whole number", val)
+			}
+			cfg.MaxEvents = n
 		case "expiry_warning":
 			dur, err := parsePositiveDuration(d, "audit expiry_warning", val)
 			if err != nil {

@@ -114,6 +114,11 @@ func (a *App) registerMetrics(ctx caddy.Context) {
 		Namespace: ns, Subsystem: sub, Name: "audit_events_summarized_total",
 		Help: "Refusals beyond the audit detail limit, recorded only in their window's summary event (since the config was loaded).",
 	}, func() float64 { return float64(rec.Summarized()) }))
+	pruner := a.auditState.pruner
+	register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "audit_events_trimmed_total",
+		Help: "Request events deleted from the audit trail, oldest first, because it held more than max_events (since the config was loaded).",
+	}, func() float64 { return float64(pruner.Trimmed()) }))
 	register(&tokenStateCollector{store: a.store, now: a.now, desc: prometheus.NewDesc(
 		prometheus.BuildFQName(ns, sub, "tokens"), "Tokens in the store, by state.", []string{"state"}, nil)})
 }

@@ -33,6 +33,18 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	pruneEvents = `DELETE FROM audit_events WHERE id IN
 (SELECT id FROM audit_events WHERE time < ?1 LIMIT ?2)`
 
+	// ?1 the request types as a JSON array, ?2 how many to keep. The
+	// newest request event beyond those kept, if any; the unary + keeps
+	// the scan on the rowid, newest first, rather than on the type index.
+	selectTrimCutoff = `SELECT id FROM audit_events
+WHERE +type IN (SELECT value FROM json_each(?1))
+ORDER BY id DESC LIMIT 1 OFFSET ?2`
+
+	// ?1 the request types as a JSON array, ?2 the cut-off id, ?3 the
+	// chunk size.
+	trimEvents = `DELETE FROM audit_events WHERE id IN
+(SELECT id FROM audit_events WHERE id <= ?2 AND +type IN (SELECT value FROM json_each(?1)) ORDER BY id LIMIT ?3)`
+
 	// eventFilters are the filters of an audit.Query, each '' or NULL when
 	// unset (see queryArgs):
 	//   ?1 token id, ?2 user key, ?3 client IP, ?4 outcome,
@@ -114,6 +126,70 @@ func (s *Store) pruneChunk(ctx context.Context, cutoff int64) (int64, error) {
 	}
 	defer tx.Rollback()
 	res, err := tx.ExecContext(ctx, pruneEvents, cutoff, s.pruneChunkSize)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// requestTypesJSON are audit.RequestTypes as a JSON array, for the SQL of
+// TrimAudit.
+var requestTypesJSON = func() string {
+	b, err := json.Marshal(audit.RequestTypes())
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}()
+
+// TrimAudit bounds the request events in the trail (every type but the
+// admin ones; see audit.RequestTypes): it deletes the oldest of them
+// beyond the newest keep, and reports how many it deleted. Admin events
+// are never deleted by it. It deletes in chunks, as PruneAudit does, up
+// to the newest event beyond the bound as it was when the call began;
+// the count returned with an error says how many events went before it.
+// A negative keep is ErrInvalid. TrimAudit implements audit.EventWriter.
+func (s *Store) TrimAudit(ctx context.Context, keep int) (int64, error) {
+	if keep < 0 {
+		return 0, fmt.Errorf("trimming audit events: %w: keep %d is negative", ErrInvalid, keep)
+	}
+	var cutoff int64
+	err := s.reader.QueryRowContext(ctx, selectTrimCutoff, requestTypesJSON, keep).Scan(&cutoff)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil // at most keep request events
+	}
+	if err != nil {
+		return 0, fmt.Errorf("trimming audit events to %d: %w", keep, err)
+	}
+	var total int64
+	for {
+		n, err := s.trimChunk(ctx, cutoff)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("trimming audit events to %d: %w", keep, err)
+		}
+		if n < int64(s.pruneChunkSize) {
+			return total, nil
+		}
+	}
+}
+
+// trimChunk deletes at most one chunk of the request events with an id
+// up to cutoff, oldest first, in a transaction of its own.
+func (s *Store) trimChunk(ctx context.Context, cutoff int64) (int64, error) {
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, trimEvents, requestTypesJSON, cutoff, s.pruneChunkSize)
 	if err != nil {
 		return 0, err
 	}

@@ -969,3 +969,115 @@ func TestMigrateAuditSummaries(t *testing.T) {
 		t.Errorf("summary after the migration read back as\n%+v, want\n%+v", got, summary)
 	}
 }
+
+func TestTrimAudit(t *testing.T) {
+	s, clock, path := newTestStore(t)
+	ctx := t.Context()
+	s.pruneChunkSize = 7
+	tok, _ := mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
+
+	// Admin events first (the oldest), then 30 request events of every
+	// request type, with more admin events among them.
+	admin := func(name string) {
+		t.Helper()
+		if _, err := s.Update(ctx, tok.ID, Patch{Name: ptr(name)}, adminEvent(audit.TypeTokenUpdated, "name")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin("first")
+	admin("second")
+	types := audit.RequestTypes()
+	var requestIDs []int64 // oldest first
+	for i := range 30 {
+		if i == 10 || i == 20 {
+			admin(fmt.Sprint("middle ", i))
+		}
+		mustAppend(t, s, audit.Event{Type: types[i%len(types)], Count: i % 3})
+		requestIDs = append(requestIDs, allEvents(t, s)[0].ID)
+		clock.Advance(time.Second)
+	}
+	adminIDs := func() []int64 {
+		t.Helper()
+		var ids []int64
+		for _, e := range allEvents(t, s) {
+			if e.Type.Class() == audit.ClassAdmin {
+				ids = append(ids, e.ID)
+			}
+		}
+		return ids
+	}
+	wantAdmin := adminIDs()
+	if len(wantAdmin) != 4 {
+		t.Fatalf("%d admin events, want 4", len(wantAdmin))
+	}
+	remaining := func(t *testing.T) []int64 {
+		t.Helper()
+		var ids []int64
+		for _, e := range allEvents(t, s) {
+			if e.Type.Class() != audit.ClassAdmin {
+				ids = append(ids, e.ID)
+			}
+		}
+		slices.Reverse(ids)
+		return ids
+	}
+
+	steps := []struct {
+		name    string
+		keep    int
+		deleted int64
+		left    []int64 // request events left, oldest first
+	}{
+		{"under the bound", 30, 0, requestIDs},
+		{"over it: the oldest go, in chunks", 8, 22, requestIDs[22:]},
+		{"again: nothing more", 8, 0, requestIDs[22:]},
+		{"a multiple of the chunk size", 1, 7, requestIDs[29:]},
+		{"none kept", 0, 1, nil},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			n, err := s.TrimAudit(ctx, st.keep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != st.deleted {
+				t.Errorf("TrimAudit(%d) = %d, want %d", st.keep, n, st.deleted)
+			}
+			if got := remaining(t); !slices.Equal(got, st.left) {
+				t.Errorf("request events left %v, want %v", got, st.left)
+			}
+			if got := adminIDs(); !slices.Equal(got, wantAdmin) {
+				t.Errorf("admin events %v, want all of %v", got, wantAdmin)
+			}
+			if got := countEvents(t, path); got != len(st.left)+len(wantAdmin) {
+				t.Errorf("%d rows, want %d", got, len(st.left)+len(wantAdmin))
+			}
+		})
+	}
+	t.Run("negative keep", func(t *testing.T) {
+		if _, err := s.TrimAudit(ctx, -1); !errors.Is(err, ErrInvalid) {
+			t.Errorf("TrimAudit(-1) error = %v, want ErrInvalid", err)
+		}
+	})
+	t.Run("through the pruner, with its count", func(t *testing.T) {
+		var newest []int64
+		for i := range 12 {
+			mustAppend(t, s, audit.Event{Type: types[i%len(types)]})
+			newest = append(newest, allEvents(t, s)[0].ID)
+		}
+		p := &audit.Pruner{Writer: s, MaxEvents: 5, Now: clock.Now}
+		n, err := p.PruneOnce(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != (audit.Pruned{Trimmed: 7}) || p.Trimmed() != 7 {
+			t.Errorf("PruneOnce = %+v, Trimmed() = %d; want 7 trimmed", n, p.Trimmed())
+		}
+		if got := remaining(t); !slices.Equal(got, newest[7:]) {
+			t.Errorf("request events left %v, want the newest five %v", got, newest[7:])
+		}
+		if got := adminIDs(); !slices.Equal(got, wantAdmin) {
+			t.Errorf("admin events %v, want all of %v", got, wantAdmin)
+		}
+	})
+}

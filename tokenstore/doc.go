@@ -54,8 +54,9 @@
 // events and usage arrive in batches from the audit package (AppendAudit,
 // FlushUsage); QueryAudit pages through the trail newest first, and
 // PruneAudit deletes old events in short transactions. No secret, and no
-// hash of one, is ever written to the trail. ExpiringTokens and
-// MarkExpiryNotified let a warning go out once per token and expiry.
+// hash of one, is ever written to the trail. ClaimExpiring lets a warning
+// go out once per token and expiry, however many processes share the
+// database.
 //
 // # The hot path
 //

@@ -21,8 +21,9 @@ ORDER BY t.expires_at, t.rowid`
 
 // ExpiringTokens returns the tokens that are due an "expiring soon"
 // warning: not revoked, not yet expired at the store's current time, expiring
-// at or before before, and not yet marked as warned (MarkExpiryNotified),
-// soonest first. The slice is never nil.
+// at or before before, and not yet marked as warned (ClaimExpiring),
+// soonest first. The slice is never nil. It only reads: the warnings are
+// sent for what ClaimExpiring returns.
 //
 // The mark belongs to the token's current expiry: Update with ExpiresAt set
 // and Rotate clear it, so a renewed token is warned about again.
@@ -39,28 +40,48 @@ func (s *Store) ExpiringTokens(ctx context.Context, before time.Time) ([]Token, 
 	return tokens(recs), nil
 }
 
-// MarkExpiryNotified records, at the store's current time, that the
-// expiry warning for each of the tokens with the given ids went out, so
-// that ExpiringTokens no longer returns them. Ids that name no token, and
-// tokens already marked, are left alone. It neither bumps the tokens' seq
-// nor their UpdatedAt: the mark is bookkeeping, not a change to the token.
-func (s *Store) MarkExpiryNotified(ctx context.Context, ids []string) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	tx, err := s.writer.BeginTx(ctx, nil)
+// ClaimExpiring claims the expiry warnings that are due: in one write
+// transaction it finds the tokens that ExpiringTokens would return for
+// before, marks each as warned at the store's current time, and returns
+// those it marked, soonest first. The slice is never nil.
+//
+// The caller sends the warning for exactly the tokens returned. Of
+// concurrent calls, on this store or on another one open on the same
+// database, only one gets a given token, so the warning goes out once.
+// The mark is written before the warning is sent: if the process dies in
+// between, that warning is lost rather than sent twice.
+//
+// Marking bumps neither the tokens' seq nor their UpdatedAt: the mark is
+// bookkeeping, not a change to the token.
+func (s *Store) ClaimExpiring(ctx context.Context, before time.Time) ([]Token, error) {
+	tx, err := s.beginWrite(ctx)
 	if err != nil {
-		return fmt.Errorf("marking expiry warnings: %w", err)
+		return nil, fmt.Errorf("claiming expiry warnings: %w", err)
 	}
 	defer tx.Rollback()
 	now := s.now().UnixMilli()
-	for _, id := range ids {
-		if _, err := tx.ExecContext(ctx, markExpiryNotified, now, id); err != nil {
-			return fmt.Errorf("marking expiry warning of token %q: %w", id, err)
+	recs, err := queryRecords(ctx, tx, selectExpiring, now, before.UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("claiming expiry warnings: %w", err)
+	}
+	claimed := make([]Token, 0, len(recs))
+	for _, rec := range recs {
+		// The write lock is held since BEGIN IMMEDIATE, so the row is as
+		// read; the count is checked all the same, as the claim's proof.
+		res, err := tx.ExecContext(ctx, markExpiryNotified, now, rec.ID)
+		if err != nil {
+			return nil, fmt.Errorf("claiming expiry warning of token %s: %w", rec.ID, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return nil, fmt.Errorf("claiming expiry warning of token %s: %w", rec.ID, err)
+		}
+		if n == 1 {
+			claimed = append(claimed, rec.Token)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("marking expiry warnings: %w", err)
+		return nil, fmt.Errorf("claiming expiry warnings: %w", err)
 	}
-	return nil
+	return claimed, nil
 }

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"fmt"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 )
@@ -74,28 +75,43 @@ func TestExpiringTokens(t *testing.T) {
 		}
 		return n
 	}
-	t.Run("marked tokens are left out", func(t *testing.T) {
-		before := dumpQuery(t, path, `SELECT id, updated_at, seq FROM tokens ORDER BY id`)
-		markedAt := clock.Now()
-		if err := s.MarkExpiryNotified(ctx, []string{sooner.ID, edge.ID, "zzzzzzzzzzzz", "bad"}); err != nil {
+	claimNames := func(t *testing.T, before time.Time) []string {
+		t.Helper()
+		toks, err := s.ClaimExpiring(ctx, before)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if got := expiringNames(t, s, window); !reflect.DeepEqual(got, []string{"soon"}) {
-			t.Errorf("ExpiringTokens = %q, want [soon]", got)
+		if toks == nil {
+			t.Fatal("ClaimExpiring returned a nil slice")
 		}
-		if got := notifiedAt(sooner.ID); got.Int64 != markedAt.UnixMilli() {
-			t.Errorf("expiry_notified_at = %v, want %d", got, markedAt.UnixMilli())
+		names := []string{}
+		for _, tok := range toks {
+			names = append(names, tok.Name)
+		}
+		return names
+	}
+	t.Run("claimed tokens are left out", func(t *testing.T) {
+		before := dumpQuery(t, path, `SELECT id, updated_at, seq FROM tokens ORDER BY id`)
+		claimedAt := clock.Now()
+		if got := claimNames(t, now.Add(time.Hour).Add(-time.Millisecond)); !reflect.DeepEqual(got, []string{"sooner"}) {
+			t.Errorf("ClaimExpiring = %q, want [sooner]", got)
+		}
+		if got := expiringNames(t, s, window); !reflect.DeepEqual(got, []string{"soon", "at the window's end"}) {
+			t.Errorf("ExpiringTokens = %q, want [soon, at the window's end]", got)
+		}
+		if got := notifiedAt(sooner.ID); got.Int64 != claimedAt.UnixMilli() {
+			t.Errorf("expiry_notified_at = %v, want %d", got, claimedAt.UnixMilli())
 		}
 		if after := dumpQuery(t, path, `SELECT id, updated_at, seq FROM tokens ORDER BY id`); after != before {
-			t.Errorf("marking changed updated_at or seq:\n%s\nwant\n%s", after, before)
+			t.Errorf("claiming changed updated_at or seq:\n%s\nwant\n%s", after, before)
 		}
 
 		clock.Advance(time.Second)
-		if err := s.MarkExpiryNotified(ctx, []string{sooner.ID}); err != nil {
-			t.Fatal(err)
+		if got := claimNames(t, now.Add(time.Hour).Add(-time.Millisecond)); len(got) != 0 {
+			t.Errorf("a second claim got %q, want none", got)
 		}
-		if got := notifiedAt(sooner.ID); got.Int64 != markedAt.UnixMilli() {
-			t.Errorf("marking again moved expiry_notified_at to %v, want the first mark %d", got, markedAt.UnixMilli())
+		if got := notifiedAt(sooner.ID); got.Int64 != claimedAt.UnixMilli() {
+			t.Errorf("claiming again moved expiry_notified_at to %v, want the first mark %d", got, claimedAt.UnixMilli())
 		}
 	})
 
@@ -107,19 +123,25 @@ func TestExpiringTokens(t *testing.T) {
 		{"an update without an expiry keeps the mark", func() error {
 			_, err := s.Update(ctx, sooner.ID, Patch{Name: ptr("sooner, renamed")}, nil)
 			return err
-		}, []string{"soon"}},
+		}, []string{"soon", "at the window's end"}},
 		{"an update of the expiry clears it", func() error {
 			_, err := s.Update(ctx, sooner.ID, Patch{ExpiresAt: ptr(now.Add(90 * time.Minute))}, nil)
 			return err
-		}, []string{"soon", "sooner, renamed"}},
+		}, []string{"soon", "sooner, renamed", "at the window's end"}},
+		{"a claim takes the whole window", func() error {
+			if got := claimNames(t, window); !reflect.DeepEqual(got, []string{"soon", "sooner, renamed", "at the window's end"}) {
+				return fmt.Errorf("ClaimExpiring = %q", got)
+			}
+			return nil
+		}, []string{}},
 		{"a rotation clears it", func() error {
 			_, _, err := s.Rotate(ctx, edge.ID, "", nil)
 			return err
-		}, []string{"soon", "sooner, renamed", "at the window's end"}},
+		}, []string{"at the window's end"}},
 		{"once expired, never", func() error {
-			clock.Advance(time.Hour)
+			clock.Advance(2 * time.Hour)
 			return nil
-		}, []string{"sooner, renamed", "at the window's end"}},
+		}, []string{}},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -131,11 +153,55 @@ func TestExpiringTokens(t *testing.T) {
 			}
 		})
 	}
-	t.Run("nothing to mark", func(t *testing.T) {
-		if err := s.MarkExpiryNotified(ctx, nil); err != nil {
-			t.Error(err)
+	t.Run("nothing to claim", func(t *testing.T) {
+		if got := claimNames(t, window); len(got) != 0 {
+			t.Errorf("ClaimExpiring = %q, want none", got)
 		}
 	})
+}
+
+// TestClaimExpiringOnce claims the warnings of the same tokens from two
+// stores open on one database, several goroutines each, and checks that
+// every token was claimed exactly once.
+func TestClaimExpiringOnce(t *testing.T) {
+	s, clock, path := newTestStore(t)
+	other := openStore(t, path, Options{Now: clock.Now, PollInterval: -1})
+	stores := []*Store{s, other}
+	const rounds, tokensPerRound, claimers = 10, 5, 6
+	for round := range rounds {
+		want := make(map[string]int)
+		for i := range tokensPerRound {
+			tok, _ := mustCreate(t, s, NewToken{User: "alice", Name: fmt.Sprintf("r%d t%d", round, i),
+				ExpiresAt: clock.Now().Add(time.Duration(i+1) * time.Minute)})
+			want[tok.ID] = 1
+		}
+		start := make(chan struct{})
+		claimed := make([][]Token, claimers)
+		errs := make([]error, claimers)
+		var wg sync.WaitGroup
+		for c := range claimers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				claimed[c], errs[c] = stores[c%len(stores)].ClaimExpiring(t.Context(), clock.Now().Add(time.Hour))
+			}()
+		}
+		close(start)
+		wg.Wait()
+		got := make(map[string]int)
+		for c := range claimers {
+			if errs[c] != nil {
+				t.Fatalf("round %d, claimer %d: %v", round, c, errs[c])
+			}
+			for _, tok := range claimed[c] {
+				got[tok.ID]++
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("round %d: claims per token %v, want each once %v", round, got, want)
+		}
+	}
 }
 
 func TestCountByState(t *testing.T) {

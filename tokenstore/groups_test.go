@@ -305,7 +305,7 @@ func TestPollerSeesMembersAndRules(t *testing.T) {
 		})
 	})
 	t.Run("update rules", func(t *testing.T) {
-		_, err := writer.Update(ctx, tok.ID, Patch{AllowedIPs: &[]string{"192.0.2.1"}, Scope: &policy.Scope{ReadOnly: true}}, nil)
+		_, err := writer.Update(ctx, tok.ID, Patch{AllowedIPs: &[]string{"192.0.2.1"}, ReadOnly: ptr(true)}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -316,7 +316,7 @@ func TestPollerSeesMembersAndRules(t *testing.T) {
 		})
 	})
 	t.Run("clear rules", func(t *testing.T) {
-		_, err := writer.Update(ctx, tok.ID, Patch{AllowedIPs: &[]string{}, Scope: &policy.Scope{}, RateLimit: ptr("")}, nil)
+		_, err := writer.Update(ctx, tok.ID, Patch{AllowedIPs: &[]string{}, ReadOnly: ptr(false), RateLimit: ptr("")}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -142,6 +142,9 @@ func parseRules(allowedIPs []string, scope policy.Scope, rateLimit string) (rule
 }
 
 // parsePatchRules checks the rules that p sets; the others are left zero.
+// The scope fields p sets are checked on their own, in a scope that has
+// only them (its fields are independent of each other); patchRules
+// merges them into the token's scope.
 func parsePatchRules(p Patch) (rules, error) {
 	var r rules
 	var err error
@@ -150,8 +153,8 @@ func parsePatchRules(p Patch) (rules, error) {
 			return rules{}, fmt.Errorf("%w: allowed_ips: %w", ErrInvalid, err)
 		}
 	}
-	if p.Scope != nil {
-		if r.scope, r.compiled.scope, err = parseScope(*p.Scope); err != nil {
+	if p.setsScope() {
+		if r.scope, r.compiled.scope, err = parseScope(p.applyScope(policy.Scope{})); err != nil {
 			return rules{}, fmt.Errorf("%w: scope: %w", ErrInvalid, err)
 		}
 	}
@@ -170,17 +173,23 @@ func (rec *record) setRules(r rules) {
 }
 
 // patchRules gives rec the rules that p sets, parsed into r by
-// parsePatchRules.
-func (rec *record) patchRules(p Patch, r rules) {
+// parsePatchRules. The scope fields p sets replace those of rec's scope,
+// the others stay, and the merged scope is compiled anew.
+func (rec *record) patchRules(p Patch, r rules) error {
 	if p.AllowedIPs != nil {
 		rec.AllowedIPs, rec.rules.prefixes = r.allowedIPs, r.prefixes
 	}
-	if p.Scope != nil {
-		rec.Scope, rec.rules.scope = r.scope, r.compiled.scope
+	if p.setsScope() {
+		scope, compiled, err := parseScope(p.applyScope(rec.Scope))
+		if err != nil {
+			return fmt.Errorf("%w: scope: %w", ErrInvalid, err)
+		}
+		rec.Scope, rec.rules.scope = scope, compiled
 	}
 	if p.RateLimit != nil {
 		rec.RateLimit, rec.rules.rate = r.rateLimit, r.rate
 	}
+	return nil
 }
 
 // encodeRules returns the stored forms of rec's allowed_ips and scope.

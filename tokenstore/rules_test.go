@@ -195,7 +195,9 @@ func TestLookupRules(t *testing.T) {
 	t.Run("update applies at once", func(t *testing.T) {
 		_, err := s.Update(ctx, tok.ID, Patch{
 			AllowedIPs: &[]string{"192.0.2.0/24"},
-			Scope:      &policy.Scope{Methods: []string{"POST"}},
+			Methods:    &[]string{"POST"},
+			Paths:      &[]string{},
+			Hosts:      &[]string{},
 			RateLimit:  ptr("1/1m"),
 		}, nil)
 		if err != nil {
@@ -216,7 +218,7 @@ func TestLookupRules(t *testing.T) {
 		}
 	})
 	t.Run("cleared rules are nil", func(t *testing.T) {
-		_, err := s.Update(ctx, tok.ID, Patch{AllowedIPs: new([]string), Scope: new(policy.Scope), RateLimit: ptr("")}, nil)
+		_, err := s.Update(ctx, tok.ID, Patch{AllowedIPs: new([]string), ReadOnly: new(bool), Methods: new([]string), Paths: new([]string), Hosts: new([]string), RateLimit: ptr("")}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,7 +241,13 @@ func TestUpdateRules(t *testing.T) {
 	}{
 		{"set allowed_ips", Patch{AllowedIPs: &[]string{"192.0.2.9"}},
 			Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{ReadOnly: true}, RateLimit: "5/1s"}},
-		{"set scope", Patch{Scope: &policy.Scope{Methods: []string{"delete"}}},
+		{"set scope", Patch{ReadOnly: new(bool), Methods: &[]string{"delete"}},
+			Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "5/1s"}},
+		{"set paths keeps the methods", Patch{Paths: &[]string{"/rest/*"}},
+			Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}, Paths: []string{"/rest/*"}}, RateLimit: "5/1s"}},
+		{"set hosts keeps the paths and methods", Patch{Hosts: &[]string{"jira.example.com"}},
+			Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}, Paths: []string{"/rest/*"}, Hosts: []string{"jira.example.com"}}, RateLimit: "5/1s"}},
+		{"clear paths and hosts", Patch{Paths: &[]string{}, Hosts: new([]string)},
 			Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "5/1s"}},
 		{"set rate", Patch{RateLimit: ptr("100/1h")},
 			Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "100/1h"}},
@@ -251,7 +259,7 @@ func TestUpdateRules(t *testing.T) {
 			Token{AllowedIPs: privateRanges, Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "100/1h"}},
 		{"clear allowed_ips with an empty list", Patch{AllowedIPs: &[]string{}},
 			Token{Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "100/1h"}},
-		{"clear scope", Patch{Scope: &policy.Scope{}},
+		{"clear scope", Patch{Methods: &[]string{}},
 			Token{RateLimit: "100/1h"}},
 		{"clear rate", Patch{RateLimit: ptr("")},
 			Token{}},
@@ -384,7 +392,16 @@ func TestRulesInvalid(t *testing.T) {
 			p.AllowedIPs = &tt.ips
 		}
 		if tt.scope != nil {
-			nt.Scope, p.Scope = *tt.scope, tt.scope
+			nt.Scope = *tt.scope
+			if tt.scope.Methods != nil {
+				p.Methods = &tt.scope.Methods
+			}
+			if tt.scope.Paths != nil {
+				p.Paths = &tt.scope.Paths
+			}
+			if tt.scope.Hosts != nil {
+				p.Hosts = &tt.scope.Hosts
+			}
 		}
 		if tt.rate != nil {
 			nt.RateLimit, p.RateLimit = *tt.rate, tt.rate

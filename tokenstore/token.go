@@ -95,13 +95,43 @@ type NewToken struct {
 }
 
 // Patch lists the fields Update changes; a nil field stays as it is.
+// Update applies them to the row as it reads it inside its write
+// transaction, so concurrent patches of different fields all take effect.
+// The scope's fields are patched one by one for the same reason: a patch
+// that sets Paths leaves Methods as they are, even if another patch
+// changed them a moment before.
 type Patch struct {
 	Name        *string
 	Description *string
-	ExpiresAt   *time.Time    // pointer to the zero time: never expires
-	AllowedIPs  *[]string     // pointer to an empty list: any address
-	Scope       *policy.Scope // pointer to the zero Scope: unrestricted
-	RateLimit   *string       // pointer to "": none
+	ExpiresAt   *time.Time // pointer to the zero time: never expires
+	AllowedIPs  *[]string  // pointer to an empty list: any address
+	ReadOnly    *bool      // Scope.ReadOnly
+	Methods     *[]string  // Scope.Methods; pointer to an empty list: any method
+	Paths       *[]string  // Scope.Paths; pointer to an empty list: any path
+	Hosts       *[]string  // Scope.Hosts; pointer to an empty list: any host
+	RateLimit   *string    // pointer to "": none
+}
+
+// setsScope reports whether p changes any of the scope's fields.
+func (p Patch) setsScope() bool {
+	return p.ReadOnly != nil || p.Methods != nil || p.Paths != nil || p.Hosts != nil
+}
+
+// applyScope returns sc with the scope fields that p sets.
+func (p Patch) applyScope(sc policy.Scope) policy.Scope {
+	if p.ReadOnly != nil {
+		sc.ReadOnly = *p.ReadOnly
+	}
+	if p.Methods != nil {
+		sc.Methods = *p.Methods
+	}
+	if p.Paths != nil {
+		sc.Paths = *p.Paths
+	}
+	if p.Hosts != nil {
+		sc.Hosts = *p.Hosts
+	}
+	return sc
 }
 
 // Filter selects tokens for List; an empty field matches any token.
@@ -133,7 +163,7 @@ func validateNewToken(nt NewToken) (rules, error) {
 // validatePatch checks p and returns the rules it sets, parsed.
 func validatePatch(p Patch) (rules, error) {
 	if p.Name == nil && p.Description == nil && p.ExpiresAt == nil &&
-		p.AllowedIPs == nil && p.Scope == nil && p.RateLimit == nil {
+		p.AllowedIPs == nil && !p.setsScope() && p.RateLimit == nil {
 		return rules{}, fmt.Errorf("%w: nothing to update", ErrInvalid)
 	}
 	if p.Name != nil {

@@ -18,8 +18,8 @@ type record struct {
 	seq   int64
 	rules compiled // Token's rules, parsed
 
-	// expiryNotifiedAt is when ExpiringTokens' warning for the current
-	// expiry was marked as sent (MarkExpiryNotified); zero: not yet.
+	// expiryNotifiedAt is when the warning for the current expiry was
+	// claimed (ClaimExpiring); zero: not yet.
 	expiryNotifiedAt time.Time
 }
 
@@ -183,8 +183,11 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Token, error) {
 // Update changes the fields set in p, rules as Create checks them. A revoked
 // token can't be updated (ErrConflict); an expired one can, e.g. to extend
 // it. An empty Patch is ErrInvalid. The new rules apply to the next Lookup.
+// The fields are applied to the row as read inside the write transaction:
+// of concurrent updates, each keeps what the others set in fields it
+// leaves nil.
 // A Patch that sets ExpiresAt, even to the same time, clears the expiry
-// warning mark (see ExpiringTokens): a renewed token warns again. ev is
+// warning mark (see ClaimExpiring): a renewed token warns again. ev is
 // stored with the change, as Create does.
 func (s *Store) Update(ctx context.Context, id string, p Patch, ev *audit.Event) (Token, error) {
 	parsed, err := validatePatch(p)
@@ -216,7 +219,9 @@ func (s *Store) Update(ctx context.Context, id string, p Patch, ev *audit.Event)
 		rec.ExpiresAt = millis(*p.ExpiresAt)
 		rec.expiryNotifiedAt = time.Time{}
 	}
-	rec.patchRules(p, parsed)
+	if err := rec.patchRules(p, parsed); err != nil {
+		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
+	}
 	rec.UpdatedAt = millis(s.now())
 	if err := updateRecord(ctx, tx, &rec); err != nil {
 		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
@@ -318,7 +323,7 @@ func (s *Store) RevokeUser(ctx context.Context, user string, ev *audit.Event) ([
 // returns it with the new secret. The old secret stops working at once. A
 // revoked or expired token can't be rotated (ErrConflict). An empty prefix
 // means DefaultPrefix. Rotating clears the expiry warning mark (see
-// ExpiringTokens), so the token warns again before it expires. ev is stored
+// ClaimExpiring), so the token warns again before it expires. ev is stored
 // with the change, as Create does.
 func (s *Store) Rotate(ctx context.Context, id, prefix string, ev *audit.Event) (Token, string, error) {
 	if prefix == "" {
