@@ -361,7 +361,7 @@ func BenchmarkLookupSpread(b *testing.B) {
 					use := func(i int) {
 						e, ok := st.s.LookupID(ids[i], secrets[i])
 						if !ok || policy.CheckIP(ip, true, e.AllowedIPs) != policy.ReasonOK ||
-							e.Scope.Check("GET", "api.example.com", "/rest/api/2/issue/ABC-1") != policy.ReasonOK ||
+							e.Scope.Check("GET", "api.example.com", "/rest/api/2/issue/ABC-1", true) != policy.ReasonOK ||
 							len(st.s.GroupsOf(e.UserKey)) != 1 || !strings.HasPrefix(e.User, "user") {
 							b.Fatal("the token does not pass")
 						}

@@ -312,7 +312,7 @@ func TestPollerSeesMembersAndRules(t *testing.T) {
 		waitFor(t, "the new rules are seen", func() bool {
 			e, _ := watcher.Lookup(secret)
 			return reflect.DeepEqual(prefixStrings(e.AllowedIPs), []string{"192.0.2.1/32"}) &&
-				e.Scope != nil && e.Scope.Check("POST", "h", "/") == policy.ReasonReadOnly
+				e.Scope != nil && e.Scope.Check("POST", "h", "/", false) == policy.ReasonReadOnly
 		})
 	})
 	t.Run("clear rules", func(t *testing.T) {

@@ -173,10 +173,10 @@ func TestLookupRules(t *testing.T) {
 		{"address inside", policy.CheckIP(netip.MustParseAddr("10.9.8.7"), true, e.AllowedIPs), policy.ReasonOK},
 		{"IPv6 address inside", policy.CheckIP(netip.MustParseAddr("2001:db8::5"), true, e.AllowedIPs), policy.ReasonOK},
 		{"address outside", policy.CheckIP(netip.MustParseAddr("192.0.2.1"), true, e.AllowedIPs), policy.ReasonIPNotAllowed},
-		{"in scope", e.Scope.Check("GET", "api.example.com", "/api/users"), policy.ReasonOK},
-		{"other method", e.Scope.Check("POST", "api.example.com", "/api/users"), policy.ReasonMethodNotAllowed},
-		{"other path", e.Scope.Check("GET", "api.example.com", "/admin"), policy.ReasonPathNotAllowed},
-		{"other host", e.Scope.Check("GET", "www.example.com", "/api/users"), policy.ReasonHostNotAllowed},
+		{"in scope", e.Scope.Check("GET", "api.example.com", "/api/users", true), policy.ReasonOK},
+		{"other method", e.Scope.Check("POST", "api.example.com", "/api/users", false), policy.ReasonMethodNotAllowed},
+		{"other path", e.Scope.Check("GET", "api.example.com", "/admin", true), policy.ReasonPathNotAllowed},
+		{"other host", e.Scope.Check("GET", "www.example.com", "/api/users", true), policy.ReasonHostNotAllowed},
 	}
 	for _, d := range decisions {
 		t.Run(d.name, func(t *testing.T) {
@@ -210,7 +210,7 @@ func TestLookupRules(t *testing.T) {
 		if got := policy.CheckIP(netip.MustParseAddr("10.9.8.7"), true, e.AllowedIPs); got != policy.ReasonIPNotAllowed {
 			t.Errorf("old allowed address: %s", got)
 		}
-		if e.Scope == nil || e.Scope.Check("POST", "any.example", "/anything") != policy.ReasonOK {
+		if e.Scope == nil || e.Scope.Check("POST", "any.example", "/anything", false) != policy.ReasonOK {
 			t.Errorf("new scope not applied: %v", e.Scope)
 		}
 		if e.RateLimit != (policy.Rate{Events: 1, Per: time.Minute}) {
@@ -328,7 +328,7 @@ func TestRotateKeepsRules(t *testing.T) {
 		t.Fatal("Lookup(new secret) failed")
 	}
 	checkEntryRules(t, e, tok)
-	if e.Scope == nil || e.Scope.Check("POST", "api.example.com", "/") != policy.ReasonReadOnly {
+	if e.Scope == nil || e.Scope.Check("POST", "api.example.com", "/", false) != policy.ReasonReadOnly {
 		t.Errorf("the rotated token's scope does not apply")
 	}
 	if !reflect.DeepEqual(prefixStrings(e.AllowedIPs), prefixStrings(old.AllowedIPs)) {
