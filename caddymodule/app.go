@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +26,12 @@ func init() {
 const (
 	DefaultValidity = 90 * 24 * time.Hour
 	DefaultMaxValid = 365 * 24 * time.Hour
+	// DefaultStaleAfter is stale_after's default: thirty of the store's
+	// polls.
+	DefaultStaleAfter = 30 * tokenstore.DefaultPollInterval
+	// MinStaleAfter is the least stale_after allowed: five polls, so that
+	// a slow poll or two never refuse requests.
+	MinStaleAfter = 5 * tokenstore.DefaultPollInterval
 )
 
 // stores holds one open token store per database file. It outlives config
@@ -38,6 +45,79 @@ type storeHandle struct{ *tokenstore.Store }
 
 // Destruct closes the store when its last user is cleaned up.
 func (s storeHandle) Destruct() error { return s.Close() }
+
+// openStore opens the token store at the absolute path abs, with its
+// background trouble reported to the log (see storeReporter).
+func openStore(abs string) (*tokenstore.Store, error) {
+	rep := &storeReporter{database: abs, now: time.Now, logger: storeLogger}
+	return tokenstore.Open(context.Background(), abs, tokenstore.Options{
+		OnPollError:     rep.pollFailed,
+		OnPollRecovered: rep.pollRecovered,
+		OnWritable:      rep.writable,
+	})
+}
+
+// storeLogger is the logger of the store's background trouble: the
+// running config's, as the store outlives the config that opened it.
+func storeLogger() *zap.Logger {
+	if a := running.Load(); a != nil && a.logger != nil {
+		return a.logger
+	}
+	return caddy.Log().Named("api_tokens")
+}
+
+// pollLogEvery is how often, at most, a poller that keeps failing is
+// logged after its first failure.
+const pollLogEvery = time.Minute
+
+// storeReporter logs a token store's background trouble: a poller that
+// cannot read the database (its first failure at once, then at most once
+// every pollLogEvery, with the count so far and the error), its recovery, and
+// a writer that can write again after finding the file read-only.
+type storeReporter struct {
+	database string
+	now      func() time.Time
+	logger   func() *zap.Logger
+
+	mu       sync.Mutex
+	since    time.Time // the first failure of the current run; zero when polls succeed
+	failures int       // in the current run
+	lastLog  time.Time
+}
+
+func (r *storeReporter) pollFailed(err error) {
+	r.mu.Lock()
+	now := r.now()
+	r.failures++
+	if r.since.IsZero() {
+		r.since = now
+	} else if now.Sub(r.lastLog) < pollLogEvery {
+		r.mu.Unlock()
+		return
+	}
+	failures, since := r.failures, r.since
+	r.lastLog = now
+	r.mu.Unlock()
+	r.logger().Error("cannot read the token store: changes made by other processes are not applied",
+		zap.String("database", r.database),
+		zap.Int("failures", failures),
+		zap.Duration("failing_for", now.Sub(since)),
+		zap.Error(err))
+}
+
+func (r *storeReporter) pollRecovered(stale time.Duration, failures int) {
+	r.mu.Lock()
+	r.since, r.failures, r.lastLog = time.Time{}, 0, time.Time{}
+	r.mu.Unlock()
+	r.logger().Info("token store readable again: changes made by other processes apply",
+		zap.String("database", r.database),
+		zap.Duration("stale_for", stale),
+		zap.Int("failures", failures))
+}
+
+func (r *storeReporter) writable() {
+	r.logger().Info("token store writable again", zap.String("database", r.database))
+}
 
 // App is the api_tokens app: it owns the token store and the rules for
 // creating tokens. The api_token handler and the admin API
@@ -83,6 +163,15 @@ type App struct {
 	// Default: admin, failure and denied events, kept 90d.
 	Audit *AuditConfig `json:"audit,omitempty"`
 
+	// How old the gate's view of the token store may grow while the store
+	// cannot read changes made by other processes (another Caddy, the CLI
+	// against the file, an operator's SQL): past it, every request that
+	// needs a token is answered 503 until a read succeeds again, since a
+	// token revoked elsewhere might otherwise still pass. The store reads
+	// changes every second; at least 5s. A negative value never refuses.
+	// Default: 30s.
+	StaleAfter caddy.Duration `json:"stale_after,omitempty"`
+
 	store      *tokenstore.Store
 	storeKey   string
 	released   bool // Cleanup dropped the store reference
@@ -94,6 +183,7 @@ type App struct {
 	logger      *zap.Logger
 	now         func() time.Time
 	realClock   bool // now is time.Now, not a test's clock
+	staleAfter  time.Duration
 	holders     policy.Holders
 	perGroup    map[string]policy.Validity
 }
@@ -132,6 +222,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.TokenPrefix == "" {
 		a.TokenPrefix = tokenstore.DefaultPrefix
 	}
+	if a.StaleAfter == 0 {
+		a.StaleAfter = caddy.Duration(DefaultStaleAfter)
+	}
+	a.staleAfter = time.Duration(a.StaleAfter)
 	var err error
 	if a.holders, err = policy.ParseHolders(a.Holders); err != nil {
 		return err
@@ -156,7 +250,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("database %q: %w", path, err)
 	}
 	v, _, err := stores.LoadOrNew(abs, func() (caddy.Destructor, error) {
-		s, err := tokenstore.Open(context.Background(), abs, tokenstore.Options{})
+		s, err := openStore(abs)
 		if errors.Is(err, tokenstore.ErrNoCgo) {
 			return nil, errNoCgo
 		}
@@ -167,6 +261,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.store = v.(storeHandle).Store
 	a.storeKey = abs
+	if a.store.ReadOnly() {
+		a.logger.Warn("token store opened read-only: tokens are checked, but creating, revoking and changing them fails "+
+			"until Caddy's user can write the database file, its -wal and -shm files and its directory "+
+			"(look for a read-only mount or an immutable file: lsattr, chattr -i); it is reopened by itself once it can",
+			zap.String("database", abs))
+	}
 	if err := a.provisionAudit(ctx); err != nil {
 		return err
 	}
@@ -185,6 +285,10 @@ func (a *App) Validate() error {
 	if a.MaxValidity > 0 && a.DefaultValidity > a.MaxValidity {
 		return fmt.Errorf("default_validity %s exceeds max_validity %s",
 			time.Duration(a.DefaultValidity), time.Duration(a.MaxValidity))
+	}
+	if a.StaleAfter > 0 && time.Duration(a.StaleAfter) < MinStaleAfter {
+		return fmt.Errorf("stale_after %s: must be at least %s (the store reads changes every %s)",
+			time.Duration(a.StaleAfter), MinStaleAfter, tokenstore.DefaultPollInterval)
 	}
 	for name, g := range a.Groups {
 		if g.DefaultValidity < 0 {
@@ -241,6 +345,15 @@ func (a *App) Cleanup() error {
 	a.released = true
 	_, err := stores.Delete(a.storeKey)
 	return err
+}
+
+// storeFreshness decides whether the gate may judge tokens at now on the
+// store's in-memory view (see StaleAfter).
+func (a *App) storeFreshness(now time.Time) policy.Reason {
+	if a.staleAfter <= 0 {
+		return policy.ReasonOK
+	}
+	return policy.CheckFreshness(a.store.Staleness(now), a.staleAfter)
 }
 
 // validity returns the lifetime rules for a user's tokens: the app's,

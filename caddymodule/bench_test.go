@@ -91,7 +91,7 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 	}
 	tb.Cleanup(func() { st.Close() })
 	g := &benchGate{sink: &benchSink{}, throttleIP: netip.MustParseAddr("203.0.113.66")}
-	app := &App{store: st, now: clock.Now, audit: g.sink, TokenPrefix: tokenstore.DefaultPrefix}
+	app := &App{store: st, now: clock.Now, audit: g.sink, TokenPrefix: tokenstore.DefaultPrefix, staleAfter: DefaultStaleAfter}
 	h := &Handler{Realm: "test", Passwords: PasswordsBlock, app: app, logger: zap.NewNop()}
 	g.h = h
 	// What the app has on every request in production: usage tracking

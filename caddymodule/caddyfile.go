@@ -301,6 +301,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //	        default_validity <duration>
 //	        max_validity     <duration>|unlimited
 //	        token_prefix     <prefix>
+//	        stale_after      <duration>|off
 //	        holders          <user|group:name...>
 //	        group <name> {
 //	            default_validity <duration>
@@ -374,6 +375,19 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.MaxValidity = dur
 		case "token_prefix":
 			a.TokenPrefix = val
+		case "stale_after":
+			if val == "off" {
+				a.StaleAfter = -1
+				break
+			}
+			dur, err := parsePositiveDuration(d, opt, val)
+			if err != nil {
+				return err
+			}
+			if dur < caddy.Duration(MinStaleAfter) {
+				return d.Errf("%s %q: must be at least %s (the store reads changes every second)", opt, val, MinStaleAfter)
+			}
+			a.StaleAfter = dur
 		default:
 			return d.Errf("unrecognized api_tokens option %q", opt)
 		}

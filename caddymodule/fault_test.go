@@ -1202,3 +1202,72 @@ func TestFaultLockedByAnotherProcess(t *testing.T) {
 	}
 	faulttest.IntegrityOK(t, db)
 }
+
+// TestFaultStartsReadOnly starts Caddy, as a child process, on a database
+// file that can't be written (chattr +i, as on a read-only mount): SQLite
+// then opens it read-only without an error. Caddy must start, warn naming
+// the file, and check the tokens it holds; an admin revoke answers 503
+// saying the database is read-only. Once the file is writable again, a
+// revoke must succeed and take effect at the gate with no restart or
+// reload: the store, which outlives reloads, reopens the file by itself.
+func TestFaultStartsReadOnly(t *testing.T) {
+	chattr, err := exec.LookPath("chattr")
+	if err != nil {
+		faulttest.Unsupported(t, "needs chattr (e2fsprogs)")
+	}
+	home := t.TempDir()
+	db := filepath.Join(home, "tokens.db")
+	ctx := context.Background()
+	st, err := tokenstore.Open(ctx, db, tokenstore.Options{PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, secret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	immutable := func(flag string) error {
+		if out, err := exec.Command(chattr, flag, db).CombinedOutput(); err != nil {
+			return fmt.Errorf("chattr %s %s: %v: %s", flag, db, err, out)
+		}
+		return nil
+	}
+	t.Cleanup(func() { _ = immutable("-i") }) // else t.TempDir can't remove it
+	if err := immutable("+i"); err != nil {
+		faulttest.Unsupported(t, "the file system or the user can't make files immutable: %v", err)
+	}
+	config := filepath.Join(home, "Caddyfile")
+	writeCaddyfile(t, config, childConfig(db, "read-only"))
+	c := startChild(t, home, config)
+
+	if log := c.log.String(); !strings.Contains(log, "token store opened read-only") || !strings.Contains(log, `"database":"`+db+`"`) {
+		t.Errorf("no start-up warning naming %s:\n%s", db, log)
+	}
+	gate := func(what string, want int) {
+		t.Helper()
+		if st, _, body, err := c.do(http.MethodGet, childSiteURL+"/rest/x", "", "Authorization", "Bearer "+secret); err != nil || st != want {
+			t.Errorf("%s: %d %v %q, want %d", what, st, err, body, want)
+		}
+	}
+	gate("the token on a read-only file", http.StatusOK)
+	st2, _, body, err := c.do(http.MethodDelete, childAdminURL+"/api_tokens/tokens/"+tok.ID, "")
+	if err != nil || st2 != http.StatusServiceUnavailable || !strings.Contains(body, "the database is read-only") {
+		t.Errorf("revoke on a read-only file: %d %v %s, want 503 saying the database is read-only", st2, err, body)
+	}
+
+	if err := immutable("-i"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _, body, err := c.do(http.MethodDelete, childAdminURL+"/api_tokens/tokens/"+tok.ID, ""); err != nil || st != http.StatusOK {
+		t.Fatalf("revoke once the file is writable: %d %v %s", st, err, body)
+	}
+	gate("the revoked token", http.StatusUnauthorized)
+	if log := c.log.String(); !strings.Contains(log, "token store writable again") {
+		t.Errorf("the recovery is not logged:\n%s", log)
+	}
+	c.kill(t)
+	faulttest.IntegrityOK(t, db)
+}

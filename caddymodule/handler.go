@@ -50,6 +50,9 @@ const (
 //	425  TLS early data (0-RTT): the client IP is not yet verified
 //	400  the request-target fails path inspection (before authentication)
 //	429  the client IP failed authentication too often (Retry-After)
+//	503  the token store could not be read for longer than the app's
+//	     stale_after, so a change made elsewhere might not have reached
+//	     this server (every request that needs a token)
 //	401  no credentials, a malformed one, an unknown, expired or revoked
 //	     token, a token presented with another user's name, or a password
 //	     while passwords are blocked (or come from outside pass_from);
@@ -402,6 +405,7 @@ const (
 	msgPathBlocked     = "request refused: the request path is not allowed"
 	msgForbidden       = "access denied: this token may not be used for this request"
 	msgTooMany         = "too many requests: try again later"
+	msgStoreStale      = "service unavailable: the token store is unavailable, try again later"
 )
 
 // refusal is a decision to refuse a request.
@@ -450,6 +454,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			if err, stop := h.refuse(&x, refusal{status: http.StatusTooManyRequests, reason: policy.ReasonThrottled, retryAfter: retry}); stop {
 				return err
 			}
+		}
+	}
+
+	if reason := h.app.storeFreshness(x.now); reason != policy.ReasonOK {
+		if err, stop := h.refuse(&x, refusal{status: http.StatusServiceUnavailable, reason: reason}); stop {
+			return err
 		}
 	}
 
@@ -871,6 +881,8 @@ func (h *Handler) refuse(x *exchange, ref refusal) (err error, stop bool) {
 		}
 	case http.StatusBadRequest:
 		text = &textPathBlocked
+	case http.StatusServiceUnavailable:
+		text = &textStoreStale
 	case http.StatusTooManyRequests:
 		text = &textTooMany
 		secs := int((ref.retryAfter + time.Second - 1) / time.Second)
@@ -938,6 +950,7 @@ var (
 	textPathBlocked     = newRefusalText(msgPathBlocked)
 	textForbidden       = newRefusalText(msgForbidden)
 	textTooMany         = newRefusalText(msgTooMany)
+	textStoreStale      = newRefusalText(msgStoreStale)
 )
 
 // respond answers a refusal: as a handler error when the server has

@@ -121,6 +121,27 @@ func (a *App) registerMetrics(ctx caddy.Context) {
 	}, func() float64 { return float64(pruner.Trimmed()) }))
 	register(&tokenStateCollector{store: a.store, now: a.now, desc: prometheus.NewDesc(
 		prometheus.BuildFQName(ns, sub, "tokens"), "Tokens in the store, by state.", []string{"state"}, nil)})
+	for _, c := range storeCollectors(a.store, a.now) {
+		register(c)
+	}
+}
+
+// storeCollectors report the health of the store's poller, which reads
+// the changes other processes make: its failures (since the store was
+// opened, which outlives reloads) and the age of the view the gate judges
+// tokens on, which past stale_after makes it answer 503.
+func storeCollectors(store *tokenstore.Store, now func() time.Time) []prometheus.Collector {
+	const ns, sub = "caddy", "api_tokens"
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "store_poll_errors_total",
+			Help: "Failed reads of the changes made to the token store by other processes.",
+		}, func() float64 { return float64(store.PollFailures()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "store_staleness_seconds",
+			Help: "Seconds since the token store last read the changes made by other processes; past stale_after the gate answers 503.",
+		}, func() float64 { return store.Staleness(now()).Seconds() }),
+	}
 }
 
 // tokenStateCollector reports the token counts by state at scrape time,

@@ -18,6 +18,13 @@ func isBusy(err error) bool {
 	return errors.As(err, &serr) && serr.Code == sqlite3.ErrBusy
 }
 
+// isReadOnly reports whether err is SQLITE_READONLY, with any extended
+// code: the connection can't write to the file.
+func isReadOnly(err error) bool {
+	var serr sqlite3.Error
+	return errors.As(err, &serr) && serr.Code == sqlite3.ErrReadonly
+}
+
 // isUniqueViolation reports whether err is a UNIQUE constraint failure.
 func isUniqueViolation(err error) bool {
 	var serr sqlite3.Error

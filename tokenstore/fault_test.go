@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -318,4 +319,91 @@ func TestFaultUnwritable(t *testing.T) {
 		t.Errorf("audit events of failed writes: %v", n)
 	}
 	faulttest.IntegrityOK(t, path)
+}
+
+// TestFaultOpenedReadOnly opens the store on a database file that can't be
+// written (chattr +i, as on a read-only mount): SQLite then opens it
+// read-only, without an error, and a connection opened so stays read-only.
+// The store must say so (ReadOnly), serve reads and Lookup, and refuse
+// writes as read-only, changing nothing; once the file is writable again,
+// writes must work without a restart: the next write reopens the writer,
+// and so does the poller by itself.
+func TestFaultOpenedReadOnly(t *testing.T) {
+	chattr, err := exec.LookPath("chattr")
+	if err != nil {
+		faulttest.Unsupported(t, "needs chattr (e2fsprogs)")
+	}
+	tests := []struct {
+		name string
+		poll time.Duration
+	}{
+		{"the next write reopens", -1},
+		{"the poller reopens", 2 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := testDBPath(t)
+			ctx := context.Background()
+			first := openStore(t, path, Options{PollInterval: -1})
+			tok, secret := mustCreate(t, first, NewToken{User: "alice", Name: "ci"})
+			if err := first.Close(); err != nil {
+				t.Fatal(err)
+			}
+			before := dumpTable(t, path)
+			immutable := func(flag string) error {
+				out, err := exec.Command(chattr, flag, path).CombinedOutput()
+				if err != nil {
+					return fmt.Errorf("chattr %s %s: %v: %s", flag, path, err, out)
+				}
+				return nil
+			}
+			t.Cleanup(func() { _ = immutable("-i") }) // else t.TempDir can't remove it
+			if err := immutable("+i"); err != nil {
+				faulttest.Unsupported(t, "the file system or the user can't make files immutable: %v", err)
+			}
+
+			var writable atomic.Int32
+			s := openStore(t, path, Options{PollInterval: tt.poll, OnWritable: func() { writable.Add(1) }})
+			if !s.ReadOnly() {
+				t.Error("ReadOnly is false on an immutable file")
+			}
+			if e, ok := s.Lookup(secret); !ok || e.ID != tok.ID {
+				t.Errorf("Lookup on a read-only file: %+v %v", e, ok)
+			}
+			_, _, err := s.Revoke(ctx, tok.ID, nil)
+			if reason, ok := Unavailable(err); !ok || reason != "the database is read-only" {
+				t.Errorf("Revoke on a read-only file: %v (%q), want the database is read-only", err, reason)
+			}
+			if _, _, err := s.AddMember(ctx, "ops", "alice", nil); err == nil {
+				t.Error("AddMember on a read-only file succeeded")
+			}
+
+			if err := immutable("-i"); err != nil {
+				t.Fatal(err)
+			}
+			if got := dumpTable(t, path); got != before {
+				t.Errorf("failed writes changed the table:\nbefore %s\nafter  %s", before, got)
+			}
+			if tt.poll > 0 {
+				waitFor(t, "the poller reopens the writer", func() bool { return !s.ReadOnly() })
+			}
+			if _, _, err := s.Revoke(ctx, tok.ID, nil); err != nil {
+				t.Fatalf("Revoke once writable again: %v", err)
+			}
+			if e, ok := s.Lookup(secret); !ok || !e.Revoked {
+				t.Errorf("Lookup after the revoke: %+v %v", e, ok)
+			}
+			if s.ReadOnly() || writable.Load() != 1 {
+				t.Errorf("ReadOnly %v, OnWritable called %d times; want false, once", s.ReadOnly(), writable.Load())
+			}
+			if _, _, err := s.AddMember(ctx, "ops", "alice", nil); err != nil {
+				t.Errorf("AddMember once writable again: %v", err)
+			}
+			other := openStore(t, path, Options{PollInterval: -1})
+			if e, ok := other.Lookup(secret); !ok || !e.Revoked || other.ReadOnly() {
+				t.Errorf("another store sees %+v %v, read-only %v; want the token revoked", e, ok, other.ReadOnly())
+			}
+			faulttest.IntegrityOK(t, path)
+		})
+	}
 }

@@ -58,7 +58,7 @@ func (s *Store) AddMember(ctx context.Context, group, user string, ev *audit.Eve
 		return Member{}, false, fmt.Errorf("adding member to group: %w", err)
 	}
 	key := userKey(user)
-	tx, err := s.writer.BeginTx(ctx, nil)
+	tx, err := s.beginWrite(ctx)
 	if err != nil {
 		return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
 	}
@@ -97,7 +97,7 @@ func (s *Store) RemoveMember(ctx context.Context, group, user string, ev *audit.
 		return false, fmt.Errorf("removing member from group: %w", err)
 	}
 	key := userKey(user)
-	tx, err := s.writer.BeginTx(ctx, nil)
+	tx, err := s.beginWrite(ctx)
 	if err != nil {
 		return false, fmt.Errorf("removing %q from group %s: %w", user, group, err)
 	}

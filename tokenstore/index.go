@@ -292,15 +292,19 @@ func (s *Store) CountByState(now time.Time) map[State]int {
 // every change the poller reloads the whole group_members table (it is
 // small) and swaps the membership index; see memberIndex.reload.
 type poller struct {
-	store   *Store
-	onError func(error)
+	store       *Store
+	onError     func(error)
+	onRecovered func(stale time.Duration, failures int)
 
 	conn        *sql.Conn // nil after an error: reconnect on the next tick
 	dataVersion int64     // as of the last successful read; -1 forces a read
 	lastSeq     int64
+	failures    int // polls failed since the last success
 }
 
 // run polls every interval until ctx is done, then releases the connection.
+// While the writer finds the file read-only, each tick also tries to
+// reopen it (see Store.ReadOnly).
 func (p *poller) run(ctx context.Context, interval time.Duration) {
 	defer p.close()
 	tick := time.NewTicker(interval)
@@ -311,11 +315,53 @@ func (p *poller) run(ctx context.Context, interval time.Duration) {
 			return
 		case <-tick.C:
 		}
-		if err := p.poll(ctx); err != nil && ctx.Err() == nil && p.onError != nil {
-			p.onError(fmt.Errorf("polling token store %s: %w", p.store.path, err))
+		err := p.poll(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		p.report(err)
+		if p.store.readOnly.Load() {
+			_ = p.store.reopenWriter(ctx) // a write says why, if it still can't
 		}
 	}
 }
+
+// report keeps the count of failed polls and the time of the last
+// successful one (see Staleness), and tells the callbacks.
+func (p *poller) report(err error) {
+	s := p.store
+	if err != nil {
+		s.pollFailures.Add(1)
+		p.failures++
+		if p.onError != nil {
+			p.onError(fmt.Errorf("polling token store %s: %w", s.path, err))
+		}
+		return
+	}
+	now := s.now()
+	if p.failures > 0 && p.onRecovered != nil {
+		p.onRecovered(s.Staleness(now), p.failures)
+	}
+	p.failures = 0
+	s.polledAt.Store(now.UnixNano())
+}
+
+// Staleness returns how long before now the poller last read the database
+// successfully: the age of this store's view of changes made by other
+// processes (another Caddy, the CLI, an operator's SQL). While the poller
+// works it stays below the poll interval; while polls fail it grows (see
+// Options.OnPollError). Changes made through this Store apply at once
+// regardless. It is 0 if polling is disabled.
+func (s *Store) Staleness(now time.Time) time.Duration {
+	at := s.polledAt.Load()
+	if at == 0 {
+		return 0
+	}
+	return max(0, now.Sub(time.Unix(0, at)))
+}
+
+// PollFailures returns how many polls have failed since Open.
+func (s *Store) PollFailures() uint64 { return s.pollFailures.Load() }
 
 // poll applies the changes committed since the last call, if any. The first
 // call loads every row and every membership.

@@ -407,3 +407,86 @@ func TestIndexApplyOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestPollerReportsFailures breaks the poller's reads as an operator's SQL
+// can (the tokens table renamed away) and mends them again: every failed
+// poll counts and reaches OnPollError, Staleness grows with the clock from
+// the last successful poll, and the first success after the failures
+// reaches OnPollRecovered with how long the view was stale and how many
+// polls failed. Changes made meanwhile by another process apply then.
+func TestPollerReportsFailures(t *testing.T) {
+	clock := newFakeClock()
+	path := testDBPath(t)
+	var (
+		mu        sync.Mutex
+		errs      []error
+		recovered []string
+	)
+	s := openStore(t, path, Options{
+		Now:          clock.Now,
+		PollInterval: 2 * time.Millisecond,
+		OnPollError: func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			errs = append(errs, err)
+		},
+		OnPollRecovered: func(stale time.Duration, failures int) {
+			mu.Lock()
+			defer mu.Unlock()
+			recovered = append(recovered, fmt.Sprintf("stale %v after %d failures", stale, failures))
+		},
+	})
+	if got := s.Staleness(clock.Now()); got != 0 {
+		t.Errorf("Staleness after Open: %v, want 0", got)
+	}
+	db := rawDB(t, path)
+	if _, err := db.Exec(`ALTER TABLE tokens RENAME TO tokens_away`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "polls fail", func() bool { return s.PollFailures() >= 3 })
+	clock.Advance(90 * time.Second)
+	if got := s.Staleness(clock.Now()); got != 90*time.Second {
+		t.Errorf("Staleness while polls fail: %v, want 90s", got)
+	}
+	mu.Lock()
+	if len(errs) == 0 || !strings.Contains(errs[0].Error(), "polling token store "+path) || !strings.Contains(errs[0].Error(), "no such table: tokens") {
+		t.Errorf("poll errors %v, want them to name the store and the missing table", errs)
+	}
+	if len(recovered) != 0 {
+		t.Errorf("recovered while failing: %v", recovered)
+	}
+	mu.Unlock()
+
+	if _, err := db.Exec(`ALTER TABLE tokens_away RENAME TO tokens`); err != nil {
+		t.Fatal(err)
+	}
+	other := openStore(t, path, Options{PollInterval: -1})
+	_, secret := mustCreate(t, other, NewToken{User: "bob", Name: "other process"})
+	waitFor(t, "the poller recovers and sees the other store's token", func() bool {
+		_, ok := s.Lookup(secret)
+		return ok
+	})
+	waitFor(t, "the recovery is reported", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(recovered) == 1
+	})
+	mu.Lock()
+	failures := len(errs)
+	want := fmt.Sprintf("stale 1m30s after %d failures", failures)
+	if recovered[0] != want || uint64(failures) != s.PollFailures() {
+		t.Errorf("recovery %q, PollFailures %d; want %q", recovered[0], s.PollFailures(), want)
+	}
+	mu.Unlock()
+	if got := s.Staleness(clock.Now()); got != 0 {
+		t.Errorf("Staleness after the recovery: %v, want 0", got)
+	}
+
+	t.Run("polling disabled", func(t *testing.T) {
+		s := openStore(t, path, Options{Now: clock.Now, PollInterval: -1})
+		clock.Advance(time.Hour)
+		if got := s.Staleness(clock.Now()); got != 0 {
+			t.Errorf("Staleness without a poller: %v, want 0", got)
+		}
+	})
+}

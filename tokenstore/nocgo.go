@@ -7,10 +7,12 @@ package tokenstore
 // Open refuses to start with an error wrapping ErrNoCgo.
 const cgoEnabled = false
 
-// isUniqueViolation, isBusy and storageTrouble are never reached without
+// isUniqueViolation, isBusy, isReadOnly and storageTrouble are never reached without
 // cgo: Open fails first.
 func isUniqueViolation(error) bool { return false }
 
 func isBusy(error) bool { return false }
+
+func isReadOnly(error) bool { return false }
 
 func storageTrouble(error) (string, bool) { return "", false }

@@ -3,6 +3,7 @@ package tokenstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
@@ -35,10 +37,19 @@ type Options struct {
 	// the file are picked up. Changes made through this Store apply at
 	// once regardless. A negative value disables polling. Default: 1s.
 	PollInterval time.Duration
-	// OnPollError, if set, is called from the poller goroutine when reading
-	// changes fails (the poller retries on its next tick). Default: errors
-	// are dropped.
+	// OnPollError, if set, is called from the poller goroutine each time
+	// reading changes fails (the poller retries on its next tick; see
+	// Staleness). Default: errors are dropped.
 	OnPollError func(error)
+	// OnPollRecovered, if set, is called from the poller goroutine when a
+	// poll succeeds after failed ones, with how long the in-memory view
+	// had gone without a successful poll and how many polls failed.
+	// Default: none.
+	OnPollRecovered func(stale time.Duration, failures int)
+	// OnWritable, if set, is called once the writer, which found the file
+	// read-only (see ReadOnly), has reopened it and can write again.
+	// Default: none.
+	OnWritable func()
 }
 
 // Store is a token store, with the groups that may hold tokens, backed by
@@ -55,6 +66,15 @@ type Store struct {
 	members memberIndex
 
 	pruneChunkSize int // events PruneAudit deletes per transaction
+
+	// readOnly: the writer's connection was opened read-only (see
+	// probeWritable); every write reopens it first (see beginWrite), and
+	// so does the poller on every tick, until it can write.
+	readOnly   atomic.Bool
+	onWritable func()
+
+	polledAt     atomic.Int64  // s.now() of the last successful poll, Unix ns; 0: not polling
+	pollFailures atomic.Uint64 // since Open
 
 	stopPoll  context.CancelFunc
 	pollDone  chan struct{}
@@ -103,6 +123,7 @@ func open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 		now:         opts.Now,
 		busyTimeout: opts.BusyTimeout,
 		members:     memberIndex{m: make(map[string][]string)},
+		onWritable:  opts.OnWritable,
 
 		pruneChunkSize: defaultPruneChunk,
 	}
@@ -130,6 +151,8 @@ func open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 	if err := migrate(ctx, s.writer); err != nil {
 		return nil, err
 	}
+	// Other errors (the lock, say) tell nothing: the next write will.
+	s.readOnly.Store(isReadOnly(probeWritable(ctx, s.writer)))
 
 	// The journal mode is a property of the file, already WAL.
 	s.reader, err = openDB(ctx, dsn(path, url.Values{
@@ -142,7 +165,7 @@ func open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 	// One connection is held by the poller.
 	s.reader.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)) + 1)
 
-	p := &poller{store: s, onError: opts.OnPollError}
+	p := &poller{store: s, onError: opts.OnPollError, onRecovered: opts.OnPollRecovered}
 	if err := p.poll(ctx); err != nil {
 		return nil, fmt.Errorf("loading tokens: %w", err)
 	}
@@ -150,6 +173,7 @@ func open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 		p.close()
 		return s, nil
 	}
+	s.polledAt.Store(s.now().UnixNano())
 	pollCtx, stop := context.WithCancel(context.Background())
 	s.stopPoll, s.pollDone = stop, make(chan struct{})
 	go func() {
@@ -190,12 +214,76 @@ func (s *Store) closeDBs() error {
 // IMMEDIATE, which waits up to the busy timeout for the database's write
 // lock. If another connection or process holds it for longer, the error
 // wraps ErrBusy.
+//
+// If the writer found the file read-only, it reopens it first (see
+// reopenWriter); if the file still can't be written, the error is SQLite's
+// SQLITE_READONLY (see Unavailable) and nothing is begun.
 func (s *Store) beginWrite(ctx context.Context) (*sql.Tx, error) {
-	tx, err := s.writer.BeginTx(ctx, nil)
+	var tx *sql.Tx
+	var err error
+	if s.readOnly.Load() {
+		err = s.reopenWriter(ctx)
+	}
+	if err == nil {
+		tx, err = s.writer.BeginTx(ctx, nil)
+	}
 	if err != nil && isBusy(err) {
 		return nil, fmt.Errorf("%w (waited %s): %w", ErrBusy, s.busyTimeout, err)
 	}
 	return tx, err
+}
+
+// ReadOnly reports whether the database file could not be opened for
+// writing when the store last tried: a read-only mount, an immutable file,
+// or permissions. Lookup and the reads work; writes fail with SQLITE_READONLY
+// (see Unavailable) until the file can be written. The store notices that by
+// itself: every write, and the poller on every tick, reopen the file first
+// while ReadOnly holds (see Options.OnWritable).
+func (s *Store) ReadOnly() bool { return s.readOnly.Load() }
+
+// reopenWriter replaces the writer's connection, which SQLite opened
+// read-only because the file could not be written then, and checks whether
+// the new one can write. A connection keeps the file descriptor it was
+// opened with, so it stays read-only after the file becomes writable; the
+// pool opens a new one on the next use. It returns nil once the store can
+// write, and otherwise probeWritable's error.
+func (s *Store) reopenWriter(ctx context.Context) error {
+	conn, err := s.writer.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	// ErrBadConn from Raw makes the pool close the connection rather than
+	// keep it.
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	conn.Close()
+	if err := probeWritable(ctx, s.writer); err != nil {
+		return err
+	}
+	if s.readOnly.CompareAndSwap(true, false) && s.onWritable != nil {
+		s.onWritable()
+	}
+	return nil
+}
+
+// probeWritable tries a write on db and rolls it back: SQLite opens a
+// file it cannot open for writing read-only, without an error, and only a
+// write tells. The write sets the schema version to its own value, and the
+// rollback keeps it from reaching the file.
+func probeWritable(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var v int
+	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+		return fmt.Errorf("reading schema version: %w", err)
+	}
+	// A PRAGMA takes no bound parameters: v is a number SQLite gave.
+	if _, err := tx.ExecContext(ctx, `PRAGMA user_version = `+strconv.Itoa(v)); err != nil {
+		return fmt.Errorf("trying a write: %w", err)
+	}
+	return nil
 }
 
 // createFile creates the missing parent directories of path with mode 0700

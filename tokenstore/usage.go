@@ -44,7 +44,7 @@ func (s *Store) FlushUsage(ctx context.Context, deltas []audit.Usage) error {
 	if len(deltas) == 0 {
 		return nil
 	}
-	tx, err := s.writer.BeginTx(ctx, nil)
+	tx, err := s.beginWrite(ctx)
 	if err != nil {
 		return fmt.Errorf("flushing usage of %d tokens: %w", len(deltas), err)
 	}
