@@ -82,7 +82,7 @@ func (s *Store) AppendAudit(ctx context.Context, events []audit.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	tx, err := s.writer.BeginTx(ctx, nil)
+	tx, err := s.beginWrite(ctx)
 	if err != nil {
 		return fmt.Errorf("appending %d audit events: %w", len(events), err)
 	}
@@ -120,7 +120,7 @@ func (s *Store) PruneAudit(ctx context.Context, before time.Time) (int64, error)
 // pruneChunk deletes at most one chunk of the events older than cutoff
 // (unix ms) in a transaction of its own.
 func (s *Store) pruneChunk(ctx context.Context, cutoff int64) (int64, error) {
-	tx, err := s.writer.BeginTx(ctx, nil)
+	tx, err := s.beginWrite(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -184,7 +184,7 @@ func (s *Store) TrimAudit(ctx context.Context, keep int) (int64, error) {
 // trimChunk deletes at most one chunk of the request events with an id
 // up to cutoff, oldest first, in a transaction of its own.
 func (s *Store) trimChunk(ctx context.Context, cutoff int64) (int64, error) {
-	tx, err := s.writer.BeginTx(ctx, nil)
+	tx, err := s.beginWrite(ctx)
 	if err != nil {
 		return 0, err
 	}
