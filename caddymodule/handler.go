@@ -28,7 +28,7 @@ func init() {
 }
 
 // PasswordMode says what the gate does with an HTTP Basic credential whose
-// password is not an API token.
+// password is not an API token, nor shaped like one.
 type PasswordMode string
 
 // Password modes.
@@ -43,17 +43,23 @@ const (
 // Handler is the api_token gate. It lets a request through only if it
 // carries a valid, unexpired, unrevoked API token of the api_tokens app,
 // presented as HTTP Basic `user:token` (the user must own the token; user
-// names compare case-insensitively), as `Authorization: Bearer <token>`, or,
-// when configured, in a request header or query parameter; and only if the
-// request passes the gate's and the token's policy. In order:
+// names compare case-insensitively), as Basic `token:` or
+// `token:x-oauth-basic` (GitHub's convention), as `Authorization: Bearer
+// <token>`, or, when configured, in a request header or query parameter;
+// and only if the request passes the gate's and the token's policy. On a
+// path that protect leaves open, a request without anything shaped like a
+// token goes on untouched; one with a token is judged as anywhere else.
+// In order:
 //
 //	425  TLS early data (0-RTT): the client IP is not yet verified
 //	400  the request-target fails path inspection (before authentication)
 //	429  the client IP failed authentication too often (Retry-After)
-//	401  no credentials, a malformed one, an unknown, expired or revoked
-//	     token, a token presented with another user's name, or a password
-//	     while passwords are blocked (or come from outside pass_from);
-//	     always with WWW-Authenticate
+//	401  no credentials (a Basic user-id with an empty password among
+//	     them), a malformed one, more than one (or one carrier twice), a
+//	     malformed, mistyped, unknown, expired or revoked token, a token
+//	     presented with another user's name, or a password while
+//	     passwords are blocked (or come from outside pass_from); always
+//	     with WWW-Authenticate
 //	403  a valid token used from outside allow_ips or its allowed_ips, by
 //	     an owner no longer among the holders, or outside its scope
 //	429  the token's rate limit is exceeded (Retry-After)
@@ -83,7 +89,9 @@ type Handler struct {
 	// What to do with a Basic credential whose password is not a token:
 	// `block` answers 401 saying that password authentication is
 	// disabled; `pass` hands the request on untouched for the backend to
-	// check. Default: `block`.
+	// check. A password with a token's shape, or beginning with the token
+	// prefix and "_", is judged as a (mistyped) token, never passed on.
+	// Default: `block`.
 	Passwords PasswordMode `json:"passwords,omitempty"`
 
 	// With passwords `pass`, password Basic auth goes on only from these
@@ -99,9 +107,10 @@ type Handler struct {
 	// end up in access logs: prefer a header. Default: none.
 	Query string `json:"query,omitempty"`
 
-	// Remove the credential (the Authorization header, or the configured
-	// header or query parameter) from the request before it goes on, so
-	// the backend never sees the token. Default: false.
+	// On an accepted request, remove every carrier of credentials the
+	// gate reads (all Authorization values, the configured header, every
+	// occurrence of the query parameter) before it goes on, so the
+	// backend never sees the token. Default: false.
 	StripCredentials bool `json:"strip_credentials,omitempty"`
 
 	// Name of a request header that carries the authenticated user to the
@@ -111,7 +120,9 @@ type Handler struct {
 	UserHeader string `json:"user_header,omitempty"`
 
 	// Only requests whose path matches one of these patterns need a token;
-	// the others are inspected (block_paths) and go on untouched. Patterns
+	// the others are inspected (block_paths) and go on untouched, unless
+	// they carry a token (or something shaped like one), which is judged
+	// on every path, so that it never reaches the backend. Patterns
 	// are in Caddy's path-matcher syntax but matched on the path as the
 	// backend resolves it (decoded, ";params" dropped, dot-segments
 	// resolved), so no path trick reaches a protected path unchecked,
