@@ -684,7 +684,7 @@ func (s *statusRecorder) WriteHeader(code int) {
 func (h *Handler) lookup(x *exchange) (reason policy.Reason, found bool) {
 	scheme, secret, err := h.credential(x.r)
 	switch {
-	case err == errAmbiguous:
+	case errors.Is(err, errAmbiguous):
 		return policy.ReasonAmbiguousCredentials, false
 	case err != nil:
 		return policy.ReasonMalformedHeader, false
