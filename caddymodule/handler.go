@@ -28,7 +28,7 @@ func init() {
 }
 
 // PasswordMode says what the gate does with an HTTP Basic credential whose
-// password is not an API token.
+// password is not an API token, nor shaped like one.
 type PasswordMode string
 
 // Password modes.
@@ -43,9 +43,13 @@ const (
 // Handler is the api_token gate. It lets a request through only if it
 // carries a valid, unexpired, unrevoked API token of the api_tokens app,
 // presented as HTTP Basic `user:token` (the user must own the token; user
-// names compare case-insensitively), as `Authorization: Bearer <token>`, or,
-// when configured, in a request header or query parameter; and only if the
-// request passes the gate's and the token's policy. In order:
+// names compare case-insensitively), as Basic `token:` or
+// `token:x-oauth-basic` (GitHub's convention), as `Authorization: Bearer
+// <token>`, or, when configured, in a request header or query parameter;
+// and only if the request passes the gate's and the token's policy. On a
+// path that protect leaves open, a request without anything shaped like a
+// token goes on untouched; one with a token is judged as anywhere else.
+// In order:
 //
 //	425  TLS early data (0-RTT): the client IP is not yet verified
 //	400  the request-target fails path inspection (before authentication)
@@ -53,10 +57,12 @@ const (
 //	503  the token store could not be read for longer than the app's
 //	     stale_after, so a change made elsewhere might not have reached
 //	     this server (every request that needs a token)
-//	401  no credentials, a malformed one, an unknown, expired or revoked
-//	     token, a token presented with another user's name, or a password
-//	     while passwords are blocked (or come from outside pass_from);
-//	     always with WWW-Authenticate
+//	401  no credentials (a Basic user-id with an empty password among
+//	     them), a malformed one, more than one (or one carrier twice), a
+//	     malformed, mistyped, unknown, expired or revoked token, a token
+//	     presented with another user's name, or a password while
+//	     passwords are blocked (or come from outside pass_from); always
+//	     with WWW-Authenticate
 //	403  a valid token used from outside allow_ips or its allowed_ips, by
 //	     an owner no longer among the holders, or outside its scope
 //	429  the token's rate limit is exceeded (Retry-After)
@@ -91,7 +97,9 @@ type Handler struct {
 	// What to do with a Basic credential whose password is not a token:
 	// `block` answers 401 saying that password authentication is
 	// disabled; `pass` hands the request on untouched for the backend to
-	// check. Default: `block`.
+	// check. A password with a token's shape, or beginning with the token
+	// prefix and "_", is judged as a (mistyped) token, never passed on.
+	// Default: `block`.
 	Passwords PasswordMode `json:"passwords,omitempty"`
 
 	// With passwords `pass`, password Basic auth goes on only from these
@@ -107,9 +115,10 @@ type Handler struct {
 	// end up in access logs: prefer a header. Default: none.
 	Query string `json:"query,omitempty"`
 
-	// Remove the credential (the Authorization header, or the configured
-	// header or query parameter) from the request before it goes on, so
-	// the backend never sees the token. Default: false.
+	// On an accepted request, remove every carrier of credentials the
+	// gate reads (all Authorization values, the configured header, every
+	// occurrence of the query parameter) before it goes on, so the
+	// backend never sees the token. Default: false.
 	StripCredentials bool `json:"strip_credentials,omitempty"`
 
 	// Name of a request header that carries the authenticated user to the
@@ -123,7 +132,9 @@ type Handler struct {
 	UserHeader string `json:"user_header,omitempty"`
 
 	// Only requests whose path matches one of these patterns need a token;
-	// the others are inspected (block_paths) and go on untouched. Patterns
+	// the others are inspected (block_paths) and go on untouched, unless
+	// they carry a token (or something shaped like one), which is judged
+	// on every path, so that it never reaches the backend. Patterns
 	// are in Caddy's path-matcher syntax but matched on the path as the
 	// backend resolves it (decoded, ";params" dropped, dot-segments
 	// resolved), so no path trick reaches a protected path unchecked,
@@ -444,7 +455,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 
-	if !h.protect.IsZero() && !h.protects(t) {
+	if !h.protect.IsZero() && !h.protects(t) && !h.carriesToken(r) {
+		// protect decides only whether a request without a token may
+		// pass: a token is judged wherever it appears, so that it never
+		// reaches the backend, which would take it for a password.
 		return next.ServeHTTP(w, r)
 	}
 
@@ -463,19 +477,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 
-	isToken, found, err := h.lookup(&x)
+	reason, found := h.lookup(&x)
 	switch {
-	case err != nil:
-		return h.authFailed(&x, policy.ReasonMalformedHeader)
-	case x.cred.Scheme == policy.SchemeNone:
-		return h.authFailed(&x, policy.ReasonNoCredentials)
-	case !isToken && x.cred.Scheme != policy.SchemeBasic:
-		return h.authFailed(&x, policy.ReasonMalformedToken)
-	case !isToken && h.Passwords == PasswordsPass && (len(h.passFrom) == 0 || policy.CheckIP(x.ip, x.ipOK, h.passFrom) == policy.ReasonOK):
+	case reason == policy.ReasonPasswordBlocked && h.Passwords == PasswordsPass && (len(h.passFrom) == 0 || policy.CheckIP(x.ip, x.ipOK, h.passFrom) == policy.ReasonOK):
 		h.record(&x, audit.TypePasswordPassedOn, audit.OutcomePassed, policy.ReasonPasswordPassed, 0, "")
 		return h.passPassword(w, r, next, x.ip)
-	case !isToken:
-		return h.authFailed(&x, policy.ReasonPasswordBlocked)
+	case reason != policy.ReasonOK:
+		return h.authFailed(&x, reason)
 	}
 
 	facts := policy.TokenFacts{Found: found, Revoked: x.entry.Revoked, Owner: x.entry.User, ExpiresAt: x.entry.ExpiresAt}
@@ -745,36 +753,46 @@ func (s *statusRecorder) WriteHeader(code int) {
 	s.ResponseWriterWrapper.WriteHeader(code)
 }
 
-// lookup reads the request's credential into x.cred and, if it has the
-// shape of a token, looks the token up into x.entry. isToken is false for
-// anything else (for Basic, a password); found says whether the store has
-// the token. x keeps the credential's scheme and, for Basic, its user name,
-// never the secret.
-func (h *Handler) lookup(x *exchange) (isToken, found bool, err error) {
+// lookup reads the request's one credential into x.cred and, if it is a
+// token, looks it up into x.entry; found says whether the store has it.
+// The reason is ReasonOK for a token, found or not (CheckToken judges it),
+// ReasonPasswordBlocked for a Basic password that is no token (which
+// passwords pass may hand on instead), or why the credential is refused.
+// x keeps the credential's scheme and, for Basic, its user name: never
+// the secret, nor a user-id that holds a token.
+func (h *Handler) lookup(x *exchange) (reason policy.Reason, found bool) {
 	scheme, secret, err := h.credential(x.r)
-	if err != nil {
-		return false, false, err
+	switch {
+	case errors.Is(err, errAmbiguous):
+		return policy.ReasonAmbiguousCredentials, false
+	case err != nil:
+		return policy.ReasonMalformedHeader, false
+	case scheme == policy.SchemeNone:
+		return policy.ReasonNoCredentials, false
 	}
 	x.cred.Scheme = scheme
 	if scheme == policy.SchemeBasic {
 		return h.lookupBasic(x, secret)
 	}
-	isToken, found = h.lookupToken(x, secret)
-	return isToken, found, nil
+	return h.lookupToken(x, secret)
 }
 
-// lookupToken looks secret up into x.entry if it is a token (Parse). The
-// checksum is checked only if the store does not know the token: one it
-// finds has a valid checksum (tokenstore.ParseShape).
-func (h *Handler) lookupToken(x *exchange, secret string) (isToken, found bool) {
+// lookupToken looks secret up into x.entry. A secret without a token's
+// shape, or with a token's shape but a wrong checksum (mistyped), is a
+// malformed token. The checksum is checked only if the store does not
+// know the token: one it finds has a valid checksum (tokenstore.ParseShape).
+func (h *Handler) lookupToken(x *exchange, secret string) (reason policy.Reason, found bool) {
 	id, shaped := tokenstore.ParseShape(secret)
 	if !shaped {
-		return false, false
+		return policy.ReasonMalformedToken, false
 	}
 	if x.entry, found = h.app.store.LookupID(id, secret); found {
-		return true, true
+		return policy.ReasonOK, true
 	}
-	return tokenstore.ValidChecksum(secret), false
+	if !tokenstore.ValidChecksum(secret) {
+		return policy.ReasonMalformedToken, false
+	}
+	return policy.ReasonOK, false // well-formed but unknown: CheckToken says so
 }
 
 // lookupBasic is lookup for a Basic credential, param still encoded. It
@@ -783,61 +801,248 @@ func (h *Handler) lookupToken(x *exchange, secret string) (isToken, found bool) 
 // than a fresh heap object whose writes a request was measured waiting
 // for under load. Nothing that shares the buffer may outlive the call:
 // x.cred.User is the token's own user name when the two are equal, else a
-// copy. The buffer goes back to the pool cleared, so that no credential
-// lingers in it.
-func (h *Handler) lookupBasic(x *exchange, param string) (isToken, found bool, err error) {
+// copy. The buffer goes back to the pool cleared (releaseBasic), so that
+// no credential lingers in it.
+func (h *Handler) lookupBasic(x *exchange, param string) (reason policy.Reason, found bool) {
 	buf := basicBuffers.Get().(*policy.BasicBuffer)
 	user, secret, err := policy.DecodeBasic(buf, param)
 	if err != nil {
 		x.cred.Scheme = policy.SchemeNone
+		reason = policy.ReasonMalformedHeader
 	} else {
-		isToken, found = h.lookupToken(x, secret)
+		reason, found = h.lookupBasicPair(x, user, secret)
+	}
+	releaseBasic(buf, param)
+	return reason, found
+}
+
+// lookupBasicPair is lookupBasic for the decoded user-id and password.
+func (h *Handler) lookupBasicPair(x *exchange, user, secret string) (reason policy.Reason, found bool) {
+	switch h.basicHolds(user, secret) {
+	case basicUserToken:
+		x.cred.UserToken = true
+		return h.lookupToken(x, user)
+	case basicTwo:
+		return policy.ReasonAmbiguousCredentials, false
+	case basicToken:
+		reason, found = h.lookupToken(x, secret)
 		if found && user == x.entry.User {
 			x.cred.User = x.entry.User
 		} else {
 			x.cred.User = strings.Clone(user)
 		}
+		return reason, found
+	case basicNoPassword:
+		x.cred.User = strings.Clone(user)
+		return policy.ReasonNoCredentials, false
 	}
-	// All that decoding can have written (nothing, for a parameter too
-	// long for the buffer: it is decoded elsewhere).
+	x.cred.User = strings.Clone(user)
+	return policy.ReasonPasswordBlocked, false
+}
+
+// basicContent says what a decoded Basic credential holds.
+type basicContent uint8
+
+const (
+	// basicPassword: a user-id and a password that is no token.
+	basicPassword basicContent = iota
+	// basicNoPassword: a user-id and an empty password, which is no
+	// credential yet: git sends it first, and asks for the password only
+	// after a 401.
+	basicNoPassword
+	// basicToken: a token (or something like one) as the password.
+	basicToken
+	// basicUserToken: a token (or something like one) as the user-id, and
+	// an empty password or oauthBasic: GitHub's convention, taken as a
+	// bare token.
+	basicUserToken
+	// basicTwo: a token as the user-id and something else as the
+	// password (another token, a password, a user name): refused as
+	// ambiguous.
+	basicTwo
+)
+
+// oauthBasic is the password that GitHub's convention puts beside a token
+// given as the user-id.
+const oauthBasic = "x-oauth-basic"
+
+// basicHolds tells what a decoded Basic credential holds. Beside an empty
+// password or oauthBasic, a user-id is a token if it looks like one
+// (looksLikeToken); beside another password only if it has a token's full
+// shape, so that a user named after the token prefix (jira_bot) still
+// signs in with a password.
+func (h *Handler) basicHolds(user, secret string) basicContent {
+	switch {
+	case h.looksLikeToken(secret):
+		if hasTokenShape(user) {
+			return basicTwo
+		}
+		return basicToken
+	case secret == "" || secret == oauthBasic:
+		if h.looksLikeToken(user) {
+			return basicUserToken
+		}
+		if secret == "" {
+			return basicNoPassword
+		}
+	case hasTokenShape(user):
+		return basicTwo
+	}
+	return basicPassword
+}
+
+// looksLikeToken reports whether s is a token or looks like one: it has a
+// token's shape (with any prefix, so tokens made before a change of
+// token_prefix count too), or it begins with the token prefix and "_" (a
+// token cut short or run on). The gate judges such a secret as a token,
+// so that a mistyped token is never taken for a password.
+func (h *Handler) looksLikeToken(s string) bool {
+	if p := h.app.TokenPrefix; p != "" && len(s) > len(p) && s[len(p)] == '_' && s[:len(p)] == p {
+		return true
+	}
+	return hasTokenShape(s)
+}
+
+// hasTokenShape reports whether s has a token's shape (tokenstore.ParseShape).
+func hasTokenShape(s string) bool {
+	_, ok := tokenstore.ParseShape(s)
+	return ok
+}
+
+// mentionsToken reports whether s, a credential the gate cannot parse,
+// looks like a token or holds the token prefix and "_" anywhere: such as
+// "Authorization: Token <token>".
+func (h *Handler) mentionsToken(s string) bool {
+	return h.looksLikeToken(s) || (h.app.TokenPrefix != "" && strings.Contains(s, h.app.TokenPrefix+"_"))
+}
+
+// releaseBasic clears buf of all that decoding param can have written
+// (nothing, for a parameter too long for it: that is decoded elsewhere)
+// and puts it back into basicBuffers.
+func releaseBasic(buf *policy.BasicBuffer, param string) {
 	if n := base64.StdEncoding.DecodedLen(len(param)); n <= len(buf) {
 		clear(buf[:n])
 	}
 	basicBuffers.Put(buf)
-	return isToken, found, err
 }
 
 // basicBuffers holds the buffers lookupBasic decodes credentials into.
 var basicBuffers = sync.Pool{New: func() any { return new(policy.BasicBuffer) }}
 
-// credential reads the request's credential: the Authorization header
-// first (a Basic parameter left encoded), then the configured header and
-// query parameter.
+// errAmbiguous is credential's error for a request with more than one
+// credential.
+var errAmbiguous = errors.New("more than one credential")
+
+// credential reads the request's credential (a Basic parameter left
+// encoded) from the one carrier that holds it: the Authorization header,
+// the configured header or the query parameter. A value in more than one
+// carrier, or one carrier given twice (even empty), is errAmbiguous: the
+// backend might read another one than the gate did.
 func (h *Handler) credential(r *http.Request) (policy.Scheme, string, error) {
-	if v := firstValue(r.Header, "Authorization"); v != "" {
-		return policy.SplitAuthorization(v)
-	}
+	authz := r.Header["Authorization"]
+	var header []string
 	if h.headerKey != "" {
-		if v := firstValue(r.Header, h.headerKey); v != "" {
-			c, err := policy.BareToken(policy.SchemeHeader, v)
-			return c.Scheme, c.Secret, err
+		header = r.Header[h.headerKey]
+	}
+	var query string
+	if h.Query != "" && r.URL.RawQuery != "" {
+		var n int
+		var err error
+		if query, n, err = queryParam(r.URL.RawQuery, h.Query); err != nil {
+			return policy.SchemeNone, "", err
+		} else if n > 1 {
+			return policy.SchemeNone, "", errAmbiguous
 		}
 	}
-	if h.Query != "" && r.URL.RawQuery != "" {
-		if v := r.URL.Query().Get(h.Query); v != "" {
-			c, err := policy.BareToken(policy.SchemeQuery, v)
-			return c.Scheme, c.Secret, err
-		}
+	hasAuthz := len(authz) == 1 && authz[0] != ""
+	hasHeader := len(header) == 1 && header[0] != ""
+	if len(authz) > 1 || len(header) > 1 || (hasAuthz && hasHeader) || (query != "" && (hasAuthz || hasHeader)) {
+		return policy.SchemeNone, "", errAmbiguous
+	}
+	switch {
+	case hasAuthz:
+		return policy.SplitAuthorization(authz[0])
+	case hasHeader:
+		c, err := policy.BareToken(policy.SchemeHeader, header[0])
+		return c.Scheme, c.Secret, err
+	case query != "":
+		c, err := policy.BareToken(policy.SchemeQuery, query)
+		return c.Scheme, c.Secret, err
 	}
 	return policy.SchemeNone, "", nil
 }
 
-// firstValue is hdr.Get(key) for a key already in canonical form.
-func firstValue(hdr http.Header, key string) string {
-	if vs := hdr[key]; len(vs) > 0 {
-		return vs[0]
+// carriesToken reports whether any carrier the gate reads holds a token
+// or something like one, alone or beside other credentials. On a path
+// that protect leaves open, the gate judges only such a request.
+func (h *Handler) carriesToken(r *http.Request) bool {
+	for _, v := range r.Header["Authorization"] {
+		if h.authorizationCarriesToken(v) {
+			return true
+		}
 	}
-	return ""
+	if h.headerKey != "" {
+		for _, v := range r.Header[h.headerKey] {
+			if h.mentionsToken(v) {
+				return true
+			}
+		}
+	}
+	if h.Query != "" && r.URL.RawQuery != "" {
+		for part := range strings.SplitSeq(r.URL.RawQuery, "&") {
+			key, v, _ := strings.Cut(part, "=")
+			if k, err := url.QueryUnescape(key); err == nil && k == h.Query && h.mentionsToken(v) {
+				return true // v still escaped: a token needs no escapes
+			}
+		}
+	}
+	return false
+}
+
+// authorizationCarriesToken is carriesToken for one Authorization value.
+func (h *Handler) authorizationCarriesToken(v string) bool {
+	scheme, param, err := policy.SplitAuthorization(v)
+	switch {
+	case err != nil:
+		return h.mentionsToken(v)
+	case scheme == policy.SchemeBearer:
+		return h.looksLikeToken(param)
+	case scheme != policy.SchemeBasic:
+		return false
+	}
+	buf := basicBuffers.Get().(*policy.BasicBuffer)
+	user, secret, err := policy.DecodeBasic(buf, param)
+	holds := basicPassword
+	if err == nil {
+		holds = h.basicHolds(user, secret)
+	}
+	releaseBasic(buf, param)
+	if err != nil {
+		// Malformed, as with a control character: look for a token in
+		// whatever it decodes to.
+		raw, err := base64.StdEncoding.DecodeString(param)
+		return err == nil && h.mentionsToken(string(raw))
+	}
+	return holds != basicPassword && holds != basicNoPassword
+}
+
+// queryParam finds name in a raw query string as url.ParseQuery reads it
+// (keys and values unescaped, "+" a space), and returns its first value
+// and how many times it occurs. A value that does not unescape is an
+// error.
+func queryParam(raw, name string) (value string, n int, err error) {
+	for part := range strings.SplitSeq(raw, "&") {
+		key, v, _ := strings.Cut(part, "=")
+		if k, err := url.QueryUnescape(key); err != nil || k != name {
+			continue
+		}
+		if n++; n == 1 {
+			if value, err = url.QueryUnescape(v); err != nil {
+				return "", n, err
+			}
+		}
+	}
+	return value, n, nil
 }
 
 // refuse records a refusal and answers it, unless report_only lets the
@@ -1011,15 +1216,15 @@ func (h *Handler) record(x *exchange, typ audit.Type, outcome audit.Outcome, rea
 }
 
 // forward readies an accepted request for the backend: with
-// strip_credentials, the credential removed; with user_header, the user
-// set. The user header takes the value slice of the credential header it
+// strip_credentials, every carrier of credentials removed (stripCarriers);
+// with user_header, the user set. The user header takes the value slice of the credential header it
 // replaces, if there is one (the request's own, and no longer anyone's),
 // and goes in before that header comes out: an insert into a request's
 // small header map right after a delete from it waits for the delete's
 // stores to reach the cache, measured at 0.1 µs a request under load; the
 // other order does not wait.
 func (h *Handler) forward(r *http.Request, scheme policy.Scheme, user string) {
-	var key string // the credential header to remove
+	var key string // the header that held the token, whose values the user header takes
 	var spare []string
 	if h.StripCredentials {
 		switch scheme {
@@ -1027,8 +1232,6 @@ func (h *Handler) forward(r *http.Request, scheme policy.Scheme, user string) {
 			key = "Authorization"
 		case policy.SchemeHeader:
 			key = h.headerKey
-		case policy.SchemeQuery:
-			r.URL.RawQuery = removeQueryParam(r.URL.RawQuery, h.Query)
 		}
 		if key != "" {
 			spare = r.Header[key]
@@ -1042,8 +1245,25 @@ func (h *Handler) forward(r *http.Request, scheme policy.Scheme, user string) {
 			r.Header[h.userHeaderKey] = spare[:1:1]
 		}
 	}
-	if key != "" {
-		delete(r.Header, key)
+	if h.StripCredentials {
+		h.stripCarriers(r)
+	}
+}
+
+// stripCarriers removes every carrier of credentials the gate reads: all
+// Authorization values, the configured header and every occurrence of the
+// query parameter. Only the one that held the token can have a value
+// (credential refuses more), but the backend need see none of them.
+func (h *Handler) stripCarriers(r *http.Request) {
+	for _, key := range [...]string{"Authorization", h.headerKey} {
+		if _, sent := r.Header[key]; sent && key != "" {
+			delete(r.Header, key)
+		}
+	}
+	if h.Query != "" && r.URL.RawQuery != "" {
+		if _, n, _ := queryParam(r.URL.RawQuery, h.Query); n > 0 {
+			r.URL.RawQuery = removeQueryParam(r.URL.RawQuery, h.Query)
+		}
 	}
 }
 

@@ -47,6 +47,11 @@ type Credential struct {
 	Scheme Scheme
 	User   string
 	Secret string
+	// UserToken is set for a Basic credential whose user-id is the token
+	// (GitHub's convention: "<token>:" or "<token>:x-oauth-basic"). It
+	// names no user, and the token is judged as a bare one: User is
+	// empty, and never the token.
+	UserToken bool
 }
 
 // MaxCredentialLength bounds an Authorization value (or a bare token) the
@@ -64,7 +69,8 @@ var (
 )
 
 // ParseAuthorization parses the value of an Authorization header. Scheme
-// names compare case-insensitively (RFC 7235 §2.1), and one or more spaces
+// names compare case-insensitively (RFC 7235 §2.1) in ASCII only, so that
+// no other letter stands for an ASCII one ("Baſic"), and one or more spaces
 // may separate the scheme from its parameter. An empty value yields
 // SchemeNone and no error. Other schemes (Digest, Negotiate, …) give
 // ErrUnsupportedScheme: the gate does not pass credentials it cannot check.
@@ -99,9 +105,9 @@ func SplitAuthorization(v string) (Scheme, string, error) {
 	scheme, param, _ := strings.Cut(v, " ")
 	param = strings.TrimLeft(param, " ")
 	switch {
-	case strings.EqualFold(scheme, "Basic"):
+	case equalFoldASCII(scheme, "Basic"):
 		return SchemeBasic, param, nil
-	case strings.EqualFold(scheme, "Bearer"):
+	case equalFoldASCII(scheme, "Bearer"):
 		// Two IndexByte calls are SIMD scans; ContainsAny goes byte by byte.
 		if param == "" || strings.IndexByte(param, ' ') >= 0 || strings.IndexByte(param, '\t') >= 0 {
 			return SchemeNone, "", ErrEmptyBearer
@@ -122,7 +128,10 @@ type BasicBuffer [basicBufferLen]byte
 
 // DecodeBasic decodes the parameter of a Basic credential as
 // base64.StdEncoding.DecodeString does (padding required, CR and LF
-// ignored) into buf, and splits it at the first colon. It allocates
+// ignored) into buf, and splits it at the first colon. A credential with a
+// control character is malformed (RFC 7617 §2: RFC 5198's CC, that is C0,
+// DEL and, in UTF-8, C1): a user-id with a line break or an escape code
+// would reach logs and terminals. It allocates
 // nothing: user and secret share buf's memory, and hold only as long as
 // buf is neither written nor reused, so a caller copies (strings.Clone)
 // what it keeps longer. (Kept in a function's frame, buf stays on the
@@ -139,10 +148,23 @@ func DecodeBasic(buf *BasicBuffer, param string) (user, secret string, err error
 		return "", "", ErrMalformedBasic
 	}
 	colon := bytes.IndexByte(b[:n], ':')
-	if colon < 0 {
+	if colon < 0 || hasControl(b[:n]) {
 		return "", "", ErrMalformedBasic
 	}
 	return view(b[:colon]), view(b[colon+1 : n]), nil
+}
+
+// hasControl reports whether b holds a control character: a C0 control
+// (below 0x20), DEL, or a C1 control (U+0080 to U+009F) in UTF-8, which
+// encodes them as 0xC2 0x80 to 0xC2 0x9F. Other bytes from 0x80 to 0x9F
+// are continuation bytes of other characters.
+func hasControl(b []byte) bool {
+	for i, c := range b {
+		if c < 0x20 || c == 0x7f || (c == 0xc2 && i+1 < len(b) && 0x80 <= b[i+1] && b[i+1] < 0xa0) {
+			return true
+		}
+	}
+	return false
 }
 
 // view returns b's bytes as a string without copying them: b must not be

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode"
 	"unsafe"
 )
 
@@ -95,6 +96,9 @@ func FuzzParseAuthorization(f *testing.F) {
 	f.Add("Basic\tYTpi")                                                   // a tab does not separate
 	f.Add("Bearer a\tb")                                                   // a tab inside a token
 	f.Add(basic(strings.Repeat("u", 10) + ":" + strings.Repeat("p", 500))) // past the stack buffer
+	f.Add("Ba\u017fic YTpi")                                               // ſ folds to s, but not in ASCII
+	f.Add(basic("a\u0085:b\xc2A"))                                         // a C1 control; 0xC2 before no continuation
+	f.Add(basic("a:b\x1b"))                                                // an escape in the password
 	f.Fuzz(func(t *testing.T, header string) {
 		c, err := ParseAuthorization(header)
 		if rc, rerr := refParseAuthorization(header); c != rc || err != rerr {
@@ -214,7 +218,9 @@ func BenchmarkParseAuthorization(b *testing.B) {
 
 // refParseAuthorization is ParseAuthorization as it was before Basic
 // credentials were decoded into a stack buffer: base64.DecodeString, then
-// strings.Cut. FuzzParseAuthorization holds the parser to it.
+// strings.Cut; a scheme lower-cased in ASCII only, and a control character
+// (unicode.IsControl: C0, DEL, C1) anywhere in a Basic credential
+// malformed. FuzzParseAuthorization holds the parser to it.
 func refParseAuthorization(v string) (Credential, error) {
 	if v == "" {
 		return Credential{}, nil
@@ -225,21 +231,31 @@ func refParseAuthorization(v string) (Credential, error) {
 	scheme, param, _ := strings.Cut(v, " ")
 	param = strings.TrimLeft(param, " ")
 	switch {
-	case strings.EqualFold(scheme, "Basic"):
+	case asciiFold(scheme) == "basic":
 		raw, err := base64.StdEncoding.DecodeString(param)
 		if err != nil {
 			return Credential{}, ErrMalformedBasic
 		}
 		user, secret, ok := strings.Cut(string(raw), ":")
-		if !ok {
+		if !ok || strings.IndexFunc(string(raw), unicode.IsControl) >= 0 {
 			return Credential{}, ErrMalformedBasic
 		}
 		return Credential{Scheme: SchemeBasic, User: user, Secret: secret}, nil
-	case strings.EqualFold(scheme, "Bearer"):
+	case asciiFold(scheme) == "bearer":
 		if param == "" || strings.ContainsAny(param, " \t") {
 			return Credential{}, ErrEmptyBearer
 		}
 		return Credential{Scheme: SchemeBearer, Secret: param}, nil
 	}
 	return Credential{}, ErrUnsupportedScheme
+}
+
+// asciiFold lower-cases the ASCII letters of s and nothing else.
+func asciiFold(s string) string {
+	return strings.Map(func(r rune) rune {
+		if 'A' <= r && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, s)
 }

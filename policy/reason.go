@@ -31,6 +31,12 @@ const (
 	ReasonExpired Reason = "expired"
 	// ReasonRevoked: the token has been revoked.
 	ReasonRevoked Reason = "revoked"
+	// ReasonAmbiguousCredentials: the request carries more than one
+	// credential (Authorization and the configured header, a token as
+	// both user-id and password), or one carrier twice (two Authorization
+	// headers, the query parameter repeated): the gate does not guess which
+	// one the backend would read.
+	ReasonAmbiguousCredentials Reason = "ambiguous_credentials"
 	// ReasonPasswordBlocked: a Basic credential whose password is not a
 	// token, refused because password authentication is blocked.
 	ReasonPasswordBlocked Reason = "password_blocked"

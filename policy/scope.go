@@ -241,7 +241,7 @@ func gitPushService(rawQuery string) bool {
 
 func containsFold(list []string, s string) bool {
 	for _, v := range list {
-		if strings.EqualFold(v, s) {
+		if equalFoldASCII(v, s) {
 			return true
 		}
 	}
@@ -272,9 +272,9 @@ func checkHostPattern(h string) error {
 func matchHost(pattern, host string) bool {
 	if rest, ok := strings.CutPrefix(pattern, "*."); ok {
 		dot := strings.IndexByte(host, '.')
-		return dot > 0 && strings.EqualFold(host[dot+1:], rest)
+		return dot > 0 && equalFoldASCII(host[dot+1:], rest)
 	}
-	return strings.EqualFold(pattern, host)
+	return equalFoldASCII(pattern, host)
 }
 
 // isToken reports whether s is an RFC 9110 token (methods are tokens).

@@ -20,7 +20,8 @@ type TokenFacts struct {
 // Problems with the token itself (unknown, revoked, expired) are reported
 // before a wrong Basic user, so the audit trail says what matters most about
 // a leaked token. Basic user names compare case-insensitively; Bearer,
-// header and query credentials carry no user.
+// header and query credentials carry no user, nor does a Basic credential
+// with the token as its user-id (UserToken).
 func CheckToken(now time.Time, t TokenFacts, cred Credential) Reason {
 	switch {
 	case !t.Found:
@@ -29,7 +30,7 @@ func CheckToken(now time.Time, t TokenFacts, cred Credential) Reason {
 		return ReasonRevoked
 	case !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt):
 		return ReasonExpired
-	case cred.Scheme == SchemeBasic && !strings.EqualFold(cred.User, t.Owner):
+	case cred.Scheme == SchemeBasic && !cred.UserToken && !strings.EqualFold(cred.User, t.Owner):
 		return ReasonWrongUser
 	}
 	return ReasonOK

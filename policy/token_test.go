@@ -28,6 +28,8 @@ func TestCheckToken(t *testing.T) {
 		{"one nanosecond left", TokenFacts{Found: true, Owner: "alice", ExpiresAt: t0.Add(time.Nanosecond)}, alice, ReasonOK},
 		{"wrong user", TokenFacts{Found: true, Owner: "bob"}, alice, ReasonWrongUser},
 		{"empty user", TokenFacts{Found: true, Owner: "bob"}, Credential{Scheme: SchemeBasic, Secret: "x"}, ReasonWrongUser},
+		{"token as the user-id", found, Credential{Scheme: SchemeBasic, UserToken: true}, ReasonOK},
+		{"token as the user-id, expired", TokenFacts{Found: true, Owner: "bob", ExpiresAt: t0}, Credential{Scheme: SchemeBasic, UserToken: true}, ReasonExpired},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
