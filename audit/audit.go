@@ -8,6 +8,7 @@ package audit
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -103,6 +104,9 @@ type Event struct {
 // it is, so that a client's address is recorded, and filtered on, in one
 // form whichever way a listener reported it.
 func UnmapIP(s string) string {
+	if strings.IndexByte(s, ':') < 0 {
+		return s // IPv4, or not an address: not worth parsing
+	}
 	a, err := netip.ParseAddr(s)
 	if err != nil || !a.Is4In6() {
 		return s
