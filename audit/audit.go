@@ -7,6 +7,8 @@
 package audit
 
 import (
+	"net/netip"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -62,10 +64,16 @@ type Event struct {
 	Reason  string
 	// User is the token's owner when the token was identified, otherwise
 	// the user name the request presented (if any).
-	User    string
-	TokenID string
+	User string
+	// ClaimedUser is the user name the request presented when the token
+	// was identified and is another user's (as the gate compares names):
+	// the name that was tried, as in `-u mallory:<alice's token>`.
+	ClaimedUser string
+	TokenID     string
 	// Scheme is how the credential was presented (basic, bearer, …).
-	Scheme   string
+	Scheme string
+	// ClientIP is the client's address, an IPv4-mapped IPv6 address
+	// unmapped (see UnmapIP).
 	ClientIP string
 	Method   string
 	Host     string
@@ -89,6 +97,21 @@ type Event struct {
 	// the summary's ClientIP and User.
 	TopClients []Tally
 	TopUsers   []Tally
+}
+
+// UnmapIP returns the text of an IPv4-mapped IPv6 address as the IPv4
+// address (::ffff:198.51.100.20 as 198.51.100.20), and any other string as
+// it is, so that a client's address is recorded, and filtered on, in one
+// form whichever way a listener reported it.
+func UnmapIP(s string) string {
+	if strings.IndexByte(s, ':') < 0 {
+		return s // IPv4, or not an address: not worth parsing
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4In6() {
+		return s
+	}
+	return a.Unmap().String()
 }
 
 // Sink records events. Record must be safe for concurrent use and must not
@@ -122,6 +145,7 @@ func (s ZapSink) Record(e Event) {
 	}
 	add("reason", e.Reason)
 	add("user", e.User)
+	add("claimed_user", e.ClaimedUser)
 	add("token_id", e.TokenID)
 	add("scheme", e.Scheme)
 	add("client_ip", e.ClientIP)

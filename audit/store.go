@@ -11,7 +11,7 @@ type Query struct {
 	Outcome  Outcome
 	User     string // case-insensitive
 	TokenID  string
-	ClientIP string
+	ClientIP string    // unmapped before it is compared (UnmapIP)
 	Since    time.Time // inclusive
 	Until    time.Time // exclusive
 	// Cursor continues a previous query: pass the NextCursor it returned.

@@ -119,6 +119,7 @@ const (
 	sharedPath
 	sharedRule
 	sharedStatus
+	sharedClaimedUser
 )
 
 func newBudgets(l DetailLimit) *budgets {
@@ -238,6 +239,7 @@ func (s *budget) count(e *Event) {
 		diff(sharedPath, e.Path != f.Path)
 		diff(sharedRule, e.Rule != f.Rule)
 		diff(sharedStatus, e.Status != f.Status)
+		diff(sharedClaimedUser, e.ClaimedUser != f.ClaimedUser)
 	}
 	s.suppressed++
 	s.clients.add(e.ClientIP)
@@ -266,6 +268,7 @@ func (s *budget) summary(end time.Time) Event {
 	keep(sharedHost, &e.Host, f.Host)
 	keep(sharedPath, &e.Path, f.Path)
 	keep(sharedRule, &e.Rule, f.Rule)
+	keep(sharedClaimedUser, &e.ClaimedUser, f.ClaimedUser)
 	if s.mixed&sharedStatus == 0 {
 		e.Status = f.Status
 	}

@@ -1042,6 +1042,10 @@ type eventJSON struct {
 
 	TopClients []audit.Tally `json:"top_clients,omitempty"`
 	TopUsers   []audit.Tally `json:"top_users,omitempty"`
+
+	// ClaimedUser is the name presented with another user's token (User
+	// is the token's owner).
+	ClaimedUser string `json:"claimed_user,omitempty"`
 }
 
 // auditPageJSON answers GET /api_tokens/audit.
@@ -1117,6 +1121,7 @@ func (a *adminAPI) queryAudit(w http.ResponseWriter, r *http.Request, app *App) 
 			User: e.User, TokenID: e.TokenID, Scheme: e.Scheme, ClientIP: e.ClientIP, Method: e.Method,
 			Host: e.Host, Path: e.Path, Status: e.Status, Actor: e.Actor, Changed: e.Changed,
 			Count: e.Count, Group: e.Group, Rule: e.Rule, TopClients: e.TopClients, TopUsers: e.TopUsers,
+			ClaimedUser: e.ClaimedUser,
 		})
 	}
 	return writeJSON(w, http.StatusOK, out)

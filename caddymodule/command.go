@@ -12,6 +12,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
@@ -180,7 +182,7 @@ func groupCommand() *cobra.Command {
 					return err
 				}
 				return output(cmd, raw, func(w io.Writer) error {
-					_, err := fmt.Fprintln(w, done(args[0], args[1]))
+					_, err := fmt.Fprintln(w, done(escapeText(args[0]), escapeText(args[1])))
 					return err
 				})
 			},
@@ -201,7 +203,7 @@ func groupCommand() *cobra.Command {
 					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(tw, "GROUP\tMEMBERS")
 					for _, g := range groups {
-						fmt.Fprintf(tw, "%s\t%d\n", g.Name, g.Members)
+						fmt.Fprintf(tw, "%s\t%d\n", escapeText(g.Name), g.Members)
 					}
 					return tw.Flush()
 				})
@@ -215,7 +217,7 @@ func groupCommand() *cobra.Command {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "USER\tADDED")
 				for _, m := range members {
-					fmt.Fprintf(tw, "%s\t%s\n", m.User, shortTime(&m.AddedAt, ""))
+					fmt.Fprintf(tw, "%s\t%s\n", escapeText(m.User), shortTime(&m.AddedAt, ""))
 				}
 				return tw.Flush()
 			})
@@ -291,7 +293,7 @@ func revokeCommand() *cobra.Command {
 					return err
 				}
 				return output(cmd, raw, func(w io.Writer) error {
-					_, err := fmt.Fprintf(w, "Revoked %d token(s) of %s.\n", out.Revoked, out.User)
+					_, err := fmt.Fprintf(w, "Revoked %d token(s) of %s.\n", out.Revoked, escapeText(out.User))
 					return err
 				})
 			}
@@ -301,7 +303,7 @@ func revokeCommand() *cobra.Command {
 				return err
 			}
 			return output(cmd, raw, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "Revoked token %s (%s of %s).\n", tok.ID, tok.Name, tok.User)
+				_, err := fmt.Fprintf(w, "Revoked token %s (%s of %s).\n", escapeText(tok.ID), escapeText(tok.Name), escapeText(tok.User))
 				return err
 			})
 		},
@@ -373,7 +375,7 @@ func adminError(err error) error {
 	if json.Unmarshal([]byte(msg[i:]), &apiErr) != nil || apiErr.Error == "" {
 		return err
 	}
-	return fmt.Errorf("%s%s", msg[:i], apiErr.Error)
+	return fmt.Errorf("%s%s", msg[:i], escapeText(apiErr.Error))
 }
 
 func jsonOutput(cmd *cobra.Command) bool {
@@ -395,9 +397,9 @@ func output(cmd *cobra.Command, raw []byte, human func(w io.Writer) error) error
 // printSecret prints a newly created or rotated token with its secret.
 func printSecret(cmd *cobra.Command, raw []byte, tok tokenJSON, verb string) error {
 	return output(cmd, raw, func(w io.Writer) error {
-		fmt.Fprintf(w, "%s token %s (%s of %s), %s.\n\n", verb, tok.ID, tok.Name, tok.User, expiresText(tok.ExpiresAt))
-		fmt.Fprintf(w, "    %s\n\n", tok.Token)
-		_, err := fmt.Fprintln(w, "Copy it now: it is shown only this once. Use it in place of the password: curl -u "+tok.User+":<token> …")
+		fmt.Fprintf(w, "%s token %s (%s of %s), %s.\n\n", verb, escapeText(tok.ID), escapeText(tok.Name), escapeText(tok.User), expiresText(tok.ExpiresAt))
+		fmt.Fprintf(w, "    %s\n\n", escapeText(tok.Token))
+		_, err := fmt.Fprintln(w, "Copy it now: it is shown only this once. Use it in place of the password: curl -u "+escapeText(tok.User)+":<token> …")
 		return err
 	})
 }
@@ -411,8 +413,8 @@ func printTable(w io.Writer, toks []tokenJSON) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tUSER\tNAME\tSTATE\tEXPIRES\tLAST USED\tFROM\tUSES\tHINT")
 	for _, t := range toks {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", t.ID, t.User, t.Name, t.State,
-			shortTime(t.ExpiresAt, "never"), shortTime(t.LastUsedAt, "never"), dash(t.LastUsedIP), t.UseCount, t.Hint)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", escapeText(t.ID), escapeText(t.User), escapeText(t.Name), escapeText(t.State),
+			shortTime(t.ExpiresAt, "never"), shortTime(t.LastUsedAt, "never"), dash(escapeText(t.LastUsedIP)), t.UseCount, escapeText(t.Hint))
 	}
 	return tw.Flush()
 }
@@ -420,14 +422,14 @@ func printTable(w io.Writer, toks []tokenJSON) error {
 // printDetails prints one token, a field per line.
 func printDetails(w io.Writer, t tokenJSON) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "ID:\t%s\n", t.ID)
-	fmt.Fprintf(tw, "User:\t%s\n", t.User)
-	fmt.Fprintf(tw, "Name:\t%s\n", t.Name)
+	fmt.Fprintf(tw, "ID:\t%s\n", escapeText(t.ID))
+	fmt.Fprintf(tw, "User:\t%s\n", escapeText(t.User))
+	fmt.Fprintf(tw, "Name:\t%s\n", escapeText(t.Name))
 	if t.Description != "" {
-		fmt.Fprintf(tw, "Description:\t%s\n", t.Description)
+		fmt.Fprintf(tw, "Description:\t%s\n", escapeText(t.Description))
 	}
-	fmt.Fprintf(tw, "State:\t%s\n", t.State)
-	fmt.Fprintf(tw, "Hint:\t%s\n", t.Hint)
+	fmt.Fprintf(tw, "State:\t%s\n", escapeText(t.State))
+	fmt.Fprintf(tw, "Hint:\t%s\n", escapeText(t.Hint))
 	fmt.Fprintf(tw, "Created:\t%s\n", shortTime(&t.CreatedAt, ""))
 	fmt.Fprintf(tw, "Expires:\t%s\n", shortTime(t.ExpiresAt, "never"))
 	rules := []struct{ label, value string }{
@@ -442,7 +444,7 @@ func printDetails(w io.Writer, t tokenJSON) {
 	}
 	for _, r := range rules {
 		if r.value != "" {
-			fmt.Fprintf(tw, "%s:\t%s\n", r.label, r.value)
+			fmt.Fprintf(tw, "%s:\t%s\n", r.label, escapeText(r.value))
 		}
 	}
 	if t.RotatedAt != nil {
@@ -458,7 +460,7 @@ func printDetails(w io.Writer, t tokenJSON) {
 		if i == 0 {
 			label = "Recent IPs:"
 		}
-		fmt.Fprintf(tw, "%s\t%s (%s)\n", label, seen.IP, shortTime(&seen.LastSeen, ""))
+		fmt.Fprintf(tw, "%s\t%s (%s)\n", label, escapeText(seen.IP), shortTime(&seen.LastSeen, ""))
 	}
 	_ = tw.Flush()
 }
@@ -475,6 +477,42 @@ func expiresText(t *time.Time) string {
 		return "never expires"
 	}
 	return "expires " + shortTime(t, "")
+}
+
+// escapeText makes text from the admin API safe to print on a terminal:
+// every rune that is not printable (strconv.IsPrint: control characters,
+// Unicode format characters such as bidi overrides, separators other than
+// the space), every byte that is not UTF-8, and the backslash are written
+// as Go escapes (\x1b, \n, \u202e, \xff, \\), the rest as it is. Anything
+// a client can type reaches these texts (a path, a host, a user name), and
+// a control sequence must neither act on the operator's terminal nor forge
+// a line of output. --json prints the answer as it is.
+func escapeText(s string) string {
+	i := 0
+	for i < len(s) && s[i] >= ' ' && s[i] < utf8.RuneSelf && s[i] != '\\' && s[i] != 0x7f {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	var b strings.Builder
+	b.WriteString(s[:i])
+	for i < len(s) {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
+		case strconv.IsPrint(r) && !unicode.Is(unicode.Cf, r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 func dash(s string) string {
@@ -546,7 +584,7 @@ func summaryText(e eventJSON) string {
 			if i == 0 {
 				sep = "; " + list.name + " "
 			}
-			fmt.Fprintf(&b, "%s%s (%d)", sep, t.Value, t.Count)
+			fmt.Fprintf(&b, "%s%s (%d)", sep, escapeText(t.Value), t.Count)
 		}
 	}
 	b.WriteByte(']')
@@ -571,17 +609,23 @@ func printEvents(w io.Writer, page auditPageJSON) error {
 		if client == "" {
 			client = e.Actor
 		}
+		req = escapeText(req)
 		if (audit.Event{Type: audit.Type(e.Type), Count: e.Count}).IsSummary() {
 			req = strings.TrimSpace(req + " " + summaryText(e))
 		}
+		user := escapeText(e.User)
+		if e.ClaimedUser != "" {
+			user += " (claimed " + escapeText(e.ClaimedUser) + ")"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format("2006-01-02 15:04:05"),
-			e.Type, e.Outcome, dash(e.Reason), dash(e.User), dash(e.TokenID), dash(client), dash(req))
+			escapeText(e.Type), escapeText(e.Outcome), dash(escapeText(e.Reason)), dash(user), dash(escapeText(e.TokenID)),
+			dash(escapeText(client)), dash(req))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	if page.NextCursor != "" {
-		fmt.Fprintf(w, "\nMore: caddy api-token audit --cursor %s (with the same filters)\n", page.NextCursor)
+		fmt.Fprintf(w, "\nMore: caddy api-token audit --cursor %s (with the same filters)\n", escapeText(page.NextCursor))
 	}
 	return nil
 }

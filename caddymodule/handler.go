@@ -1181,38 +1181,52 @@ func hasErrorRoutes(r *http.Request) bool {
 }
 
 // record counts a decision and hands its audit event to the app's sink.
+// The event is built here once, for every sink: the zap log, the database
+// (and the summaries of a flood) and the api_token_denied Caddy event. What
+// the client typed (the user name, the method, the host, the path) goes in
+// with any token in it redacted (tokenstore.RedactTokens), and the client
+// IP unmapped.
 func (h *Handler) record(x *exchange, typ audit.Type, outcome audit.Outcome, reason policy.Reason, status int, rule policy.PathRule) {
-	r, e := x.r, &x.entry
-	user := e.User
-	if user == "" {
-		user = x.cred.User
-	}
 	requestCounter(outcome, reason).Inc()
 	if typ == audit.TypeAuthSucceeded && h.app.skipSuccess {
 		return // the bulk of the traffic, and nobody to tell
 	}
+	r, e := x.r, &x.entry
+	user, claimed := e.User, ""
+	switch {
+	case user == "":
+		user = x.cred.User
+	case x.cred.User != "" && !strings.EqualFold(x.cred.User, user):
+		claimed = x.cred.User // as policy.CheckToken compares them
+	}
+	ev := audit.Event{
+		Time:        x.now,
+		Type:        typ,
+		Outcome:     outcome,
+		Reason:      string(reason),
+		User:        tokenstore.RedactTokens(user),
+		ClaimedUser: tokenstore.RedactTokens(claimed),
+		TokenID:     e.ID,
+		Scheme:      x.cred.Scheme.String(),
+		ClientIP:    audit.UnmapIP(x.clientIP),
+		Method:      tokenstore.RedactTokens(r.Method),
+		Host:        tokenstore.RedactTokens(r.Host),
+		Path:        tokenstore.RedactTokens(r.URL.Path),
+		Status:      status,
+		Rule:        string(rule),
+	}
 	if (typ == audit.TypeDenied || typ == audit.TypeAuthFailed) && h.app.auditState.wants(eventDenied) {
 		// Only built when someone listens: a denial flood must stay cheap.
-		h.app.auditState.emit(h.ctx, eventDenied, map[string]any{
-			"reason": string(reason), "status": status, "user": user, "token_id": e.ID,
-			"client_ip": x.clientIP, "method": r.Method, "host": r.Host, "path": r.URL.Path,
-		})
+		data := map[string]any{
+			"reason": ev.Reason, "status": ev.Status, "user": ev.User, "token_id": ev.TokenID,
+			"client_ip": ev.ClientIP, "method": ev.Method, "host": ev.Host, "path": ev.Path,
+		}
+		if ev.ClaimedUser != "" {
+			data["claimed_user"] = ev.ClaimedUser
+		}
+		h.app.auditState.emit(h.ctx, eventDenied, data)
 	}
-	h.app.audit.Record(audit.Event{
-		Time:     x.now,
-		Type:     typ,
-		Outcome:  outcome,
-		Reason:   string(reason),
-		User:     user,
-		TokenID:  e.ID,
-		Scheme:   x.cred.Scheme.String(),
-		ClientIP: x.clientIP,
-		Method:   r.Method,
-		Host:     r.Host,
-		Path:     r.URL.Path,
-		Status:   status,
-		Rule:     string(rule),
-	})
+	h.app.audit.Record(ev)
 }
 
 // forward readies an accepted request for the backend: with

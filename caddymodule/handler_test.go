@@ -68,10 +68,16 @@ func testHandler(t testing.TB) (*Handler, *tokenstore.Store, *fakeClock, *captur
 // serve runs one request through h and reports whether next was called.
 func serve(t *testing.T, h *Handler, req *http.Request) (*httptest.ResponseRecorder, *caddy.Replacer, bool) {
 	t.Helper()
+	return serveFrom(t, h, req, "198.51.100.4")
+}
+
+// serveFrom is serve with Caddy's client IP set to clientIP.
+func serveFrom(t *testing.T, h *Handler, req *http.Request, clientIP string) (*httptest.ResponseRecorder, *caddy.Replacer, bool) {
+	t.Helper()
 	w := httptest.NewRecorder()
 	repl := caddy.NewReplacer()
 	req = caddyhttp.PrepareRequest(req, repl, w, nil)
-	caddyhttp.SetVar(req.Context(), caddyhttp.ClientIPVarKey, "198.51.100.4")
+	caddyhttp.SetVar(req.Context(), caddyhttp.ClientIPVarKey, clientIP)
 	called := false
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		called = true

@@ -22,12 +22,12 @@ const defaultPruneChunk = 5000
 // expects.
 const (
 	eventColumns = `id, time, type, outcome, reason, user, token_id, scheme, client_ip, method, host, path,
-status, actor, changed, count, grp, rule, top_clients, top_users`
+status, actor, changed, count, grp, rule, top_clients, top_users, claimed_user`
 
 	insertEvent = `INSERT INTO audit_events
 (time, type, outcome, reason, user, user_key, token_id, scheme, client_ip, method, host, path,
- status, actor, changed, count, grp, rule, top_clients, top_users)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+ status, actor, changed, count, grp, rule, top_clients, top_users, claimed_user)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 	// ?1 the time to prune before, in ms, ?2 the chunk size.
 	pruneEvents = `DELETE FROM audit_events WHERE id IN
@@ -76,7 +76,8 @@ LIMIT ?10`
 // AppendAudit stores events in the audit trail, in one transaction: all or
 // none. An event with a zero Time is stored with the store's current time.
 // Event IDs are assigned by the store and not reported back; the events'
-// fields are stored as given (validating them is the caller's business).
+// fields are stored as given (validating them is the caller's business),
+// but for ClientIP, stored unmapped (audit.UnmapIP).
 // AppendAudit implements audit.EventWriter.
 func (s *Store) AppendAudit(ctx context.Context, events []audit.Event) error {
 	if len(events) == 0 {
@@ -205,7 +206,8 @@ func (s *Store) trimChunk(ctx context.Context, cutoff int64) (int64, error) {
 
 // QueryAudit returns a page of the stored events that match q, newest (the
 // highest ID) first. The filters of q are AND-ed, the Types among
-// themselves OR-ed; User compares case-insensitively; Since is inclusive and
+// themselves OR-ed; User compares case-insensitively; ClientIP compares
+// unmapped, as events are stored (audit.UnmapIP); Since is inclusive and
 // Until exclusive. Limit 0 means audit.DefaultQueryLimit and a Limit above
 // audit.MaxQueryLimit is lowered to it; a negative Limit or a Cursor that
 // no page returned is ErrInvalid. The strings of Types and Outcome are
@@ -343,8 +345,8 @@ func eventArgs(e audit.Event) ([]any, error) {
 	}
 	return []any{
 		e.Time.UnixMilli(), string(e.Type), string(e.Outcome), e.Reason,
-		e.User, userKey(e.User), e.TokenID, e.Scheme, e.ClientIP, e.Method, e.Host, e.Path,
-		e.Status, e.Actor, changed, e.Count, e.Group, e.Rule, topClients, topUsers,
+		e.User, userKey(e.User), e.TokenID, e.Scheme, audit.UnmapIP(e.ClientIP), e.Method, e.Host, e.Path,
+		e.Status, e.Actor, changed, e.Count, e.Group, e.Rule, topClients, topUsers, e.ClaimedUser,
 	}, nil
 }
 
@@ -403,7 +405,7 @@ func queryArgs(q audit.Query, beforeID int64, limit int) ([]any, error) {
 		until = sql.NullInt64{Int64: ceilMillis(q.Until), Valid: true}
 	}
 	return []any{
-		q.TokenID, userKey(q.User), q.ClientIP, string(q.Outcome), oneType, types,
+		q.TokenID, userKey(q.User), audit.UnmapIP(q.ClientIP), string(q.Outcome), oneType, types,
 		since, until, beforeID, limit,
 	}, nil
 }
@@ -454,7 +456,8 @@ func scanEvent(row interface{ Scan(...any) error }) (audit.Event, error) {
 		top           [2]string
 	)
 	err := row.Scan(&e.ID, &ms, &typ, &outcome, &e.Reason, &e.User, &e.TokenID, &e.Scheme, &e.ClientIP,
-		&e.Method, &e.Host, &e.Path, &status, &e.Actor, &changed, &count, &e.Group, &e.Rule, &top[0], &top[1])
+		&e.Method, &e.Host, &e.Path, &status, &e.Actor, &changed, &count, &e.Group, &e.Rule, &top[0], &top[1],
+		&e.ClaimedUser)
 	if err != nil {
 		return audit.Event{}, err
 	}

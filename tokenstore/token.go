@@ -190,35 +190,44 @@ func validateFilter(f Filter) error {
 }
 
 // validateUser checks a user name. A user travels as the user part of HTTP
-// Basic credentials, so it can't contain ':'.
+// Basic credentials, so it can't contain ':'. It is shown to operators and
+// recorded, so it can't contain control or format characters (bidi
+// overrides, zero width spaces) or look like a token (RedactTokens): the
+// error never quotes a token.
 func validateUser(user string) error {
 	switch {
 	case user == "":
 		return fmt.Errorf("%w: user is required", ErrInvalid)
 	case len(user) > maxUserLen:
 		return fmt.Errorf("%w: user is %d bytes long, more than %d", ErrInvalid, len(user), maxUserLen)
+	case RedactTokens(user) != user:
+		return fmt.Errorf("%w: user looks like an API token (%q): give the user's name", ErrInvalid, RedactTokens(user))
 	case !utf8.ValidString(user):
 		return fmt.Errorf("%w: user %q is not valid UTF-8", ErrInvalid, user)
 	case strings.Contains(user, ":"):
 		return fmt.Errorf("%w: user %q must not contain ':'", ErrInvalid, user)
 	case hasControl(user):
-		return fmt.Errorf("%w: user %q must not contain control characters", ErrInvalid, user)
+		return fmt.Errorf("%w: user %q must not contain control characters or format characters (Unicode Cc, Cf)", ErrInvalid, user)
 	case strings.TrimSpace(user) != user:
 		return fmt.Errorf("%w: user %q must not begin or end with a space", ErrInvalid, user)
 	}
 	return nil
 }
 
+// validateName checks a token's name, held to the rules of a user name
+// but for ':' and spaces.
 func validateName(name string) error {
 	switch {
 	case name == "":
 		return fmt.Errorf("%w: name is required", ErrInvalid)
 	case len(name) > maxNameLen:
 		return fmt.Errorf("%w: name is %d bytes long, more than %d", ErrInvalid, len(name), maxNameLen)
+	case RedactTokens(name) != name:
+		return fmt.Errorf("%w: name looks like an API token (%q): never name a token by its secret", ErrInvalid, RedactTokens(name))
 	case !utf8.ValidString(name):
 		return fmt.Errorf("%w: name %q is not valid UTF-8", ErrInvalid, name)
 	case hasControl(name):
-		return fmt.Errorf("%w: name %q must not contain control characters", ErrInvalid, name)
+		return fmt.Errorf("%w: name %q must not contain control characters or format characters (Unicode Cc, Cf)", ErrInvalid, name)
 	}
 	return nil
 }
@@ -233,6 +242,7 @@ func validateDescription(desc string) error {
 	return nil
 }
 
+// hasControl reports whether s has a control (Cc) or format (Cf) character.
 func hasControl(s string) bool {
-	return strings.ContainsFunc(s, unicode.IsControl)
+	return strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) })
 }
