@@ -156,6 +156,7 @@ type Handler struct {
 	bearerChallenge string
 	userHeaderKey   string // UserHeader in canonical form
 	headerKey       string // Header in canonical form
+	warnedSpoofable int32  // atomic; an int32, as a Handler is copied by value (CaddyModule)
 }
 
 // PathsConfig configures path inspection.
@@ -411,6 +412,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	x.ip, x.ipOK = policy.ParseClientIP(x.clientIP)
+	if viaProxy, _ := vars[caddyhttp.TrustedProxyVarKey].(bool); viaProxy {
+		x.ipOK = h.viaTrustedProxy(r, x.ip) && x.ipOK
+	}
 	if h.throttle != nil {
 		if retry, blocked := h.throttle.Blocked(x.ip, x.now); blocked {
 			if err, stop := h.refuse(&x, refusal{status: http.StatusTooManyRequests, reason: policy.ReasonThrottled, retryAfter: retry}); stop {
@@ -440,7 +444,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	// The token is authentic: the rest is authorisation.
-	for _, ref := range h.authorize(r, x.entry, x.ip, x.ipOK, x.now) {
+	for _, ref := range h.authorize(r, &t, x.entry, x.ip, x.ipOK, x.now) {
 		if err, stop := h.refuse(&x, ref); stop {
 			return err
 		}
@@ -550,8 +554,9 @@ func (c *identityCache) provider(e *tokenstore.Entry) caddy.ReplacerFunc {
 
 // requestPaths are the paths the gate judges a request by: its raw
 // request-target, and the path the backend will get if an earlier handler
-// (rewrite, uri) changed it. Each is read once (policy.Target) for both
-// path inspection and protect.
+// (rewrite, uri) changed it. Each is read once (policy.Target) for path
+// inspection, protect and the token's scope, which all judge the path as
+// the backend resolves it.
 type requestPaths struct {
 	raw       policy.Target
 	rewritten policy.Target // if rewrote
@@ -587,7 +592,7 @@ func (h *Handler) protects(t requestPaths) bool {
 
 // authorize runs the checks a valid token must pass and returns every
 // refusal in order (only the first matters unless report_only).
-func (h *Handler) authorize(r *http.Request, e tokenstore.Entry, ip netip.Addr, ipOK bool, now time.Time) []refusal {
+func (h *Handler) authorize(r *http.Request, t *requestPaths, e tokenstore.Entry, ip netip.Addr, ipOK bool, now time.Time) []refusal {
 	var out []refusal
 	forbid := func(reason policy.Reason) {
 		out = append(out, refusal{status: http.StatusForbidden, reason: reason})
@@ -604,7 +609,7 @@ func (h *Handler) authorize(r *http.Request, e tokenstore.Entry, ip netip.Addr, 
 		}
 	}
 	if e.Scope != nil {
-		if reason := e.Scope.Check(r.Method, hostOnly(r.Host), caddyhttp.CleanPath(r.URL.Path, true)); reason != policy.ReasonOK {
+		if reason := checkScope(e.Scope, r, t); reason != policy.ReasonOK {
 			forbid(reason)
 		}
 	}
@@ -621,6 +626,19 @@ func (h *Handler) authorize(r *http.Request, e tokenstore.Entry, ip netip.Addr, 
 		}
 	}
 	return out
+}
+
+// checkScope judges a token's scope on the path as the backend resolves
+// it (policy.Target.Resolved, the value protect and the path rules see),
+// not on Caddy's cleaned path, which keeps ";params" and "\": those let
+// /rest/api/..;/..;/secure pass a /rest/api/* scope. If an earlier handler
+// rewrote the path, both the raw and the rewritten path must be in scope.
+func checkScope(s *policy.CompiledScope, r *http.Request, t *requestPaths) policy.Reason {
+	host := hostOnly(r.Host)
+	if reason := s.Check(r.Method, host, t.raw.Resolved()); reason != policy.ReasonOK || !t.rewrote {
+		return reason
+	}
+	return s.Check(r.Method, host, t.rewritten.Resolved())
 }
 
 // authFailed handles a request whose credential did not authenticate: it
