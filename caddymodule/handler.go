@@ -49,7 +49,8 @@ const (
 //
 //	425  TLS early data (0-RTT): the client IP is not yet verified
 //	400  the request-target fails path inspection (before authentication)
-//	429  the client IP failed authentication too often (Retry-After)
+//	429  the client IP, as the user it claims, or the client IP alone
+//	     failed authentication too often (Retry-After)
 //	401  no credentials, a malformed one, an unknown, expired or revoked
 //	     token, a token presented with another user's name, or a password
 //	     while passwords are blocked (or come from outside pass_from);
@@ -177,8 +178,11 @@ type PathsConfig struct {
 type ThrottleConfig struct {
 	// Off turns throttling off. Default: false.
 	Off bool `json:"off,omitempty"`
-	// Failures from one client IP within Window that block it.
-	// Default: 10.
+	// Failures from one client IP as one user name (or without one, as
+	// with a Bearer token) within Window that block that pair; five times
+	// as many from the client IP, whatever the user names, block the IP.
+	// A client whose IP did not parse is counted by user name alone, and
+	// not at all without one. Default: 10.
 	MaxFailures int `json:"max_failures,omitempty"`
 	// The window failures are counted in. Default: 1m.
 	Window caddy.Duration `json:"window,omitempty"`
@@ -415,15 +419,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if viaProxy, _ := vars[caddyhttp.TrustedProxyVarKey].(bool); viaProxy {
 		x.ipOK = h.viaTrustedProxy(r, x.ip) && x.ipOK
 	}
+	isToken, found, err := h.lookup(&x)
+	// The throttle keys on the address and the user name the credential
+	// claims, so it is asked once the credential is read.
 	if h.throttle != nil {
-		if retry, blocked := h.throttle.Blocked(x.ip, x.now); blocked {
+		if retry, blocked := h.throttle.Blocked(x.ip, x.cred.User, x.now); blocked {
 			if err, stop := h.refuse(&x, refusal{status: http.StatusTooManyRequests, reason: policy.ReasonThrottled, retryAfter: retry}); stop {
 				return err
 			}
 		}
 	}
-
-	isToken, found, err := h.lookup(&x)
 	switch {
 	case err != nil:
 		return h.authFailed(&x, policy.ReasonMalformedHeader)
@@ -433,7 +438,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.authFailed(&x, policy.ReasonMalformedToken)
 	case !isToken && h.Passwords == PasswordsPass && (len(h.passFrom) == 0 || policy.CheckIP(x.ip, x.ipOK, h.passFrom) == policy.ReasonOK):
 		h.record(&x, audit.TypePasswordPassedOn, audit.OutcomePassed, policy.ReasonPasswordPassed, 0, "")
-		return h.passPassword(w, r, next, x.ip)
+		return h.passPassword(w, r, next, x.ip, x.cred.User)
 	case !isToken:
 		return h.authFailed(&x, policy.ReasonPasswordBlocked)
 	}
@@ -642,11 +647,11 @@ func checkScope(s *policy.CompiledScope, r *http.Request, t *requestPaths) polic
 }
 
 // authFailed handles a request whose credential did not authenticate: it
-// counts the failure against the client IP and refuses with 401 (or, with
+// counts the failure against the client IP and claimed user and refuses with 401 (or, with
 // report_only, lets the request go on without an identity).
 func (h *Handler) authFailed(x *exchange, reason policy.Reason) error {
 	if h.throttle != nil && reason != policy.ReasonNoCredentials {
-		h.throttle.Fail(x.ip, x.now)
+		h.throttle.Fail(x.ip, x.cred.User, x.now)
 	}
 	err, stop := h.refuse(x, refusal{status: http.StatusUnauthorized, reason: reason})
 	if stop {
@@ -656,9 +661,9 @@ func (h *Handler) authFailed(x *exchange, reason policy.Reason) error {
 }
 
 // passPassword hands a password request on; if the backend answers 401,
-// the failure counts against the client IP, so password guessing through
-// the gate is throttled too.
-func (h *Handler) passPassword(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ip netip.Addr) error {
+// the failure counts against the client IP and user, so password guessing
+// through the gate is throttled too.
+func (h *Handler) passPassword(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ip netip.Addr, user string) error {
 	if h.throttle == nil {
 		return next.ServeHTTP(w, r)
 	}
@@ -666,7 +671,7 @@ func (h *Handler) passPassword(w http.ResponseWriter, r *http.Request, next cadd
 	err := next.ServeHTTP(rec, r)
 	var he caddyhttp.HandlerError
 	if rec.status == http.StatusUnauthorized || (errors.As(err, &he) && he.StatusCode == http.StatusUnauthorized) {
-		h.throttle.Fail(ip, h.app.now())
+		h.throttle.Fail(ip, user, h.app.now())
 	}
 	return err
 }
