@@ -111,6 +111,15 @@ type Handler struct {
 	// client can never choose its own identity. Default: none.
 	UserHeader string `json:"user_header,omitempty"`
 
+	// How user_header carries the user name: `raw` (as it is, UTF-8: right
+	// for Go backends), `percent` (non-ASCII bytes, "%" and "+"
+	// percent-encoded: for Java servlet containers such as Jira,
+	// Confluence and Bitbucket, and Python WSGI, which read header values
+	// as ISO-8859-1; the backend percent-decodes the value as UTF-8) or
+	// `rfc8187` (UTF-8'' and the percent-encoded name, as an RFC 8187
+	// ext-value). See UserEncoding. Default: `raw`.
+	UserHeaderEncoding UserEncoding `json:"user_header_encoding,omitempty"`
+
 	// Only requests whose path matches one of these patterns need a token;
 	// the others are inspected (block_paths) and go on untouched. Patterns
 	// are in Caddy's path-matcher syntax but matched on the path as the
@@ -339,6 +348,12 @@ func (h *Handler) Validate() error {
 		if strings.EqualFold(h.UserHeader, "Authorization") || strings.EqualFold(h.UserHeader, h.Header) {
 			return fmt.Errorf("user_header %q: must differ from the headers that carry credentials", h.UserHeader)
 		}
+	}
+	if !h.UserHeaderEncoding.valid() {
+		return fmt.Errorf("user_header_encoding %q: must be %q, %q or %q", h.UserHeaderEncoding, UserEncodingRaw, UserEncodingPercent, UserEncodingRFC8187)
+	}
+	if h.UserHeaderEncoding != "" && h.UserHeader == "" {
+		return fmt.Errorf("user_header_encoding %q needs user_header", h.UserHeaderEncoding)
 	}
 	if h.Query != "" && strings.ContainsAny(h.Query, "&=#? ") {
 		return fmt.Errorf("query %q: not a valid parameter name", h.Query)
@@ -938,6 +953,7 @@ func (h *Handler) forward(r *http.Request, scheme policy.Scheme, user string) {
 		}
 	}
 	if h.userHeaderKey != "" { // never key: Validate sees to that
+		user = h.UserHeaderEncoding.encode(user)
 		if len(spare) == 0 {
 			r.Header[h.userHeaderKey] = []string{user}
 		} else {

@@ -436,6 +436,11 @@ http://localhost:9080 {
 	if status, _, _ := from(t, tester, "192.0.2.51", "GET", siteURL+"/", "Authorization", basicAuth("alice", "right")); status != 200 {
 		t.Errorf("another client: %d, want 200", status)
 	}
+	// Failures count per address and user: another user behind the same
+	// address (a NAT) is not locked out.
+	if status, hdr, body := from(t, tester, "192.0.2.50", "GET", siteURL+"/", "Authorization", basicAuth("bob", "right")); status != 200 {
+		t.Errorf("another user from the same address: %d %q %v, want 200", status, body, hdr)
+	}
 }
 
 func TestPolicyUserHeader(t *testing.T) {
@@ -649,6 +654,56 @@ http://localhost:9080 {
 						t.Errorf("%d %q, want %d", resp.StatusCode, body, tt.status)
 					}
 				})
+			}
+		})
+	}
+}
+
+// TestPolicyUserHeaderEncoding: user_header can encode a UTF-8 user name
+// for backends that read header values as ISO-8859-1.
+func TestPolicyUserHeaderEncoding(t *testing.T) {
+	dir := t.TempDir()
+	tester := startGate(t, fmt.Sprintf(`{
+	`+testGlobals+`
+	api_tokens {
+		database %s
+	}
+}
+http://localhost:9080 {
+	handle /raw/* {
+		api_token {
+			user_header X-Remote-User
+			throttle off
+		}
+		respond "remote=[{header.X-Remote-User}]"
+	}
+	handle /percent/* {
+		api_token {
+			user_header X-Remote-User percent
+			throttle off
+		}
+		respond "remote=[{header.X-Remote-User}]"
+	}
+	handle /rfc8187/* {
+		api_token {
+			user_header X-Remote-User rfc8187
+			throttle off
+		}
+		respond "remote=[{header.X-Remote-User}]"
+	}
+}
+`, filepath.Join(dir, "t.db")))
+	tok := createToken(t, tester, `{"user":"jürgen","name":"ci"}`)
+	tests := []struct{ path, body string }{
+		{"/raw/x", "remote=[jürgen]"},
+		{"/percent/x", "remote=[j%C3%BCrgen]"},
+		{"/rfc8187/x", "remote=[UTF-8''j%C3%BCrgen]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			status, _, body := do(t, tester, http.MethodGet, siteURL+tt.path, "", "Authorization", "Bearer "+tok.Token)
+			if status != 200 || body != tt.body {
+				t.Errorf("%d %q, want 200 %q", status, body, tt.body)
 			}
 		})
 	}
