@@ -499,8 +499,8 @@ type exchange struct {
 	next     caddyhttp.Handler
 	now      time.Time
 	clientIP string     // Caddy's client IP (trusted_proxies applied)
-	ip       netip.Addr // clientIP parsed; ipOK false if it did not parse,
-	ipOK     bool       // or stands in for a trusted proxy's unread client IP header
+	ip       netip.Addr // clientIP parsed; ipOK false if it did not parse or is a trusted proxy's own address standing in for a client IP header it could not read (unreadChain)
+	ipOK     bool
 	cred     policy.Credential // its scheme and, for Basic, user: never the secret
 	entry    tokenstore.Entry  // the token, once looked up
 }
