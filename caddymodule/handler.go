@@ -652,7 +652,8 @@ func (h *Handler) authorize(r *http.Request, t *requestPaths, e tokenstore.Entry
 // it (policy.Target.Resolved, the value protect and the path rules see),
 // not on Caddy's cleaned path, which keeps ";params" and "\": those let
 // /rest/api/..;/..;/secure pass a /rest/api/* scope. If an earlier handler
-// rewrote the path, both the raw and the rewritten path must be in scope.
+// changed the URL's path but not the request-target (see targets), both
+// must be in scope.
 func checkScope(s *policy.CompiledScope, r *http.Request, t *requestPaths) policy.Reason {
 	host := hostOnly(r.Host)
 	if reason := s.Check(r.Method, host, t.raw.Resolved()); reason != policy.ReasonOK || !t.rewrote {

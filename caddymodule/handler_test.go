@@ -485,3 +485,32 @@ func TestHandlerThrottleKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckScopeRewritten: when an earlier handler changed r.URL but not
+// the request-target, a token's paths scope must hold for both.
+func TestCheckScopeRewritten(t *testing.T) {
+	scope, err := policy.CompileScope(policy.Scope{Paths: []string{"/rest/api/*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, target, path string
+		want               policy.Reason
+	}{
+		{"not rewritten", "/rest/api/2/myself", "/rest/api/2/myself", policy.ReasonOK},
+		{"both in scope", "/rest/api/a", "/rest/api/b", policy.ReasonOK},
+		{"rewritten out of scope", "/rest/api/a", "/secure/admin/users", policy.ReasonPathNotAllowed},
+		{"raw out of scope", "/alias", "/rest/api/2/myself", policy.ReasonPathNotAllowed},
+		{"raw traversal", "/rest/api/..;/..;/secure", "/rest/api/x", policy.ReasonPathNotAllowed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, tt.target, nil)
+			r.URL.Path, r.URL.RawPath = tt.path, ""
+			paths := targets(r)
+			if got := checkScope(&scope, r, &paths); got != tt.want {
+				t.Errorf("checkScope = %q, want %q (rewrote %v)", got, tt.want, paths.rewrote)
+			}
+		})
+	}
+}

@@ -547,11 +547,15 @@ func TestPolicyScopeResolvedPath(t *testing.T) {
 	}
 }
 http://localhost:9080 {
-	api_token {
-		block_paths off
-		throttle off
+	route {
+		rewrite /rest/api/alias /secure/admin/users
+		rewrite /alias /rest/api/2/myself
+		api_token {
+			block_paths off
+			throttle off
+		}
+		respond "user={http.auth.user.id}" 200
 	}
-	respond "user={http.auth.user.id}" 200
 }
 `, filepath.Join(dir, "t.db")))
 	tok := createToken(t, tester, `{"user":"alice","name":"api","paths":["/rest/api/*"]}`)
@@ -567,6 +571,11 @@ http://localhost:9080 {
 		{"encoded slash traversal", "/rest/api%2f..%2f..%2fsecure/admin/users", 403},
 		{"backslash traversal", `/rest/api/..\..\secure/admin/users`, 403},
 		{"out of scope", "/secure/admin/users", 403},
+		// Caddy's rewrite replaces the request-target: the scope judges
+		// the path the backend gets (TestCheckScopeRewritten covers a
+		// handler that changes only r.URL).
+		{"rewritten out of scope", "/rest/api/alias", 403},
+		{"rewritten into scope", "/alias", 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
