@@ -434,11 +434,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if viaProxy, _ := vars[caddyhttp.TrustedProxyVarKey].(bool); viaProxy {
 		x.ipOK = h.viaTrustedProxy(r, x.ip) && x.ipOK
 	}
-	isToken, found, err := h.lookup(&x)
-	// The throttle keys on the address and the user name the credential
-	// claims, so it is asked once the credential is read.
+	// The throttle is asked twice: about the address before the
+	// credential is read, so that a blocked address costs no lookup, and
+	// about the address and the user name the credential claims after.
+	addrBlocked := false
 	if h.throttle != nil {
-		if retry, blocked := h.throttle.Blocked(x.ip, x.cred.User, x.now); blocked {
+		var retry time.Duration
+		if retry, addrBlocked = h.throttle.BlockedAddress(x.ip, x.now); addrBlocked {
+			if err, stop := h.refuse(&x, refusal{status: http.StatusTooManyRequests, reason: policy.ReasonThrottled, retryAfter: retry}); stop {
+				return err
+			}
+		}
+	}
+	isToken, found, err := h.lookup(&x)
+	if h.throttle != nil && !addrBlocked {
+		if retry, blocked := h.throttle.BlockedUser(x.ip, x.cred.User, x.now); blocked {
 			if err, stop := h.refuse(&x, refusal{status: http.StatusTooManyRequests, reason: policy.ReasonThrottled, retryAfter: retry}); stop {
 				return err
 			}

@@ -251,26 +251,44 @@ func NewThrottle(c ThrottleConfig) *Throttle {
 
 // Blocked reports whether ip, claiming user ("" for none), is blocked at
 // now and, if so, how long until it may try again (round it up to whole
-// seconds for a Retry-After header): if its address is, or its address
-// with that user name. It is meant to run on every request, so it is
-// cheap and does not allocate: one atomic load for the address when
-// nothing in its shard is blocked, and one for the user name when no user
-// key is blocked at all (else a hash of the name); each key found
-// possibly blocked costs one shard lock and one lookup.
+// seconds for a Retry-After header): if its address is (BlockedAddress),
+// or its address with that user name (BlockedUser). Neither allocates.
 func (t *Throttle) Blocked(ip netip.Addr, user string, now time.Time) (retryAfter time.Duration, blocked bool) {
-	if t.maxFailures < 0 {
+	a, _ := t.BlockedAddress(ip, now)
+	u, _ := t.BlockedUser(ip, user, now)
+	return max(a, u), a > 0 || u > 0
+}
+
+// BlockedAddress is Blocked for ip's address alone, whatever the user
+// name: a caller can refuse a blocked address before it reads the
+// credential. It costs one atomic load when nothing in the address's
+// shard is blocked, else one shard lock and one lookup.
+func (t *Throttle) BlockedAddress(ip netip.Addr, now time.Time) (retryAfter time.Duration, blocked bool) {
+	addr, ok := addrKey(ip)
+	if t.maxFailures < 0 || !ok {
+		return 0, false
+	}
+	n := now.UnixNano()
+	if until := t.blockedUntil(addr, n); n < until {
+		return time.Duration(until - n), true
+	}
+	return 0, false
+}
+
+// BlockedUser is Blocked for ip's address with user alone (or user alone,
+// for an invalid ip). It costs one atomic load when no user key is
+// blocked at all, else a hash of the name, and, if the key's shard holds
+// a block, one shard lock and one lookup.
+func (t *Throttle) BlockedUser(ip netip.Addr, user string, now time.Time) (retryAfter time.Duration, blocked bool) {
+	n := now.UnixNano()
+	if t.maxFailures < 0 || n >= t.lastUserUnblock.Load() {
 		return 0, false
 	}
 	addr, hasAddr := addrKey(ip)
-	n := now.UnixNano()
-	var until int64
-	if hasAddr {
-		until = t.blockedUntil(addr, n)
+	if !hasAddr && user == "" {
+		return 0, false
 	}
-	if (hasAddr || user != "") && n < t.lastUserUnblock.Load() {
-		until = max(until, t.blockedUntil(t.userKey(addr, hasAddr, user), n))
-	}
-	if n < until {
+	if until := t.blockedUntil(t.userKey(addr, hasAddr, user), n); n < until {
 		return time.Duration(until - n), true
 	}
 	return 0, false

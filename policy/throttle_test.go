@@ -613,6 +613,12 @@ func TestThrottleUsers(t *testing.T) {
 		blocked(t, th, nat, "alice", false)
 		blocked(t, th, nat, "", false)
 		blocked(t, th, other, "git-bot", false)
+		if _, b := th.BlockedAddress(nat, throttleT0); b {
+			t.Error("BlockedAddress = true for an address with one blocked user")
+		}
+		if _, b := th.BlockedUser(nat, "Git-Bot", throttleT0); !b {
+			t.Error("BlockedUser = false for the blocked user")
+		}
 	})
 
 	t.Run("the address ceiling stops a guesser rotating user names", func(t *testing.T) {
@@ -628,6 +634,12 @@ func TestThrottleUsers(t *testing.T) {
 		blocked(t, th, nat, "alice", true)
 		blocked(t, th, nat, "", true)
 		blocked(t, th, other, "alice", false)
+		if d, b := th.BlockedAddress(nat, throttleT0); !b || d != 5*time.Minute {
+			t.Errorf("BlockedAddress = %v, %v", d, b)
+		}
+		if _, b := th.BlockedUser(nat, "alice", throttleT0); b {
+			t.Error("BlockedUser = true for a user that never failed")
+		}
 	})
 
 	t.Run("configured address ceiling", func(t *testing.T) {
