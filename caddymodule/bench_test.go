@@ -120,9 +120,9 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 	h.limiter = policy.NewRateLimiter(0)
 	h.rate = policy.Rate{Events: 1 << 30, Per: time.Second}
 	throttled := *h
-	throttled.throttle = policy.NewThrottle(policy.ThrottleConfig{MaxFailures: 10, Window: time.Minute, Cooldown: 5 * time.Minute})
+	throttled.throttle = policy.NewThrottle(policy.ThrottleConfig{MaxFailures: 10, MaxFailuresPerAddress: 10, Window: time.Minute, Cooldown: 5 * time.Minute})
 	for range 10 {
-		throttled.throttle.Fail(g.throttleIP, clock.Now())
+		throttled.throttle.Fail(g.throttleIP, "", clock.Now())
 	}
 	g.throttled = &throttled
 	stripped := *h

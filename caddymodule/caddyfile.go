@@ -80,7 +80,7 @@ func (h *Handler) identityOption() string {
 //	    header            <name>
 //	    query             <param>
 //	    strip_credentials
-//	    user_header       <name>
+//	    user_header       <name> [raw|percent|rfc8187]
 //	    protect           <pattern...>
 //	    allow_ips         <cidr...>
 //	    block_paths       off
@@ -140,8 +140,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("passwords %q: must be %q, %q or pass_from <cidr...>", mode, PasswordsBlock, PasswordsPass)
 			}
 		case "user_header":
-			if !d.AllArgs(&h.UserHeader) {
+			args := d.RemainingArgs()
+			if len(args) == 0 || len(args) > 2 {
 				return d.ArgErr()
+			}
+			h.UserHeader = args[0]
+			if len(args) == 2 {
+				h.UserHeaderEncoding = UserEncoding(args[1])
+				if h.UserHeaderEncoding == "" || !h.UserHeaderEncoding.valid() {
+					return d.Errf("user_header encoding %q: must be %q, %q or %q", args[1], UserEncodingRaw, UserEncodingPercent, UserEncodingRFC8187)
+				}
 			}
 		case "protect":
 			h.Protect = d.RemainingArgs()

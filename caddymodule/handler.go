@@ -53,7 +53,8 @@ const (
 //
 //	425  TLS early data (0-RTT): the client IP is not yet verified
 //	400  the request-target fails path inspection (before authentication)
-//	429  the client IP failed authentication too often (Retry-After)
+//	429  the client IP, as the user it claims, or the client IP alone
+//	     failed authentication too often (Retry-After)
 //	503  the token store could not be read for longer than the app's
 //	     stale_after, so a change made elsewhere might not have reached
 //	     this server (every request that needs a token)
@@ -131,6 +132,15 @@ type Handler struct {
 	// Default: none.
 	UserHeader string `json:"user_header,omitempty"`
 
+	// How user_header carries the user name: `raw` (as it is, UTF-8: right
+	// for Go backends), `percent` (non-ASCII bytes, "%" and "+"
+	// percent-encoded: for Java servlet containers such as Jira,
+	// Confluence and Bitbucket, and Python WSGI, which read header values
+	// as ISO-8859-1; the backend percent-decodes the value as UTF-8) or
+	// `rfc8187` (UTF-8'' and the percent-encoded name, as an RFC 8187
+	// ext-value). See UserEncoding. Default: `raw`.
+	UserHeaderEncoding UserEncoding `json:"user_header_encoding,omitempty"`
+
 	// Only requests whose path matches one of these patterns need a token;
 	// the others are inspected (block_paths) and go on untouched, unless
 	// they carry a token (or something shaped like one), which is judged
@@ -191,6 +201,7 @@ type Handler struct {
 	bearerRevoked   string
 	userHeaderKey   string // UserHeader in canonical form
 	headerKey       string // Header in canonical form
+	warnedSpoofable int32  // atomic; an int32, as a Handler is copied by value (CaddyModule)
 }
 
 // PathsConfig configures path inspection.
@@ -211,8 +222,11 @@ type PathsConfig struct {
 type ThrottleConfig struct {
 	// Off turns throttling off. Default: false.
 	Off bool `json:"off,omitempty"`
-	// Failures from one client IP within Window that block it.
-	// Default: 10.
+	// Failures from one client IP as one user name (or without one, as
+	// with a Bearer token) within Window that block that pair; five times
+	// as many from the client IP, whatever the user names, block the IP.
+	// A client whose IP did not parse is counted by user name alone, and
+	// not at all without one. Default: 10.
 	MaxFailures int `json:"max_failures,omitempty"`
 	// The window failures are counted in. Default: 1m.
 	Window caddy.Duration `json:"window,omitempty"`
@@ -379,6 +393,12 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("user_header %q: must differ from the headers that carry credentials", h.UserHeader)
 		}
 	}
+	if !h.UserHeaderEncoding.valid() {
+		return fmt.Errorf("user_header_encoding %q: must be %q, %q or %q", h.UserHeaderEncoding, UserEncodingRaw, UserEncodingPercent, UserEncodingRFC8187)
+	}
+	if h.UserHeaderEncoding != "" && h.UserHeader == "" {
+		return fmt.Errorf("user_header_encoding %q needs user_header", h.UserHeaderEncoding)
+	}
 	if h.Query != "" && strings.ContainsAny(h.Query, "&=#? ") {
 		return fmt.Errorf("query %q: not a valid parameter name", h.Query)
 	}
@@ -463,8 +483,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	x.ip, x.ipOK = policy.ParseClientIP(x.clientIP)
+	if viaProxy, _ := vars[caddyhttp.TrustedProxyVarKey].(bool); viaProxy {
+		x.ipOK = h.viaTrustedProxy(r, x.ip) && x.ipOK
+	}
+	// The throttle is asked twice: about the address before the
+	// credential is read, so that a blocked address costs no lookup, and
+	// about the address and the user name the credential claims after.
+	addrBlocked := false
 	if h.throttle != nil {
-		if retry, blocked := h.throttle.Blocked(x.ip, x.now); blocked {
+		var retry time.Duration
+		if retry, addrBlocked = h.throttle.BlockedAddress(x.ip, x.now); addrBlocked {
 			if err, stop := h.refuse(&x, refusal{status: http.StatusTooManyRequests, reason: policy.ReasonThrottled, retryAfter: retry}); stop {
 				return err
 			}
@@ -478,10 +506,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	reason, found := h.lookup(&x)
+	if h.throttle != nil && !addrBlocked {
+		if retry, blocked := h.throttle.BlockedUser(x.ip, x.cred.User, x.now); blocked {
+			if err, stop := h.refuse(&x, refusal{status: http.StatusTooManyRequests, reason: policy.ReasonThrottled, retryAfter: retry}); stop {
+				return err
+			}
+		}
+	}
 	switch {
 	case reason == policy.ReasonPasswordBlocked && h.Passwords == PasswordsPass && (len(h.passFrom) == 0 || policy.CheckIP(x.ip, x.ipOK, h.passFrom) == policy.ReasonOK):
 		h.record(&x, audit.TypePasswordPassedOn, audit.OutcomePassed, policy.ReasonPasswordPassed, 0, "")
-		return h.passPassword(w, r, next, x.ip)
+		return h.passPassword(w, r, next, x.ip, x.cred.User)
 	case reason != policy.ReasonOK:
 		return h.authFailed(&x, reason)
 	}
@@ -492,7 +527,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	// The token is authentic: the rest is authorisation.
-	for _, ref := range h.authorize(r, t, x.entry, x.ip, x.ipOK, x.now) {
+	for _, ref := range h.authorize(r, &t, x.entry, x.ip, x.ipOK, x.now) {
 		if err, stop := h.refuse(&x, ref); stop {
 			return err
 		}
@@ -527,7 +562,7 @@ type exchange struct {
 	next     caddyhttp.Handler
 	now      time.Time
 	clientIP string     // Caddy's client IP (trusted_proxies applied)
-	ip       netip.Addr // clientIP parsed; ipOK false if it did not parse
+	ip       netip.Addr // clientIP parsed; ipOK false if it did not parse or is a trusted proxy's own address standing in for a client IP header it could not read (unreadChain)
 	ipOK     bool
 	cred     policy.Credential // its scheme and, for Basic, user: never the secret
 	entry    tokenstore.Entry  // the token, once looked up
@@ -602,8 +637,9 @@ func (c *identityCache) provider(e *tokenstore.Entry) caddy.ReplacerFunc {
 
 // requestPaths are the paths the gate judges a request by: its raw
 // request-target, and the path the backend will get if an earlier handler
-// (rewrite, uri) changed it. Each is read once (policy.Target) for both
-// path inspection and protect.
+// (rewrite, uri) changed it. Each is read once (policy.Target) for path
+// inspection, protect and the token's scope, which all judge the path as
+// the backend resolves it.
 type requestPaths struct {
 	raw       policy.Target
 	rewritten policy.Target // if rewrote
@@ -639,7 +675,7 @@ func (h *Handler) protects(t requestPaths) bool {
 
 // authorize runs the checks a valid token must pass and returns every
 // refusal in order (only the first matters unless report_only).
-func (h *Handler) authorize(r *http.Request, t requestPaths, e tokenstore.Entry, ip netip.Addr, ipOK bool, now time.Time) []refusal {
+func (h *Handler) authorize(r *http.Request, t *requestPaths, e tokenstore.Entry, ip netip.Addr, ipOK bool, now time.Time) []refusal {
 	var out []refusal
 	forbid := func(reason policy.Reason) {
 		out = append(out, refusal{status: http.StatusForbidden, reason: reason})
@@ -681,16 +717,32 @@ func (h *Handler) authorize(r *http.Request, t requestPaths, e tokenstore.Entry,
 // request as that method. Every verdict must pass, so a read-only token's
 // GET with `X-HTTP-Method-Override: DELETE` is refused; the headers go on
 // untouched for a token allowed both.
-func (h *Handler) checkScope(r *http.Request, t requestPaths, s *policy.CompiledScope) policy.Reason {
-	host, path := hostOnly(r.Host), caddyhttp.CleanPath(r.URL.Path, true)
-	reason := s.Check(r.Method, host, path, h.read(s, r, t, r.Method))
+//
+// The path judged is the path as the backend resolves it
+// (policy.Target.Resolved, the value protect and the path rules see), not
+// Caddy's cleaned path, which keeps ";params" and "\": those let
+// /rest/api/..;/..;/secure pass a /rest/api/* scope. If an earlier handler
+// changed the URL's path but not the request-target (see targets), both
+// must be in scope.
+func (h *Handler) checkScope(r *http.Request, t *requestPaths, s *policy.CompiledScope) policy.Reason {
+	host, raw, rewritten := hostOnly(r.Host), t.raw.Resolved(), ""
+	if t.rewrote {
+		rewritten = t.rewritten.Resolved()
+	}
+	judge := func(method string) policy.Reason {
+		read := h.read(s, r, t, method)
+		if reason := s.Check(method, host, raw, read); reason != policy.ReasonOK || !t.rewrote {
+			return reason
+		}
+		return s.Check(method, host, rewritten, read)
+	}
+	reason := judge(r.Method)
 	for _, key := range policy.MethodOverrideHeaders {
 		for _, v := range r.Header[key] {
 			if reason != policy.ReasonOK {
 				return reason
 			}
-			m := policy.OverriddenMethod(v)
-			reason = s.Check(m, host, path, h.read(s, r, t, m))
+			reason = judge(policy.OverriddenMethod(v))
 		}
 	}
 	return reason
@@ -699,7 +751,7 @@ func (h *Handler) checkScope(r *http.Request, t requestPaths, s *policy.Compiled
 // read reports whether the request, run as method, only reads
 // (policy.Reads), judged on the path and query the backend will get. Only
 // a read-only scope asks: for any other it is false and costs nothing.
-func (h *Handler) read(s *policy.CompiledScope, r *http.Request, t requestPaths, method string) bool {
+func (h *Handler) read(s *policy.CompiledScope, r *http.Request, t *requestPaths, method string) bool {
 	if !s.ReadOnly() {
 		return false
 	}
@@ -711,11 +763,11 @@ func (h *Handler) read(s *policy.CompiledScope, r *http.Request, t requestPaths,
 }
 
 // authFailed handles a request whose credential did not authenticate: it
-// counts the failure against the client IP and refuses with 401 (or, with
+// counts the failure against the client IP and claimed user and refuses with 401 (or, with
 // report_only, lets the request go on without an identity).
 func (h *Handler) authFailed(x *exchange, reason policy.Reason) error {
 	if h.throttle != nil && reason != policy.ReasonNoCredentials {
-		h.throttle.Fail(x.ip, x.now)
+		h.throttle.Fail(x.ip, x.cred.User, x.now)
 	}
 	err, stop := h.refuse(x, refusal{status: http.StatusUnauthorized, reason: reason})
 	if stop {
@@ -725,9 +777,9 @@ func (h *Handler) authFailed(x *exchange, reason policy.Reason) error {
 }
 
 // passPassword hands a password request on; if the backend answers 401,
-// the failure counts against the client IP, so password guessing through
-// the gate is throttled too.
-func (h *Handler) passPassword(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ip netip.Addr) error {
+// the failure counts against the client IP and user, so password guessing
+// through the gate is throttled too.
+func (h *Handler) passPassword(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ip netip.Addr, user string) error {
 	if h.throttle == nil {
 		return next.ServeHTTP(w, r)
 	}
@@ -735,7 +787,7 @@ func (h *Handler) passPassword(w http.ResponseWriter, r *http.Request, next cadd
 	err := next.ServeHTTP(rec, r)
 	var he caddyhttp.HandlerError
 	if rec.status == http.StatusUnauthorized || (errors.As(err, &he) && he.StatusCode == http.StatusUnauthorized) {
-		h.throttle.Fail(ip, h.app.now())
+		h.throttle.Fail(ip, user, h.app.now())
 	}
 	return err
 }
@@ -1252,6 +1304,7 @@ func (h *Handler) forward(r *http.Request, scheme policy.Scheme, user string) {
 		}
 	}
 	if h.userHeaderKey != "" { // never key: Validate sees to that
+		user = h.UserHeaderEncoding.encode(user)
 		if len(spare) == 0 {
 			r.Header[h.userHeaderKey] = []string{user}
 		} else {

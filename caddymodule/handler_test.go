@@ -508,3 +508,80 @@ func TestIdentityCacheCollision(t *testing.T) {
 		t.Errorf("a cached token got a new identity")
 	}
 }
+
+// TestHandlerThrottleKeys: the throttle counts failures per client IP and
+// claimed user, so one client that keeps failing as one user does not
+// lock out the others behind its address; and clients whose address did
+// not parse (a unix socket front proxy Caddy does not trust) do not all
+// share one count.
+func TestHandlerThrottleKeys(t *testing.T) {
+	for _, clientIP := range []string{"203.0.113.5", "", "@"} {
+		t.Run("client_ip="+clientIP, func(t *testing.T) {
+			h, st, clock, _ := testHandler(t)
+			h.throttle = policy.NewThrottle(policy.ThrottleConfig{MaxFailures: 2})
+			_, secret, err := st.Create(context.Background(), tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			send := func(authz string) int {
+				t.Helper()
+				req := httptest.NewRequest(http.MethodGet, "/rest/x", nil)
+				req.Header.Set("Authorization", authz)
+				w := httptest.NewRecorder()
+				req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), w, nil)
+				caddyhttp.SetVar(req.Context(), caddyhttp.ClientIPVarKey, clientIP)
+				next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+					w.WriteHeader(http.StatusNoContent)
+					return nil
+				})
+				if err := h.ServeHTTP(w, req, next); err != nil {
+					t.Fatal(err)
+				}
+				return w.Code
+			}
+			for i := range 2 {
+				if code := send(basicAuth("mallory", "guess")); code != http.StatusUnauthorized {
+					t.Fatalf("failure %d: %d", i+1, code)
+				}
+			}
+			if code := send(basicAuth("mallory", "guess")); code != http.StatusTooManyRequests {
+				t.Errorf("mallory after 2 failures: %d, want 429", code)
+			}
+			if code := send(basicAuth("alice", secret)); code != http.StatusNoContent {
+				t.Errorf("alice from the same address: %d, want 204", code)
+			}
+			if code := send("Bearer " + secret); code != http.StatusNoContent {
+				t.Errorf("a Bearer token from the same address: %d, want 204", code)
+			}
+		})
+	}
+}
+
+// TestCheckScopeRewritten: when an earlier handler changed r.URL but not
+// the request-target, a token's paths scope must hold for both.
+func TestCheckScopeRewritten(t *testing.T) {
+	scope, err := policy.CompileScope(policy.Scope{Paths: []string{"/rest/api/*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, target, path string
+		want               policy.Reason
+	}{
+		{"not rewritten", "/rest/api/2/myself", "/rest/api/2/myself", policy.ReasonOK},
+		{"both in scope", "/rest/api/a", "/rest/api/b", policy.ReasonOK},
+		{"rewritten out of scope", "/rest/api/a", "/secure/admin/users", policy.ReasonPathNotAllowed},
+		{"raw out of scope", "/alias", "/rest/api/2/myself", policy.ReasonPathNotAllowed},
+		{"raw traversal", "/rest/api/..;/..;/secure", "/rest/api/x", policy.ReasonPathNotAllowed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, tt.target, nil)
+			r.URL.Path, r.URL.RawPath = tt.path, ""
+			paths := targets(r)
+			if got := new(Handler).checkScope(r, &paths, &scope); got != tt.want {
+				t.Errorf("checkScope = %q, want %q (rewrote %v)", got, tt.want, paths.rewrote)
+			}
+		})
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -507,6 +508,11 @@ http://localhost:9080 {
 	if status, _, _ := from(t, tester, "192.0.2.51", "GET", siteURL+"/", "Authorization", basicAuth("alice", "right")); status != 200 {
 		t.Errorf("another client: %d, want 200", status)
 	}
+	// Failures count per address and user: another user behind the same
+	// address (a NAT) is not locked out.
+	if status, hdr, body := from(t, tester, "192.0.2.50", "GET", siteURL+"/", "Authorization", basicAuth("bob", "right")); status != 200 {
+		t.Errorf("another user from the same address: %d %q %v, want 200", status, body, hdr)
+	}
 }
 
 func TestPolicyUserHeader(t *testing.T) {
@@ -597,5 +603,189 @@ func TestHandlerTooEarly(t *testing.T) {
 	var he caddyhttp.HandlerError
 	if !errors.As(err, &he) || he.StatusCode != http.StatusTooEarly {
 		t.Errorf("error = %v, want 425", err)
+	}
+}
+
+// TestPolicyScopeResolvedPath: a token's paths scope judges the path as
+// the backend resolves it, as protect does, so a traversal that Caddy's
+// cleaning leaves inside the scope ("..;" is no dot-segment to Caddy, but
+// Tomcat drops the ";") is refused even with path inspection off.
+func TestPolicyScopeResolvedPath(t *testing.T) {
+	dir := t.TempDir()
+	tester := startGate(t, fmt.Sprintf(`{
+	`+testGlobals+`
+	api_tokens {
+		database %s
+	}
+}
+http://localhost:9080 {
+	route {
+		rewrite /rest/api/alias /secure/admin/users
+		rewrite /alias /rest/api/2/myself
+		api_token {
+			block_paths off
+			throttle off
+		}
+		respond "user={http.auth.user.id}" 200
+	}
+}
+`, filepath.Join(dir, "t.db")))
+	tok := createToken(t, tester, `{"user":"alice","name":"api","paths":["/rest/api/*"]}`)
+	tests := []struct {
+		name, path string
+		status     int
+	}{
+		{"in scope", "/rest/api/2/myself", 200},
+		{"in scope, encoded", "/rest/api/2/user%20name", 200},
+		{"path parameter traversal", "/rest/api/..;/..;/secure/admin/users", 403},
+		{"path parameter on a segment", "/rest/api;x=1/2/myself", 200},
+		{"encoded traversal", "/rest/api/%2e%2e/%2e%2e/secure/admin/users", 403},
+		{"encoded slash traversal", "/rest/api%2f..%2f..%2fsecure/admin/users", 403},
+		{"backslash traversal", `/rest/api/..\..\secure/admin/users`, 403},
+		{"out of scope", "/secure/admin/users", 403},
+		// Caddy's rewrite replaces the request-target: the scope judges
+		// the path the backend gets (TestCheckScopeRewritten covers a
+		// handler that changes only r.URL).
+		{"rewritten out of scope", "/rest/api/alias", 403},
+		{"rewritten into scope", "/alias", 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, _, body := do(t, tester, http.MethodGet, siteURL+tt.path, "", "Authorization", "Bearer "+tok.Token)
+			if status != tt.status {
+				t.Errorf("GET %s: %d %q, want %d", tt.path, status, body, tt.status)
+			}
+		})
+	}
+}
+
+// TestPolicyUnreadableForwardedChain: behind a trusted proxy, a client IP
+// header that Caddy cannot read leaves it with the proxy's own address as
+// the client IP. An IP limit must not take that for the client's address:
+// the client's address is unknown, and IP-limited credentials are refused.
+func TestPolicyUnreadableForwardedChain(t *testing.T) {
+	for _, strict := range []bool{true, false} {
+		t.Run(fmt.Sprintf("strict=%v", strict), func(t *testing.T) {
+			dir := t.TempDir()
+			strictOpt := ""
+			if strict {
+				strictOpt = "trusted_proxies_strict"
+			}
+			tester := startGate(t, fmt.Sprintf(`{
+	`+testGlobals+`
+	servers {
+		trusted_proxies static 127.0.0.1/32
+		%s
+	}
+	api_tokens {
+		database %s
+	}
+}
+http://localhost:9080 {
+	api_token /gate/* {
+		throttle off
+		allow_ips 127.0.0.1/32 198.51.100.0/24
+	}
+	api_token /token/* {
+		throttle off
+	}
+	api_token /password/* {
+		throttle off
+		passwords pass_from 127.0.0.1/32
+	}
+	respond "user={http.auth.user.id} client={client_ip}" 200
+}
+`, strictOpt, filepath.Join(dir, "t.db")))
+			open := createToken(t, tester, `{"user":"alice","name":"open"}`)
+			internal := createToken(t, tester, `{"user":"alice","name":"internal","allowed_ips":["127.0.0.1/32"]}`)
+			tests := []struct {
+				name, path, authz string
+				xff               []string // X-Forwarded-For values; nil: none
+				status            int
+			}{
+				{"gate limit, no header", "/gate/x", "Bearer " + open.Token, nil, 200},
+				{"gate limit, readable chain", "/gate/x", "Bearer " + open.Token, []string{"198.51.100.7"}, 200},
+				{"gate limit, garbage", "/gate/x", "Bearer " + open.Token, []string{"garbage"}, 403},
+				{"gate limit, empty", "/gate/x", "Bearer " + open.Token, []string{""}, 403},
+				{"gate limit, garbage twice", "/gate/x", "Bearer " + open.Token, []string{"x, y"}, 403},
+				{"token limit, no header", "/token/x", "Bearer " + internal.Token, nil, 200},
+				{"token limit, garbage", "/token/x", "Bearer " + internal.Token, []string{"not-an-ip"}, 403},
+				{"token limit, garbage with port", "/token/x", "Bearer " + internal.Token, []string{"bad:1234"}, 403},
+				{"no limit, garbage", "/token/x", "Bearer " + open.Token, []string{"garbage"}, 200},
+				{"pass_from, no header", "/password/x", basicAuth("alice", "hunter2"), nil, 200},
+				{"pass_from, garbage", "/password/x", basicAuth("alice", "hunter2"), []string{"garbage"}, 401},
+			}
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					req, err := http.NewRequest(http.MethodGet, siteURL+tt.path, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					req.Header.Set("Authorization", tt.authz)
+					for _, v := range tt.xff {
+						req.Header.Add("X-Forwarded-For", v)
+					}
+					resp, err := tester.Client.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != tt.status {
+						t.Errorf("%d %q, want %d", resp.StatusCode, body, tt.status)
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestPolicyUserHeaderEncoding: user_header can encode a UTF-8 user name
+// for backends that read header values as ISO-8859-1.
+func TestPolicyUserHeaderEncoding(t *testing.T) {
+	dir := t.TempDir()
+	tester := startGate(t, fmt.Sprintf(`{
+	`+testGlobals+`
+	api_tokens {
+		database %s
+	}
+}
+http://localhost:9080 {
+	handle /raw/* {
+		api_token {
+			user_header X-Remote-User
+			throttle off
+		}
+		respond "remote=[{header.X-Remote-User}]"
+	}
+	handle /percent/* {
+		api_token {
+			user_header X-Remote-User percent
+			throttle off
+		}
+		respond "remote=[{header.X-Remote-User}]"
+	}
+	handle /rfc8187/* {
+		api_token {
+			user_header X-Remote-User rfc8187
+			throttle off
+		}
+		respond "remote=[{header.X-Remote-User}]"
+	}
+}
+`, filepath.Join(dir, "t.db")))
+	tok := createToken(t, tester, `{"user":"jürgen","name":"ci"}`)
+	tests := []struct{ path, body string }{
+		{"/raw/x", "remote=[jürgen]"},
+		{"/percent/x", "remote=[j%C3%BCrgen]"},
+		{"/rfc8187/x", "remote=[UTF-8''j%C3%BCrgen]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			status, _, body := do(t, tester, http.MethodGet, siteURL+tt.path, "", "Authorization", "Bearer "+tok.Token)
+			if status != 200 || body != tt.body {
+				t.Errorf("%d %q, want 200 %q", status, body, tt.body)
+			}
+		})
 	}
 }

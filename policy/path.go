@@ -1117,10 +1117,31 @@ func (s PathSet) MatchTargetPath(t Target) bool {
 // matchResolved is MatchTarget for any path: decoded once, then normalised.
 func (s PathSet) matchResolved(path string) bool {
 	var decStack, normStack [stackPathLen]byte
+	return matchPathPatterns(s.patterns, resolvePath(&decStack, &normStack, path))
+}
+
+// Resolved returns the path as the backend resolves it, the one PathSet
+// and the Deny and Exempt patterns are matched on: decoded once,
+// ";params" dropped, "\" read as "/", slashes merged, "." and ".."
+// resolved; a plain path (see plainPath) as it is. Every decision on a
+// request's path (path rules, protect, a token's scope) is made on this
+// value, so that none judges a path the others never see. It allocates
+// only for a path that is not plain.
+func (t Target) Resolved() string {
+	if t.plain {
+		return t.path
+	}
+	var decStack, normStack [stackPathLen]byte
+	return string(resolvePath(&decStack, &normStack, t.path))
+}
+
+// resolvePath decodes path once into decStack and normalises it into
+// normStack (or into heap buffers if path is too long for them).
+func resolvePath(decStack, normStack *[stackPathLen]byte, path string) []byte {
 	buf := decStack[:]
 	if len(path) > len(buf) {
 		buf = make([]byte, len(path))
 	}
 	buf = buf[:decodePathOnce(buf, path)]
-	return matchPathPatterns(s.patterns, normalisePath(normalisedPathBuf(&normStack, len(buf)), buf))
+	return normalisePath(normalisedPathBuf(normStack, len(buf)), buf)
 }

@@ -580,3 +580,38 @@ func TestMatchTargetAllocs(t *testing.T) {
 		}
 	}
 }
+
+func TestTargetResolved(t *testing.T) {
+	tests := []struct{ target, want string }{
+		{"/rest/api/2/issue/ABC-1", "/rest/api/2/issue/ABC-1"},
+		{"/rest/api/2/issue/ABC-1?fields=x", "/rest/api/2/issue/ABC-1"},
+		{"/rest/api/..;/..;/secure/admin/users", "/secure/admin/users"},
+		{"/rest/api;x=1/2", "/rest/api/2"},
+		{"/rest/api/%2e%2e/%2e%2e/secure", "/secure"},
+		{"/rest/api%2f..%2f..%2fsecure", "/secure"},
+		{`/rest/api\..\secure`, "/rest/secure"},
+		{"/rest//api/./x/", "/rest/api/x/"},
+		{"/rest/api/user%20name", "/rest/api/user name"},
+		{"http://h/a/../b?q", "/b"},
+		{"/../../etc/passwd", "/etc/passwd"},
+		{"", "/"},
+	}
+	for _, tt := range tests {
+		if got := NewTarget(tt.target).Resolved(); got != tt.want {
+			t.Errorf("NewTarget(%q).Resolved() = %q, want %q", tt.target, got, tt.want)
+		}
+	}
+
+	// A pattern matched on Resolved (as a token's scope is) agrees with
+	// the same pattern in a PathSet (as protect is), on every corpus target.
+	sets := fastPathSets(t)
+	corpus := append(readPathCorpus(t, "benign.txt"), readPathCorpus(t, "attack.txt")...)
+	for _, c := range corpus {
+		tg := NewTarget(c.target)
+		for _, s := range sets {
+			if got, want := matchPathPatterns(s.patterns, tg.Resolved()), s.MatchTargetPath(tg); got != want {
+				t.Errorf("%q: patterns on Resolved %v, PathSet %v", c.target, got, want)
+			}
+		}
+	}
+}

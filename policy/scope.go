@@ -33,7 +33,8 @@ type Scope struct {
 	// Methods, if set, are the only methods allowed (case-insensitive).
 	Methods []string `json:"methods,omitempty"`
 	// Paths, if set, are path patterns in Caddy's path-matcher syntax
-	// (see PathPattern); the request path must match one of them,
+	// (see PathPattern); the request path as the backend resolves it
+	// (Target.Resolved, the path protect sees) must match one of them,
 	// case-insensitively.
 	Paths []string `json:"paths,omitempty"`
 	// Hosts, if set, are host names (api.example.com) or one-label

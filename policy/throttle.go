@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/binary"
+	"hash/maphash"
 	"math"
 	"math/bits"
 	"math/rand/v2"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/apitoken/caddy-apitoken/internal/keytable"
 )
@@ -23,15 +26,26 @@ const (
 	DefaultThrottleWindow      = time.Minute
 	DefaultThrottleCooldown    = 5 * time.Minute
 	DefaultThrottleMaxTracked  = 100_000
+	// DefaultThrottleAddressFactor times MaxFailures is the default
+	// ceiling of one address over all the user names it tries.
+	DefaultThrottleAddressFactor = 5
 )
 
 // ThrottleConfig holds the rules for refusing clients that keep failing
 // authentication. A zero field takes its default.
 type ThrottleConfig struct {
 	// MaxFailures is the number of failures within Window that blocks a
-	// client: the MaxFailures-th failure is the one that blocks. A negative
-	// value disables the throttle. Default: 10.
+	// client, that is an address and the user name it claims: the
+	// MaxFailures-th failure is the one that blocks. A negative value
+	// disables the throttle. Default: 10.
 	MaxFailures int
+	// MaxFailuresPerAddress is the number of failures within Window that
+	// blocks an address whatever user names it claims, so that one broken
+	// client behind a NAT does not lock out the others behind it, while a
+	// guesser who rotates user names is still stopped. A value <= 0, or
+	// one below MaxFailures, takes the default. Default:
+	// DefaultThrottleAddressFactor * MaxFailures.
+	MaxFailuresPerAddress int
 	// Window is how long failures are counted. It opens with the first
 	// failure of a client and lasts Window; the first failure after it has
 	// closed opens a new one, counting from one. So MaxFailures failures
@@ -53,16 +67,28 @@ type ThrottleConfig struct {
 // clock (every method takes now, compared as Unix nanoseconds) and starts
 // no goroutines.
 //
-// Clients are keyed by network, not by address: an IPv4 address (also in
+// Each failure counts twice: against the client's address and the user
+// name it claimed (MaxFailures), and against the address alone
+// (MaxFailuresPerAddress, a higher ceiling); either blocks. So a client
+// that keeps failing as one user blocks only that user from that address,
+// not everyone behind the same NAT. A credential without a user name (a
+// Bearer token, a token header or query parameter) claims the empty name:
+// such failures from one address share one count. User names compare
+// case-insensitively, as token owners do, and are hashed with a random
+// seed, so the names a client chooses cannot aim at one key. A client
+// whose address is invalid (the zero netip.Addr: the caller could not
+// work out an address, as behind a unix socket proxy that Caddy does not
+// trust) is keyed by its user name alone, and not throttled at all
+// without one: all such clients sharing one key would let one lock out
+// all of them, and a token cannot be guessed anyway.
+//
+// Addresses are keyed by network, not by address: an IPv4 address (also in
 // its IPv4-mapped IPv6 form, which is unmapped first) by its /32, an IPv6
 // address by its /64 prefix, because whoever holds one IPv6 address
 // usually holds the whole /64 and could otherwise rotate through 2^64
 // fresh keys. The flip side is that clients sharing a /64 (a campus LAN
 // using SLAAC, say) share a count, as clients behind one IPv4 NAT do.
-// Zones are ignored. All invalid addresses (the zero netip.Addr, which is
-// what a caller that could not work out a client address has) share one
-// key of their own, so such clients are throttled together rather than
-// not at all.
+// Zones are ignored.
 //
 // Memory is bounded by MaxTracked. Entries live in shards, each with its
 // own lock and its own share of MaxTracked; entries are not removed when
@@ -77,31 +103,95 @@ type ThrottleConfig struct {
 // before and after long churn (measured at the default bound; 77 to 112
 // with Go maps), so the default bound costs under 10 MB.
 type Throttle struct {
-	maxFailures int32 // < 0: disabled
+	maxFailures int32 // per address and user; < 0: disabled
+	maxPerAddr  int32 // per address
 	window      int64 // nanoseconds
 	cooldown    int64 // nanoseconds
 	seed        uint64
+	userSeed    maphash.Seed
 	shards      []throttleShard
+	// lastUserUnblock is the latest blockedUntil ever set on a user key.
+	// While now is past it, no user key is blocked and Blocked does not
+	// hash the user name.
+	lastUserUnblock atomic.Int64
 }
 
-// throttleKey is the network a client address counts against. IPv6
-// networks have lo == 0; IPv4 keys are the IPv4-mapped address (hi == 0,
-// lo == 0xffff<<32 | v4); the invalid key is {0, 1}. No two kinds collide.
+// throttleKey is what a failure counts against. An address key is the
+// network: IPv6 networks have lo == 0, IPv4 keys are the IPv4-mapped
+// address (hi == 0, lo == 0xffff<<32 | v4). A user key (an address and a
+// user name, or a user name alone) has lo == userKeyLo and hi a seeded
+// hash of both. No two kinds collide.
 type throttleKey struct{ hi, lo uint64 }
 
-var invalidThrottleKey = throttleKey{lo: 1}
+const userKeyLo = 2
 
-func throttleKeyOf(ip netip.Addr) throttleKey {
+// addrKey returns ip's address key; ok is false for an invalid ip.
+func addrKey(ip netip.Addr) (k throttleKey, ok bool) {
 	if !ip.IsValid() {
-		return invalidThrottleKey
+		return throttleKey{}, false
 	}
 	ip = ip.Unmap()
 	if ip.Is4() {
 		a := ip.As4()
-		return throttleKey{lo: 0xffff<<32 | uint64(binary.BigEndian.Uint32(a[:]))}
+		return throttleKey{lo: 0xffff<<32 | uint64(binary.BigEndian.Uint32(a[:]))}, true
 	}
 	a := ip.As16()
-	return throttleKey{hi: binary.BigEndian.Uint64(a[:8])}
+	return throttleKey{hi: binary.BigEndian.Uint64(a[:8])}, true
+}
+
+// userKey returns the key of user claimed from the address key a (or
+// from no address, if !hasAddr): a hash under the throttle's random seed
+// of both, the user name folded to lower case rune by rune as
+// strings.ToLower does. It does not allocate: the input is built on the
+// stack, and only a name too long for it is hashed as a stream.
+func (t *Throttle) userKey(a throttleKey, hasAddr bool, user string) throttleKey {
+	var buf [userKeyBuf]byte
+	b := buf[:17]
+	if hasAddr {
+		b[0] = 1
+		binary.LittleEndian.PutUint64(b[1:], a.hi)
+		binary.LittleEndian.PutUint64(b[9:], a.lo)
+	}
+	if len(b)+len(user)*utf8.UTFMax <= len(buf) {
+		b = appendFolded(b, user)
+		return throttleKey{hi: maphash.Bytes(t.userSeed, b), lo: userKeyLo}
+	}
+	var h maphash.Hash // the same hash as maphash.Bytes of the whole input
+	h.SetSeed(t.userSeed)
+	h.Write(b)
+	for _, r := range user {
+		h.Write(appendFolded(buf[:0], string(r)))
+	}
+	return throttleKey{hi: h.Sum64(), lo: userKeyLo}
+}
+
+// userKeyBuf is the stack buffer userKey builds its input in.
+const userKeyBuf = 17 + 64*utf8.UTFMax
+
+// appendFolded appends s folded to lower case rune by rune, as
+// strings.ToLower folds it (invalid UTF-8 reads as U+FFFD).
+func appendFolded(b []byte, s string) []byte {
+	for _, r := range s {
+		if r < utf8.RuneSelf {
+			if 'A' <= r && r <= 'Z' {
+				r += 'a' - 'A'
+			}
+			b = append(b, byte(r))
+			continue
+		}
+		b = utf8.AppendRune(b, unicode.ToLower(r))
+	}
+	return b
+}
+
+// keys returns the keys a failure from ip claiming user counts against:
+// the address key and the user key, each if it applies.
+func (t *Throttle) keys(ip netip.Addr, user string) (addr, usr throttleKey, hasAddr, hasUser bool) {
+	addr, hasAddr = addrKey(ip)
+	if hasAddr || user != "" {
+		usr, hasUser = t.userKey(addr, hasAddr, user), true
+	}
+	return addr, usr, hasAddr, hasUser
 }
 
 type throttleEntry struct {
@@ -140,11 +230,16 @@ func NewThrottle(c ThrottleConfig) *Throttle {
 	if c.MaxTracked <= 0 {
 		c.MaxTracked = DefaultThrottleMaxTracked
 	}
+	if c.MaxFailuresPerAddress <= 0 || c.MaxFailuresPerAddress < c.MaxFailures {
+		c.MaxFailuresPerAddress = min(c.MaxFailures, math.MaxInt32/DefaultThrottleAddressFactor) * DefaultThrottleAddressFactor
+	}
 	t := &Throttle{
 		maxFailures: int32(min(max(c.MaxFailures, -1), math.MaxInt32)),
+		maxPerAddr:  int32(min(c.MaxFailuresPerAddress, math.MaxInt32)),
 		window:      int64(c.Window),
 		cooldown:    int64(c.Cooldown),
 		seed:        rand.Uint64(),
+		userSeed:    maphash.MakeSeed(),
 	}
 	limits := shardLimits(c.MaxTracked)
 	t.shards = make([]throttleShard, len(limits))
@@ -154,20 +249,57 @@ func NewThrottle(c ThrottleConfig) *Throttle {
 	return t
 }
 
-// Blocked reports whether ip is blocked at now and, if so, how long until
-// it may try again (round it up to whole seconds for a Retry-After
-// header). It is meant to run before a token is checked, so it is cheap
-// and does not allocate: one atomic load when no client in ip's shard is
-// blocked, else one shard lock and one map lookup.
-func (t *Throttle) Blocked(ip netip.Addr, now time.Time) (retryAfter time.Duration, blocked bool) {
-	if t.maxFailures < 0 {
+// Blocked reports whether ip, claiming user ("" for none), is blocked at
+// now and, if so, how long until it may try again (round it up to whole
+// seconds for a Retry-After header): if its address is (BlockedAddress),
+// or its address with that user name (BlockedUser). Neither allocates.
+func (t *Throttle) Blocked(ip netip.Addr, user string, now time.Time) (retryAfter time.Duration, blocked bool) {
+	a, _ := t.BlockedAddress(ip, now)
+	u, _ := t.BlockedUser(ip, user, now)
+	return max(a, u), a > 0 || u > 0
+}
+
+// BlockedAddress is Blocked for ip's address alone, whatever the user
+// name: a caller can refuse a blocked address before it reads the
+// credential. It costs one atomic load when nothing in the address's
+// shard is blocked, else one shard lock and one lookup.
+func (t *Throttle) BlockedAddress(ip netip.Addr, now time.Time) (retryAfter time.Duration, blocked bool) {
+	addr, ok := addrKey(ip)
+	if t.maxFailures < 0 || !ok {
 		return 0, false
 	}
-	k := throttleKeyOf(ip)
-	s := t.shard(k)
 	n := now.UnixNano()
-	if n >= s.lastUnblock.Load() {
+	if until := t.blockedUntil(addr, n); n < until {
+		return time.Duration(until - n), true
+	}
+	return 0, false
+}
+
+// BlockedUser is Blocked for ip's address with user alone (or user alone,
+// for an invalid ip). It costs one atomic load when no user key is
+// blocked at all, else a hash of the name, and, if the key's shard holds
+// a block, one shard lock and one lookup.
+func (t *Throttle) BlockedUser(ip netip.Addr, user string, now time.Time) (retryAfter time.Duration, blocked bool) {
+	n := now.UnixNano()
+	if t.maxFailures < 0 || n >= t.lastUserUnblock.Load() {
 		return 0, false
+	}
+	addr, hasAddr := addrKey(ip)
+	if !hasAddr && user == "" {
+		return 0, false
+	}
+	if until := t.blockedUntil(t.userKey(addr, hasAddr, user), n); n < until {
+		return time.Duration(until - n), true
+	}
+	return 0, false
+}
+
+// blockedUntil returns the end of k's block, or 0 if nothing in its shard
+// is blocked at n.
+func (t *Throttle) blockedUntil(k throttleKey, n int64) int64 {
+	s := t.shard(k)
+	if n >= s.lastUnblock.Load() {
+		return 0
 	}
 	var until int64
 	s.mu.Lock()
@@ -175,27 +307,41 @@ func (t *Throttle) Blocked(ip netip.Addr, now time.Time) (retryAfter time.Durati
 		until = s.entries[i].blockedUntil
 	}
 	s.mu.Unlock()
+	return until
+}
+
+// Fail records a failed authentication from ip, claiming user ("" for
+// none), at now. It reports whether the client is blocked after this
+// failure and for how long: the failure that reaches MaxFailures for the
+// address and user, or MaxFailuresPerAddress for the address, within the
+// window blocks that key for Cooldown. A failure recorded while a key is
+// already blocked (callers normally refuse blocked clients with Blocked
+// before they can fail again) neither counts against that key nor extends
+// its block, and reports the time left. So a caller that saw Blocked
+// false and now gets blocked true knows this failure tipped it.
+func (t *Throttle) Fail(ip netip.Addr, user string, now time.Time) (retryAfter time.Duration, blocked bool) {
+	if t.maxFailures < 0 {
+		return 0, false
+	}
+	addr, usr, hasAddr, hasUser := t.keys(ip, user)
+	n := now.UnixNano()
+	var until int64
+	if hasAddr {
+		until = t.fail(addr, t.maxPerAddr, n)
+	}
+	if hasUser {
+		until = max(until, t.fail(usr, t.maxFailures, n))
+	}
 	if n < until {
 		return time.Duration(until - n), true
 	}
 	return 0, false
 }
 
-// Fail records a failed authentication from ip at now. It reports whether
-// ip is blocked after this failure and for how long: the failure that
-// reaches MaxFailures within the window blocks for Cooldown. A failure
-// recorded while ip is already blocked (callers normally refuse blocked
-// clients with Blocked before they can fail again) neither counts nor
-// extends the block, and reports the time left. So a caller that saw
-// Blocked false and now gets blocked true knows this failure tipped it.
-func (t *Throttle) Fail(ip netip.Addr, now time.Time) (retryAfter time.Duration, blocked bool) {
-	if t.maxFailures < 0 {
-		return 0, false
-	}
-	k := throttleKeyOf(ip)
+// fail counts a failure at n against k, which limit failures block, and
+// returns the end of k's block (0 if it is not blocked).
+func (t *Throttle) fail(k throttleKey, limit int32, n int64) int64 {
 	s := t.shard(k)
-	n := now.UnixNano()
-
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i, ok := s.index.get(k)
@@ -204,20 +350,25 @@ func (t *Throttle) Fail(ip netip.Addr, now time.Time) (retryAfter time.Duration,
 	}
 	e := &s.entries[i]
 	if n < e.blockedUntil {
-		return time.Duration(e.blockedUntil - n), true
+		return e.blockedUntil
 	}
 	if e.blockedUntil != 0 || n-e.windowStart >= t.window {
 		*e = throttleEntry{key: k, windowStart: n}
 	}
 	e.failures++
-	if e.failures >= t.maxFailures {
+	if e.failures >= limit {
 		e.blockedUntil = addSat(n, t.cooldown)
 		if e.blockedUntil > s.lastUnblock.Load() {
 			s.lastUnblock.Store(e.blockedUntil)
 		}
-		return time.Duration(e.blockedUntil - n), true
+		if k.lo == userKeyLo {
+			for old := t.lastUserUnblock.Load(); e.blockedUntil > old && !t.lastUserUnblock.CompareAndSwap(old, e.blockedUntil); {
+				old = t.lastUserUnblock.Load()
+			}
+		}
+		return e.blockedUntil
 	}
-	return 0, false
+	return 0
 }
 
 // Len returns the number of client entries held, expired ones awaiting
@@ -276,20 +427,26 @@ func (s *throttleShard) insert(k throttleKey, now, window int64) int32 {
 
 // throttleIndex maps a shard's keys to their entries, in flat tables (see
 // keytable: a failure from a new client in a flood reads one array, not a
-// Go map's four allocations). IPv4 and invalid keys, whose lo is never 0,
-// are kept by lo, and IPv6 keys, whose lo is 0, by hi. Clients choose
-// their addresses, so keys are scrambled with the throttle's random seed
-// by a bijection before they are hashed: no one can aim many keys at one
-// probe sequence without knowing the seed.
+// Go map's four allocations). IPv4 keys, whose lo is never 0, are kept by
+// lo, IPv6 keys, whose lo is 0, by hi, and user keys by their hash, hi.
+// Clients choose their addresses, so keys are scrambled with the
+// throttle's random seed by a bijection before they are hashed: no one can
+// aim many keys at one probe sequence without knowing the seed. (User keys
+// are seeded hashes already: two that collide, which no one can arrange
+// without the seed, would share an entry.)
 type throttleIndex struct {
-	seed       uint64
-	byLo, byHi keytable.Table[int32]
+	seed               uint64
+	byLo, byHi, byUser keytable.Table[int32]
 }
 
 // table returns the table that holds k and k's key in it.
 func (x *throttleIndex) table(k throttleKey) (*keytable.Table[int32], uint64) {
 	t, v := &x.byHi, k.hi
-	if k.lo != 0 {
+	switch k.lo {
+	case 0:
+	case userKeyLo:
+		t = &x.byUser
+	default:
 		t, v = &x.byLo, k.lo
 	}
 	// splitmix64's finaliser, after the seed: each step is invertible.
@@ -315,7 +472,7 @@ func (x *throttleIndex) delete(k throttleKey) {
 }
 
 // len returns the number of keys held.
-func (x *throttleIndex) len() int { return x.byLo.Len() + x.byHi.Len() }
+func (x *throttleIndex) len() int { return x.byLo.Len() + x.byHi.Len() + x.byUser.Len() }
 
 // rank sorts eviction candidates into three classes: 0 if forgetting e
 // loses nothing (no block in force and no open window: the next failure

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,11 +21,11 @@ var throttleT0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 func failN(t *testing.T, th *Throttle, ip netip.Addr, now time.Time, n int) (time.Duration, bool) {
 	t.Helper()
 	for i := 1; i < n; i++ {
-		if d, b := th.Fail(ip, now); b {
+		if d, b := th.Fail(ip, "", now); b {
 			t.Fatalf("failure %d of %d from %v blocked (retry %v)", i, n, ip, d)
 		}
 	}
-	return th.Fail(ip, now)
+	return th.Fail(ip, "", now)
 }
 
 // throttleStep is one call in a throttle scenario: fails failures from ip
@@ -119,7 +120,7 @@ func TestThrottle(t *testing.T) {
 					op = "Fail"
 					retry, blocked = failN(t, th, ip, now, st.fails)
 				} else {
-					retry, blocked = th.Blocked(ip, now)
+					retry, blocked = th.Blocked(ip, "", now)
 				}
 				if retry != st.retry || blocked != st.blocked {
 					t.Errorf("step %d: %s(%s, +%v) = %v, %v; want %v, %v",
@@ -135,7 +136,7 @@ func TestThrottle(t *testing.T) {
 func TestThrottleKeys(t *testing.T) {
 	tests := []struct {
 		name string
-		a, b string // "" is the zero netip.Addr
+		a, b string
 		same bool
 	}{
 		{"IPv6 same /64", "2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff", true},
@@ -147,28 +148,20 @@ func TestThrottleKeys(t *testing.T) {
 		{"IPv4 not in ::/64", "0.0.0.0", "::", false},
 		{"IPv4-compatible is IPv6", "::192.0.2.7", "192.0.2.7", false},
 		{"loopbacks differ", "127.0.0.1", "::1", false},
-		{"invalid addresses share a key", "", "", true},
-		{"invalid is not ::", "", "::", false},
-		{"invalid is not 0.0.0.0", "", "0.0.0.0", false},
-	}
-	parse := func(s string) netip.Addr {
-		if s == "" {
-			return netip.Addr{}
-		}
-		return netip.MustParseAddr(s)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			th := NewThrottle(ThrottleConfig{MaxFailures: 1})
-			a, b := parse(tt.a), parse(tt.b)
-			if _, blocked := th.Fail(a, throttleT0); !blocked {
+			a, b := netip.MustParseAddr(tt.a), netip.MustParseAddr(tt.b)
+			if _, blocked := th.Fail(a, "", throttleT0); !blocked {
 				t.Fatalf("Fail(%v) did not block", a)
 			}
-			if _, blocked := th.Blocked(b, throttleT0); blocked != tt.same {
+			if _, blocked := th.Blocked(b, "", throttleT0); blocked != tt.same {
 				t.Errorf("after blocking %v, Blocked(%v) = %v, want %v", a, b, blocked, tt.same)
 			}
-			th.Fail(b, throttleT0)
-			if got, want := th.Len(), map[bool]int{true: 1, false: 2}[tt.same]; got != want {
+			th.Fail(b, "", throttleT0)
+			// An address key and an address-and-user key each.
+			if got, want := th.Len(), map[bool]int{true: 2, false: 4}[tt.same]; got != want {
 				t.Errorf("Len = %d after failures from both, want %d", got, want)
 			}
 		})
@@ -210,18 +203,18 @@ func TestThrottleFlood(t *testing.T) {
 			now := throttleT0
 			for i := range flood {
 				now = now.Add(tt.step)
-				th.Fail(floodAddr(i), now)
+				th.Fail(floodAddr(i), "", now)
 			}
 			if n := th.Len(); n > maxTracked {
 				t.Errorf("Len = %d after %d distinct addresses, want <= %d", n, flood, maxTracked)
 			}
-			if d, b := th.Blocked(blocked, now); !b || d != 5*time.Minute-(now.Sub(throttleT0)) {
+			if d, b := th.Blocked(blocked, "", now); !b || d != 5*time.Minute-(now.Sub(throttleT0)) {
 				t.Errorf("blocked address after the flood: Blocked = %v, %v; want true, %v",
 					d, b, 5*time.Minute-now.Sub(throttleT0))
 			}
 			if tt.step == 0 {
 				// Its window is still open: the flood must not have reset it.
-				if _, b := th.Fail(nine, now); !b {
+				if _, b := th.Fail(nine, "", now); !b {
 					t.Error("address with 9 failures was forgotten in the flood: 10th failure did not block")
 				}
 			}
@@ -233,23 +226,24 @@ func TestThrottleFlood(t *testing.T) {
 // and checks that a newcomer then replaces the one whose cool-down ends
 // first, not a random one.
 func TestThrottleEvictsBlockedLast(t *testing.T) {
-	th := NewThrottle(ThrottleConfig{MaxFailures: 1, MaxTracked: 4})
+	// Each client takes two entries, both blocked on the first failure.
+	th := NewThrottle(ThrottleConfig{MaxFailures: 1, MaxFailuresPerAddress: 1, MaxTracked: 8})
 	ips := make([]netip.Addr, 4)
 	for i := range ips {
 		ips[i] = netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})
-		th.Fail(ips[i], throttleT0.Add(time.Duration(3-i)*time.Second)) // ips[3] blocked first
+		th.Fail(ips[i], "", throttleT0.Add(time.Duration(3-i)*time.Second)) // ips[3] blocked first
 	}
-	if th.Len() != 4 {
-		t.Fatalf("Len = %d, want 4", th.Len())
+	if th.Len() != 8 {
+		t.Fatalf("Len = %d, want 8", th.Len())
 	}
-	th.Blocked(netip.MustParseAddr("192.0.2.99"), throttleT0) // a miss records nothing
-	th.Fail(netip.MustParseAddr("192.0.2.100"), throttleT0.Add(4*time.Second))
-	if th.Len() != 4 {
-		t.Errorf("Len = %d after eviction, want 4", th.Len())
+	th.Blocked(netip.MustParseAddr("192.0.2.99"), "", throttleT0) // a miss records nothing
+	th.Fail(netip.MustParseAddr("192.0.2.100"), "", throttleT0.Add(4*time.Second))
+	if th.Len() != 8 {
+		t.Errorf("Len = %d after eviction, want 8", th.Len())
 	}
 	now := throttleT0.Add(5 * time.Second)
 	for i, ip := range ips {
-		_, b := th.Blocked(ip, now)
+		_, b := th.Blocked(ip, "", now)
 		if want := i != 3; b != want {
 			t.Errorf("Blocked(%v) = %v, want %v", ip, b, want)
 		}
@@ -267,14 +261,14 @@ func TestThrottleConcurrent(t *testing.T) {
 			wg.Go(func() {
 				for i := range perWorker {
 					if i%(perWorker/10) == 0 {
-						if _, b := th.Fail(shared, throttleT0); b {
+						if _, b := th.Fail(shared, "", throttleT0); b {
 							tipped.Add(1)
 						}
 					}
 					ip := floodAddr(w*perWorker + i)
-					th.Fail(ip, throttleT0)
-					th.Blocked(ip, throttleT0)
-					th.Blocked(shared, throttleT0)
+					th.Fail(ip, "", throttleT0)
+					th.Blocked(ip, "", throttleT0)
+					th.Blocked(shared, "", throttleT0)
 				}
 			})
 		}
@@ -283,10 +277,10 @@ func TestThrottleConcurrent(t *testing.T) {
 			t.Errorf("%d of %d failures of the shared address reported a block, want exactly 1 (the last)",
 				n, workers*10)
 		}
-		if _, b := th.Blocked(shared, throttleT0); !b {
+		if _, b := th.Blocked(shared, "", throttleT0); !b {
 			t.Error("shared address not blocked")
 		}
-		if got, want := th.Len(), workers*perWorker+1; got != want {
+		if got, want := th.Len(), 2*(workers*perWorker+1); got != want { // address and address-and-user keys
 			t.Errorf("Len = %d, want %d", got, want)
 		}
 	})
@@ -301,9 +295,9 @@ func TestThrottleConcurrent(t *testing.T) {
 				for i := range perWorker {
 					now := throttleT0.Add(time.Duration(i) * time.Millisecond)
 					ip := floodAddr(w*perWorker + i)
-					th.Fail(ip, now)
-					th.Blocked(ip, now)
-					if _, b := th.Blocked(shared, now); !b {
+					th.Fail(ip, "", now)
+					th.Blocked(ip, "", now)
+					if _, b := th.Blocked(shared, "", now); !b {
 						t.Errorf("shared address unblocked at +%v", now.Sub(throttleT0))
 						return
 					}
@@ -327,9 +321,10 @@ func TestThrottleAllocs(t *testing.T) {
 		name string
 		f    func()
 	}{
-		{"Blocked hit", func() { th.Blocked(hit, throttleT0) }},
-		{"Blocked miss", func() { th.Blocked(miss, throttleT0) }},
-		{"Fail while blocked", func() { th.Fail(hit, throttleT0) }},
+		{"Blocked hit", func() { th.Blocked(hit, "", throttleT0) }},
+		{"Blocked miss", func() { th.Blocked(miss, "", throttleT0) }},
+		{"Blocked with a user", func() { th.Blocked(hit, "Älice", throttleT0) }},
+		{"Fail while blocked", func() { th.Fail(hit, "", throttleT0) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -369,11 +364,11 @@ func BenchmarkThrottleBlocked(b *testing.B) {
 	th := NewThrottle(ThrottleConfig{})
 	ip := netip.MustParseAddr("2001:db8::1")
 	for range 10 {
-		th.Fail(ip, throttleT0)
+		th.Fail(ip, "", throttleT0)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, blocked := th.Blocked(ip, throttleT0); !blocked {
+		if _, blocked := th.Blocked(ip, "", throttleT0); !blocked {
 			b.Fatal("not blocked")
 		}
 	}
@@ -386,10 +381,10 @@ func BenchmarkThrottleBlockedParallel(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		ip := floodAddr(int(n.Add(1)))
 		for range 10 {
-			th.Fail(ip, throttleT0)
+			th.Fail(ip, "", throttleT0)
 		}
 		for pb.Next() {
-			if _, blocked := th.Blocked(ip, throttleT0); !blocked {
+			if _, blocked := th.Blocked(ip, "", throttleT0); !blocked {
 				b.Error("not blocked")
 				return
 			}
@@ -413,13 +408,13 @@ func BenchmarkThrottleBlockedMiss(b *testing.B) {
 			th := NewThrottle(ThrottleConfig{})
 			for i := range 10_000 {
 				for range tt.fails {
-					th.Fail(floodAddr(i), throttleT0)
+					th.Fail(floodAddr(i), "", throttleT0)
 				}
 			}
 			ip := netip.MustParseAddr("192.0.2.1")
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, blocked := th.Blocked(ip, throttleT0); blocked {
+				if _, blocked := th.Blocked(ip, "", throttleT0); blocked {
 					b.Fatal("blocked")
 				}
 			}
@@ -438,7 +433,7 @@ func BenchmarkThrottleFail(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		th.Fail(ips[i&(len(ips)-1)], throttleT0)
+		th.Fail(ips[i&(len(ips)-1)], "", throttleT0)
 		i++
 	}
 }
@@ -454,14 +449,14 @@ func BenchmarkThrottleFailFlood(b *testing.B) {
 		ips[i] = netip.AddrFrom4([4]byte{10, byte(x>>16) & 0x7f, byte(x >> 8), byte(x)})
 	}
 	for i := range DefaultThrottleMaxTracked {
-		th.Fail(ips[i], throttleT0)
+		th.Fail(ips[i], "", throttleT0)
 	}
 	var next atomic.Uint32
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			th.Fail(ips[next.Add(1)&(1<<20-1)], throttleT0)
+			th.Fail(ips[next.Add(1)&(1<<20-1)], "", throttleT0)
 		}
 	})
 }
@@ -538,10 +533,13 @@ func TestThrottleEviction(t *testing.T) {
 		n := 1 + rng.IntN(20)
 		got := throttleShard{index: throttleIndex{seed: rng.Uint64()}, limit: n, hand: rng.IntN(n)}
 		for i := range n {
-			// IPv4 and IPv6 keys, as throttleKeyOf makes them.
+			// IPv4, IPv6 and user keys, as addrKey and userKey make them.
 			key := throttleKey{lo: 0xffff<<32 | uint64(i)}
-			if i%2 == 1 {
+			switch i % 3 {
+			case 1:
 				key = throttleKey{hi: uint64(i) << 40}
+			case 2:
+				key = throttleKey{hi: rng.Uint64(), lo: userKeyLo}
 			}
 			e := throttleEntry{key: key, failures: 1 + rng.Int32N(3)}
 			switch rng.IntN(4) {
@@ -559,8 +557,11 @@ func TestThrottleEviction(t *testing.T) {
 		want := throttleShard{entries: slices.Clone(got.entries), limit: n, hand: got.hand}
 		evicted := slices.Clone(got.entries)
 		k := throttleKey{hi: uint64(round+1) << 20}
-		if round%2 == 1 {
+		switch round % 3 {
+		case 1:
 			k = throttleKey{lo: 0xffff<<32 | uint64(1000+round)}
+		case 2:
+			k = throttleKey{hi: rng.Uint64(), lo: userKeyLo}
 		}
 		gi, wi := got.insert(k, now, window), refThrottleInsert(&want, k, now, window)
 		if gi != wi || got.hand != want.hand || !slices.Equal(got.entries, want.entries) {
@@ -579,4 +580,129 @@ func TestThrottleEviction(t *testing.T) {
 			t.Fatalf("round %d: the evicted key %v is still indexed", round, evicted[wi].key)
 		}
 	}
+}
+
+// TestThrottleUsers checks that failures count per address and claimed
+// user, with a higher ceiling per address, so that one client failing as
+// one user does not block the others behind its address; and that
+// clients without a valid address neither share one key nor go unkeyed
+// when they claim a user.
+func TestThrottleUsers(t *testing.T) {
+	nat := netip.MustParseAddr("192.0.2.1")
+	other := netip.MustParseAddr("192.0.2.2")
+	var none netip.Addr
+	blocked := func(t *testing.T, th *Throttle, ip netip.Addr, user string, want bool) {
+		t.Helper()
+		if _, b := th.Blocked(ip, user, throttleT0); b != want {
+			t.Errorf("Blocked(%v, %q) = %v, want %v", ip, user, b, want)
+		}
+	}
+
+	t.Run("one user blocked, the others behind the address not", func(t *testing.T) {
+		th := NewThrottle(ThrottleConfig{})
+		for i := 1; i < 10; i++ {
+			if _, b := th.Fail(nat, "git-bot", throttleT0); b {
+				t.Fatalf("failure %d blocked", i)
+			}
+		}
+		if d, b := th.Fail(nat, "git-bot", throttleT0); !b || d != 5*time.Minute {
+			t.Fatalf("10th failure: %v, %v", d, b)
+		}
+		blocked(t, th, nat, "git-bot", true)
+		blocked(t, th, nat, "GIT-Bot", true) // user names fold case
+		blocked(t, th, nat, "alice", false)
+		blocked(t, th, nat, "", false)
+		blocked(t, th, other, "git-bot", false)
+		if _, b := th.BlockedAddress(nat, throttleT0); b {
+			t.Error("BlockedAddress = true for an address with one blocked user")
+		}
+		if _, b := th.BlockedUser(nat, "Git-Bot", throttleT0); !b {
+			t.Error("BlockedUser = false for the blocked user")
+		}
+	})
+
+	t.Run("the address ceiling stops a guesser rotating user names", func(t *testing.T) {
+		th := NewThrottle(ThrottleConfig{})
+		for i := range 49 {
+			if _, b := th.Fail(nat, "user"+strconv.Itoa(i), throttleT0); b {
+				t.Fatalf("failure %d blocked", i+1)
+			}
+		}
+		if d, b := th.Fail(nat, "user49", throttleT0); !b || d != 5*time.Minute {
+			t.Fatalf("50th failure from the address: %v, %v", d, b)
+		}
+		blocked(t, th, nat, "alice", true)
+		blocked(t, th, nat, "", true)
+		blocked(t, th, other, "alice", false)
+		if d, b := th.BlockedAddress(nat, throttleT0); !b || d != 5*time.Minute {
+			t.Errorf("BlockedAddress = %v, %v", d, b)
+		}
+		if _, b := th.BlockedUser(nat, "alice", throttleT0); b {
+			t.Error("BlockedUser = true for a user that never failed")
+		}
+	})
+
+	t.Run("configured address ceiling", func(t *testing.T) {
+		th := NewThrottle(ThrottleConfig{MaxFailures: 3, MaxFailuresPerAddress: 4})
+		for _, u := range []string{"a", "b", "c"} {
+			th.Fail(nat, u, throttleT0)
+		}
+		blocked(t, th, nat, "d", false)
+		th.Fail(nat, "d", throttleT0)
+		blocked(t, th, nat, "e", true)
+	})
+
+	t.Run("unicode user names fold as strings.ToLower", func(t *testing.T) {
+		th := NewThrottle(ThrottleConfig{MaxFailures: 1})
+		th.Fail(nat, "ÄLICE", throttleT0)
+		blocked(t, th, nat, "älice", true)
+		blocked(t, th, nat, "alice", false)
+	})
+
+	t.Run("long user names fold too", func(t *testing.T) {
+		th := NewThrottle(ThrottleConfig{MaxFailures: 1})
+		th.Fail(nat, strings.Repeat("\u212a", 100), throttleT0) // Kelvin sign: folds to k, too long to hash on the stack
+		blocked(t, th, nat, strings.Repeat("k", 100), true)
+		blocked(t, th, nat, strings.Repeat("K", 100), true)
+		blocked(t, th, nat, strings.Repeat("k", 99), false)
+		th.Fail(nat, strings.Repeat("\u212a", 10)+"\xff", throttleT0) // invalid UTF-8 reads as U+FFFD
+		blocked(t, th, nat, strings.Repeat("k", 10)+"\ufffd", true)
+	})
+
+	t.Run("no address: keyed by user alone", func(t *testing.T) {
+		th := NewThrottle(ThrottleConfig{})
+		for range 10 {
+			th.Fail(none, "alice", throttleT0)
+		}
+		blocked(t, th, none, "alice", true)
+		blocked(t, th, none, "bob", false)
+		blocked(t, th, none, "", false)
+		// A user key without an address is not the key of any address.
+		blocked(t, th, nat, "alice", false)
+		blocked(t, th, netip.IPv4Unspecified(), "alice", false)
+	})
+
+	t.Run("no address and no user: not throttled", func(t *testing.T) {
+		th := NewThrottle(ThrottleConfig{MaxFailures: 1})
+		for range 100 {
+			if _, b := th.Fail(none, "", throttleT0); b {
+				t.Fatal("a failure without address or user blocked")
+			}
+		}
+		blocked(t, th, none, "", false)
+		if n := th.Len(); n != 0 {
+			t.Errorf("Len = %d, want 0", n)
+		}
+	})
+
+	t.Run("many user names stay within MaxTracked", func(t *testing.T) {
+		const maxTracked = 1000
+		th := NewThrottle(ThrottleConfig{MaxTracked: maxTracked})
+		for i := range 100_000 {
+			th.Fail(floodAddr(i%50), "u"+strconv.Itoa(i), throttleT0)
+		}
+		if n := th.Len(); n > maxTracked {
+			t.Errorf("Len = %d, want <= %d", n, maxTracked)
+		}
+	})
 }
