@@ -456,11 +456,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return caddyhttp.Error(http.StatusTooEarly, errors.New("TLS handshake not complete, remote IP cannot be verified"))
 	}
 	if h.userHeaderKey != "" {
-		// Looked up first: a lookup in a request's small header map
-		// compares keys without hashing them, a delete always hashes.
-		if _, sent := r.Header[h.userHeaderKey]; sent {
-			delete(r.Header, h.userHeaderKey)
-		}
+		delete(r.Header, h.userHeaderKey) // nobody chooses their own identity
 	}
 	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
 	x := exchange{w: w, r: r, next: next, now: h.requestTime(vars)}
