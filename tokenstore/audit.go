@@ -104,29 +104,37 @@ func (s *Store) AppendAudit(ctx context.Context, events []audit.Event) error {
 // returned with the error says how many events that was. PruneAudit
 // implements audit.EventWriter.
 func (s *Store) PruneAudit(ctx context.Context, before time.Time) (int64, error) {
-	cutoff := ceilMillis(before)
+	n, err := s.deleteInChunks(ctx, pruneEvents, ceilMillis(before))
+	if err != nil {
+		return n, fmt.Errorf("pruning audit events before %s: %w", before.UTC().Format(time.RFC3339Nano), err)
+	}
+	return n, nil
+}
+
+// deleteInChunks runs query, a DELETE whose last parameter is the most
+// rows it may delete, with args and the chunk size, each time in a
+// transaction of its own, until a chunk deletes fewer rows than that. It
+// reports how many rows it deleted, with an error too.
+func (s *Store) deleteInChunks(ctx context.Context, query string, args ...any) (int64, error) {
+	args = append(args, s.pruneChunkSize)
 	var total int64
 	for {
-		n, err := s.pruneChunk(ctx, cutoff)
+		n, err := s.deleteChunk(ctx, query, args)
 		total += n
-		if err != nil {
-			return total, fmt.Errorf("pruning audit events before %s: %w", before.UTC().Format(time.RFC3339Nano), err)
-		}
-		if n < int64(s.pruneChunkSize) {
-			return total, nil
+		if err != nil || n < int64(s.pruneChunkSize) {
+			return total, err
 		}
 	}
 }
 
-// pruneChunk deletes at most one chunk of the events older than cutoff
-// (unix ms) in a transaction of its own.
-func (s *Store) pruneChunk(ctx context.Context, cutoff int64) (int64, error) {
+// deleteChunk runs one chunk of deleteInChunks.
+func (s *Store) deleteChunk(ctx context.Context, query string, args []any) (int64, error) {
 	tx, err := s.beginWrite(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, pruneEvents, cutoff, s.pruneChunkSize)
+	res, err := tx.ExecContext(ctx, query, args...)
 	if err != nil {
 		return 0, err
 	}
@@ -169,37 +177,9 @@ func (s *Store) TrimAudit(ctx context.Context, keep int) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("trimming audit events to %d: %w", keep, err)
 	}
-	var total int64
-	for {
-		n, err := s.trimChunk(ctx, cutoff)
-		total += n
-		if err != nil {
-			return total, fmt.Errorf("trimming audit events to %d: %w", keep, err)
-		}
-		if n < int64(s.pruneChunkSize) {
-			return total, nil
-		}
-	}
-}
-
-// trimChunk deletes at most one chunk of the request events with an id
-// up to cutoff, oldest first, in a transaction of its own.
-func (s *Store) trimChunk(ctx context.Context, cutoff int64) (int64, error) {
-	tx, err := s.beginWrite(ctx)
+	n, err := s.deleteInChunks(ctx, trimEvents, requestTypesJSON, cutoff)
 	if err != nil {
-		return 0, err
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, trimEvents, requestTypesJSON, cutoff, s.pruneChunkSize)
-	if err != nil {
-		return 0, err
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, err
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, err
+		return n, fmt.Errorf("trimming audit events to %d: %w", keep, err)
 	}
 	return n, nil
 }
