@@ -20,6 +20,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
@@ -175,9 +176,10 @@ func (app *App) tokenJSON(t tokenstore.Token, now time.Time) tokenJSON {
 	out := toJSON(t, now)
 	u := audit.Usage{TokenID: t.ID, LastUsedAt: t.LastUsedAt, LastIP: t.LastUsedIP, Count: t.UseCount, RecentIPs: t.RecentIPs}
 	if app.auditState != nil {
-		// Keyed by tokenstore.KeyOf, which is 0 for an id Parse refuses:
+		// Keyed by token.Key, which is 0 for an id token.Parse refuses:
 		// the id check keeps such a token from showing another's use.
-		if pending, ok := app.auditState.usage.Pending(tokenstore.KeyOf(t.ID)); ok && pending.TokenID == t.ID {
+		key, _ := token.Key(t.ID)
+		if pending, ok := app.auditState.usage.Pending(key); ok && pending.TokenID == t.ID {
 			u = audit.MergeUsage(u, pending)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
@@ -220,7 +221,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.MaxValidity = caddy.Duration(DefaultMaxValid)
 	}
 	if a.TokenPrefix == "" {
-		a.TokenPrefix = tokenstore.DefaultPrefix
+		a.TokenPrefix = token.DefaultPrefix
 	}
 	if a.StaleAfter == 0 {
 		a.StaleAfter = caddy.Duration(DefaultStaleAfter)
@@ -276,7 +277,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 
 // Validate checks the app's options against each other.
 func (a *App) Validate() error {
-	if err := tokenstore.ValidPrefix(a.TokenPrefix); err != nil {
+	if err := token.ValidPrefix(a.TokenPrefix); err != nil {
 		return fmt.Errorf("token_prefix: %w", err)
 	}
 	if a.DefaultValidity < 0 {

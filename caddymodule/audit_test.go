@@ -25,6 +25,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
+	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
@@ -150,7 +151,7 @@ func TestAuditTrail(t *testing.T) {
 
 	alice := createToken(t, tester, `{"user":"alice","name":"ci","read_only":true,"rate_limit":"2/1h"}`)
 	soon := createToken(t, tester, `{"user":"alice","name":"soon","expires_in":"1s"}`)
-	_, unknown, err := tokenstore.Generate(tokenstore.DefaultPrefix)
+	_, unknown, err := token.Generate(token.DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -465,7 +466,7 @@ func TestAuditDetailLimit(t *testing.T) {
 	if _, _, err := st.Revoke(ctx, revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
-	_, unknown, err := tokenstore.Generate("caddytok")
+	_, unknown, err := token.Generate("caddytok")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/apitoken/caddy-apitoken/internal/benchsizes"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
@@ -91,7 +92,7 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 	}
 	tb.Cleanup(func() { st.Close() })
 	g := &benchGate{sink: &benchSink{}, throttleIP: netip.MustParseAddr("203.0.113.66")}
-	app := &App{store: st, now: clock.Now, audit: g.sink, TokenPrefix: tokenstore.DefaultPrefix, staleAfter: DefaultStaleAfter}
+	app := &App{store: st, now: clock.Now, audit: g.sink, TokenPrefix: token.DefaultPrefix, staleAfter: DefaultStaleAfter}
 	h := &Handler{Realm: "test", Passwords: PasswordsBlock, app: app, logger: zap.NewNop()}
 	g.h = h
 	// What the app has on every request in production: usage tracking
@@ -180,7 +181,7 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 	for i, s := range ringSecrets {
 		g.basic = append(g.basic, basicAuth(ringUsers[i], s))
 		g.bearer = append(g.bearer, "Bearer "+s)
-		_, unknown, err := tokenstore.Generate("caddytok")
+		_, unknown, err := token.Generate("caddytok")
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
@@ -92,7 +93,7 @@ func TestHandlerUnprotectedToken(t *testing.T) {
 	if h.protect, err = policy.CompilePathSet("protect", []string{"/rest/*"}); err != nil {
 		t.Fatal(err)
 	}
-	_, unknown, _ := tokenstore.Generate("caddytok")
+	_, unknown, _ := token.Generate("caddytok")
 	const attachment = "/secure/attachment/10000/report.pdf"
 	tests := []struct {
 		name   string
@@ -189,7 +190,7 @@ func TestHandlerNearToken(t *testing.T) {
 func TestHandlerAmbiguousCredentials(t *testing.T) {
 	h, secret, sink, _ := credentialHandler(t)
 	h.Passwords = PasswordsPass
-	_, other, _ := tokenstore.Generate("caddytok")
+	_, other, _ := token.Generate("caddytok")
 	tests := []struct {
 		name   string
 		target string
@@ -269,7 +270,7 @@ func TestHandlerTokenAsUser(t *testing.T) {
 	if _, _, err := st.Revoke(context.Background(), revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
-	_, unknown, _ := tokenstore.Generate("caddytok")
+	_, unknown, _ := token.Generate("caddytok")
 	tests := []struct {
 		name   string
 		authz  string

@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/apitoken/caddy-apitoken/audit"
-	"github.com/apitoken/caddy-apitoken/tokenstore"
+	"github.com/apitoken/caddy-apitoken/token"
 )
 
 func TestEscapeText(t *testing.T) {
@@ -205,7 +205,7 @@ func TestAdminRefusesControlAndFormatInNames(t *testing.T) {
 	if err := json.Unmarshal(res.body, &tok); err != nil {
 		t.Fatal(err)
 	}
-	_, secret, err := tokenstore.Generate(tokenstore.DefaultPrefix)
+	_, secret, err := token.Generate(token.DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +262,7 @@ func TestAdminRefusesControlAndFormatInNames(t *testing.T) {
 			if res.status != http.StatusBadRequest || !strings.Contains(res.err, tt.field) {
 				t.Errorf("answered %d %q, want 400 naming the %s", res.status, res.err, tt.field)
 			}
-			if strings.Contains(res.err, secret[len(tokenstore.DefaultPrefix)+1:]) {
+			if strings.Contains(res.err, secret[len(token.DefaultPrefix)+1:]) {
 				t.Errorf("the answer echoes the token: %q", res.err)
 			}
 			if strings.IndexFunc(res.err, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }) >= 0 {

@@ -37,6 +37,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 
 	"github.com/apitoken/caddy-apitoken/internal/faulttest"
+	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
@@ -920,7 +921,7 @@ func TestFaultConcurrentWritesAndAuthentication(t *testing.T) {
 		for _, secret := range is.secrets {
 			status, body, err := testerSend(tester, http.MethodGet, siteURL+"/rest/x", "", "Authorization", "Bearer "+secret)
 			want := http.StatusUnauthorized
-			if tokenstore.Hint(secret) == tok.Hint {
+			if token.Hint(secret) == tok.Hint {
 				current++
 				if wantState == "active" {
 					want = http.StatusOK

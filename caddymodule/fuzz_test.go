@@ -21,6 +21,7 @@ import (
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
@@ -52,7 +53,7 @@ func newAdminFixture(tb testing.TB, dir string) *adminFixture {
 	app := &App{
 		DefaultValidity: caddy.Duration(DefaultValidity),
 		MaxValidity:     caddy.Duration(DefaultMaxValid),
-		TokenPrefix:     tokenstore.DefaultPrefix,
+		TokenPrefix:     token.DefaultPrefix,
 		store:           st,
 		audit:           rec,
 		auditState:      &auditState{recorder: rec, queue: q, usage: audit.NewUsageTracker(0), warning: DefaultExpiryWarning},
@@ -549,7 +550,7 @@ func FuzzCaddyfileApp(f *testing.F) {
 			a.MaxValidity = caddy.Duration(DefaultMaxValid)
 		}
 		if a.TokenPrefix == "" {
-			a.TokenPrefix = tokenstore.DefaultPrefix
+			a.TokenPrefix = token.DefaultPrefix
 		}
 		_ = a.Validate() // may refuse (default above max); must not panic
 	})

@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 
+	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
@@ -131,11 +132,11 @@ func TestGateStatuses(t *testing.T) {
 	other := createToken(t, tester, `{"user":"bob","name":"ci"}`)
 
 	wantOK := fmt.Sprintf("user=Alice token=%s name=ci", tok.ID)
-	unknown, _, err := tokenstore.Generate(tokenstore.DefaultPrefix)
+	unknown, _, err := token.Generate(token.DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, unknownSecret, _ := tokenstore.Generate(tokenstore.DefaultPrefix)
+	_, unknownSecret, _ := token.Generate(token.DefaultPrefix)
 	_ = unknown
 
 	tests := []struct {
@@ -283,7 +284,7 @@ func TestGatePasswordsPass(t *testing.T) {
 		t.Errorf("token with passwords pass: %d %q", status, body)
 	}
 	// A token-shaped password that is not a valid token is still refused.
-	_, bad, _ := tokenstore.Generate(tokenstore.DefaultPrefix)
+	_, bad, _ := token.Generate(token.DefaultPrefix)
 	if status, _, _ := do(t, tester, http.MethodGet, siteURL+"/rest/x", "", "Authorization", basicAuth("frank", bad)); status != 401 {
 		t.Errorf("unknown token with passwords pass: %d, want 401", status)
 	}

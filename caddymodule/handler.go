@@ -20,6 +20,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
@@ -828,16 +829,16 @@ func (h *Handler) lookup(x *exchange) (reason policy.Reason, found bool) {
 // lookupToken looks secret up into x.entry. A secret without a token's
 // shape, or with a token's shape but a wrong checksum (mistyped), is a
 // malformed token. The checksum is checked only if the store does not
-// know the token: one it finds has a valid checksum (tokenstore.ParseShape).
+// know the token: one it finds has a valid checksum (token.ParseShape).
 func (h *Handler) lookupToken(x *exchange, secret string) (reason policy.Reason, found bool) {
-	id, shaped := tokenstore.ParseShape(secret)
+	id, shaped := token.ParseShape(secret)
 	if !shaped {
 		return policy.ReasonMalformedToken, false
 	}
 	if x.entry, found = h.app.store.LookupID(id, secret); found {
 		return policy.ReasonOK, true
 	}
-	if !tokenstore.ValidChecksum(secret) {
+	if !token.ValidChecksum(secret) {
 		return policy.ReasonMalformedToken, false
 	}
 	return policy.ReasonOK, false // well-formed but unknown: CheckToken says so
@@ -951,9 +952,9 @@ func (h *Handler) looksLikeToken(s string) bool {
 	return hasTokenShape(s)
 }
 
-// hasTokenShape reports whether s has a token's shape (tokenstore.ParseShape).
+// hasTokenShape reports whether s has a token's shape (token.ParseShape).
 func hasTokenShape(s string) bool {
-	_, ok := tokenstore.ParseShape(s)
+	_, ok := token.ParseShape(s)
 	return ok
 }
 
@@ -1232,7 +1233,7 @@ func hasErrorRoutes(r *http.Request) bool {
 // The event is built here once, for every sink: the zap log, the database
 // (and the summaries of a flood) and the api_token_denied Caddy event. What
 // the client typed (the user name, the method, the host, the path) goes in
-// with any token in it redacted (tokenstore.RedactTokens), and the client
+// with any token in it redacted (token.Redact), and the client
 // IP unmapped.
 func (h *Handler) record(x *exchange, typ audit.Type, outcome audit.Outcome, reason policy.Reason, status int, rule policy.PathRule) {
 	requestCounter(outcome, reason).Inc()
@@ -1252,14 +1253,14 @@ func (h *Handler) record(x *exchange, typ audit.Type, outcome audit.Outcome, rea
 		Type:        typ,
 		Outcome:     outcome,
 		Reason:      string(reason),
-		User:        tokenstore.RedactTokens(user),
-		ClaimedUser: tokenstore.RedactTokens(claimed),
+		User:        token.Redact(user),
+		ClaimedUser: token.Redact(claimed),
 		TokenID:     e.ID,
 		Scheme:      x.cred.Scheme.String(),
 		ClientIP:    audit.UnmapIP(x.clientIP),
-		Method:      tokenstore.RedactTokens(r.Method),
-		Host:        tokenstore.RedactTokens(r.Host),
-		Path:        tokenstore.RedactTokens(r.URL.Path),
+		Method:      token.Redact(r.Method),
+		Host:        token.Redact(r.Host),
+		Path:        token.Redact(r.URL.Path),
 		Status:      status,
 		Rule:        string(rule),
 	}

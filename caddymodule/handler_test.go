@@ -20,6 +20,7 @@ import (
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
@@ -59,7 +60,7 @@ func testHandler(t testing.TB) (*Handler, *tokenstore.Store, *fakeClock, *captur
 	}
 	t.Cleanup(func() { st.Close() })
 	sink := &captureSink{}
-	app := &App{store: st, now: clock.Now, audit: sink, TokenPrefix: tokenstore.DefaultPrefix}
+	app := &App{store: st, now: clock.Now, audit: sink, TokenPrefix: token.DefaultPrefix}
 	h := &Handler{Realm: "test", Passwords: PasswordsBlock, app: app, logger: zap.NewNop()}
 	h.buildChallenges()
 	return h, st, clock, sink
@@ -104,7 +105,7 @@ func TestHandlerReasons(t *testing.T) {
 	if _, _, err := st.Revoke(ctx, revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
-	_, unknownSecret, _ := tokenstore.Generate("caddytok")
+	_, unknownSecret, _ := token.Generate("caddytok")
 
 	tests := []struct {
 		name    string
@@ -212,7 +213,7 @@ func TestHandlerChallengeDescriptions(t *testing.T) {
 	if _, _, err := st.Revoke(ctx, revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
-	_, unknown, _ := tokenstore.Generate("caddytok")
+	_, unknown, _ := token.Generate("caddytok")
 	clock.Advance(time.Hour)
 	basic := `Basic realm="test", charset="UTF-8"`
 	tests := []struct {
@@ -314,7 +315,7 @@ func TestRequestTime(t *testing.T) {
 // but a later handler adding to one header must not change another.
 func TestRefusalHeaderValues(t *testing.T) {
 	h, _, _, _ := testHandler(t)
-	_, unknown, _ := tokenstore.Generate("caddytok")
+	_, unknown, _ := token.Generate("caddytok")
 	req := httptest.NewRequest(http.MethodGet, "/rest/x", nil)
 	req.Header.Set("Authorization", "Bearer "+unknown)
 	w, _, called := serve(t, h, req)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
+	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
@@ -70,18 +71,18 @@ func TestNoSecretInAnySink(t *testing.T) {
 	tester := startGate(t, redactConfig(db, logFile))
 
 	alice := createToken(t, tester, `{"user":"alice","name":"ci"}`)
-	_, unknown, err := tokenstore.Generate(tokenstore.DefaultPrefix)
+	_, unknown, err := token.Generate(token.DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
-	prefixLen := len(tokenstore.DefaultPrefix) + 1
+	prefixLen := len(token.DefaultPrefix) + 1
 	secrets := map[string]string{
 		"valid":         alice.Token,
 		"unknown":       unknown,
 		"bad checksum":  mistype(alice.Token),
 		"one short":     alice.Token[:len(alice.Token)-1],
 		"one long":      alice.Token + "Q",
-		"upper prefix":  strings.ToUpper(tokenstore.DefaultPrefix) + alice.Token[prefixLen-1:],
+		"upper prefix":  strings.ToUpper(token.DefaultPrefix) + alice.Token[prefixLen-1:],
 		"other prefix":  "jira" + alice.Token[prefixLen-1:],
 		"inside a word": "x" + unknown + "-y",
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
@@ -141,7 +142,7 @@ func TestGateFailsClosedWhenStale(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	sink := &captureSink{}
-	app := &App{store: st, now: clock.Now, audit: sink, TokenPrefix: tokenstore.DefaultPrefix, staleAfter: 30 * time.Second}
+	app := &App{store: st, now: clock.Now, audit: sink, TokenPrefix: token.DefaultPrefix, staleAfter: 30 * time.Second}
 	h := &Handler{Realm: "test", Passwords: PasswordsBlock, app: app, logger: zap.NewNop()}
 	h.buildChallenges()
 	ctx := context.Background()
@@ -253,7 +254,7 @@ func TestAppValidateStaleAfter(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a := &App{TokenPrefix: tokenstore.DefaultPrefix, StaleAfter: caddy.Duration(tt.stale)}
+			a := &App{TokenPrefix: token.DefaultPrefix, StaleAfter: caddy.Duration(tt.stale)}
 			err := a.Validate()
 			if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Errorf("Validate: %v, want %q", err, tt.wantErr)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
+	"github.com/apitoken/caddy-apitoken/token"
 )
 
 // allEvents returns every stored event, newest first.
@@ -793,12 +794,12 @@ func TestAuditHoldsNoSecrets(t *testing.T) {
 		t.Helper()
 		sep := strings.LastIndexByte(secret, '_')
 		body := secret[sep+1:]
-		hash := Hash(secret)
+		hash := token.Hash(secret)
 		secrets = append(secrets,
 			secret,
-			body[idLen:idLen+secretLen],     // the secret part alone
-			body[idLen+8:idLen+secretLen-8], // any long piece of it
-			hex.EncodeToString(hash[:]),     // the hash, as SQL's hex() or Go would print it
+			body[token.IDLen:token.IDLen+token.SecretLen],     // the secret part alone
+			body[token.IDLen+8:token.IDLen+token.SecretLen-8], // any long piece of it
+			hex.EncodeToString(hash[:]),                       // the hash, as SQL's hex() or Go would print it
 			strings.ToUpper(hex.EncodeToString(hash[:])),
 			string(hash[:]),
 		)

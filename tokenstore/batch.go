@@ -3,6 +3,8 @@ package tokenstore
 import (
 	"context"
 	"fmt"
+
+	"github.com/apitoken/caddy-apitoken/token"
 )
 
 // CreateBatch stores many new tokens at once, for bulk provisioning:
@@ -10,7 +12,7 @@ import (
 // a load test. It returns the tokens and their secrets in the order of nts.
 //
 // Every item is checked as Create checks it (the prefix, user, name,
-// description and rules; an empty prefix means DefaultPrefix), and the
+// description and rules; an empty prefix means token.DefaultPrefix), and the
 // whole batch is written in ONE transaction: all or nothing. An invalid
 // item fails the call with ErrInvalid, and an item whose user already has
 // an unrevoked token of that name (in the store or earlier in the batch)
@@ -35,7 +37,7 @@ func (s *Store) CreateBatch(ctx context.Context, nts []NewToken) ([]Token, []str
 	now := millis(s.now())
 	for i, nt := range nts {
 		if nt.Prefix == "" {
-			nt.Prefix = DefaultPrefix
+			nt.Prefix = token.DefaultPrefix
 		}
 		parsed, err := validateNewToken(nt)
 		if err != nil {

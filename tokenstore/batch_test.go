@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/token"
 )
 
 func TestCreateBatch(t *testing.T) {
@@ -52,13 +53,13 @@ func TestCreateBatch(t *testing.T) {
 				tok, secret := toks[i], secrets[i]
 				prefix := nt.Prefix
 				if prefix == "" {
-					prefix = DefaultPrefix
+					prefix = token.DefaultPrefix
 				}
-				if id, ok := Parse(secret); !ok || id != tok.ID || !strings.HasPrefix(secret, prefix+"_") {
+				if id, ok := token.Parse(secret); !ok || id != tok.ID || !strings.HasPrefix(secret, prefix+"_") {
 					t.Fatalf("item %d: secret %q does not name token %s with prefix %s", i, secret, tok.ID, prefix)
 				}
 				if tok.User != nt.User || tok.Name != nt.Name || tok.Description != nt.Description ||
-					!tok.CreatedAt.Equal(now) || !tok.ExpiresAt.Equal(millis(nt.ExpiresAt)) || tok.Hint != Hint(secret) {
+					!tok.CreatedAt.Equal(now) || !tok.ExpiresAt.Equal(millis(nt.ExpiresAt)) || tok.Hint != token.Hint(secret) {
 					t.Errorf("item %d: token %+v does not match %+v", i, tok, nt)
 				}
 				// Stored as Create stores it, canonical rules included.

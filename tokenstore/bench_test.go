@@ -4,7 +4,6 @@ package tokenstore
 
 import (
 	"fmt"
-	"hash/crc32"
 	"net/netip"
 	"runtime"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/internal/benchsizes"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/token"
 )
 
 // benchStore returns a store holding 1000 tokens and the secret of one.
@@ -89,7 +89,7 @@ func BenchmarkLookupMiss(b *testing.B) {
 	}
 }
 
-// BenchmarkLookupID: the look-up alone, after Parse, as the gate calls it.
+// BenchmarkLookupID: the look-up alone, after token.Parse, as the gate calls it.
 func BenchmarkLookupID(b *testing.B) {
 	s, secret := benchStore(b)
 	unknown := unknownIDToken(b, s)
@@ -101,10 +101,10 @@ func BenchmarkLookupID(b *testing.B) {
 		{"miss", unknown, false},
 		// An existing id with a wrong secret: it must cost what a miss
 		// costs, so that timing does not tell which ids exist.
-		{"wrong_secret", assemble(DefaultPrefix, secret[len(DefaultPrefix)+1:][:idLen], strings.Repeat("A", secretLen)), false},
+		{"wrong_secret", assemble(b, token.DefaultPrefix, secret[len(token.DefaultPrefix)+1:][:token.IDLen], strings.Repeat("A", token.SecretLen)), false},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			id, _ := Parse(c.token)
+			id, _ := token.Parse(c.token)
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, ok := s.LookupID(id, c.token); ok != c.ok {
@@ -137,59 +137,6 @@ func BenchmarkLookupIDParallel(b *testing.B) {
 			}
 		}
 	})
-}
-
-// BenchmarkParse: a well-formed token, the longest and the shortest.
-func BenchmarkParse(b *testing.B) {
-	for _, prefix := range []string{"abcdefghijklmnop", DefaultPrefix, "a"} {
-		token := fixedToken(b, prefix)
-		b.Run(strconv.Itoa(len(token)), func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, ok := Parse(token); !ok {
-					b.Fatal("Parse failed")
-				}
-			}
-		})
-	}
-}
-
-// BenchmarkCRC32String: Parse's checksum over a token with the default
-// prefix, against hash/crc32 over the same bytes as a []byte: the view of
-// the string must cost nothing more.
-func BenchmarkCRC32String(b *testing.B) {
-	token := fixedToken(b, DefaultPrefix)
-	s := token[:len(token)-checksumLen]
-	buf := []byte(s)
-	var sum uint32
-	b.Run("crc32String", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			sum += crc32String(s)
-		}
-	})
-	b.Run("crc32.ChecksumIEEE", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			sum += crc32.ChecksumIEEE(buf)
-		}
-	})
-	if sum == 1 {
-		b.Log(sum) // keeps sum live
-	}
-}
-
-// BenchmarkParseMalformed: the costliest malformed token, one whose
-// checksum alone is wrong.
-func BenchmarkParseMalformed(b *testing.B) {
-	token := fixedToken(b, DefaultPrefix)
-	token = token[:len(token)-1] + "x"
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, ok := Parse(token); ok {
-			b.Fatal("Parse succeeded")
-		}
-	}
 }
 
 // BenchmarkAppendAudit: one batch of 100 request events, as the audit

@@ -1,6 +1,10 @@
 package tokenstore
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/apitoken/caddy-apitoken/token"
+)
 
 // Errors returned by the store, wrapped with detail: test with errors.Is.
 var (
@@ -11,7 +15,8 @@ var (
 	// token can't be updated or rotated.
 	ErrConflict = errors.New("conflict")
 	// ErrInvalid: an argument is malformed; the message names the field.
-	ErrInvalid = errors.New("invalid input")
+	// It is token.ErrInvalid, so a malformed token prefix is one too.
+	ErrInvalid = token.ErrInvalid
 	// ErrNoCgo: the program was built without cgo, so the SQLite driver is
 	// a stub that can't open anything.
 	ErrNoCgo = errors.New("the sqlite3 driver was compiled without cgo")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/internal/keytable"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/token"
 )
 
 // Entry is what Lookup knows about a token: enough for the gateway to decide,
@@ -21,10 +22,10 @@ import (
 // AllowedIPs or the scope.
 type Entry struct {
 	ID string
-	// Key is ID read as a base-32 number (60 bits), for maps kept per
-	// token such as policy.RateLimiter's: distinct ids that Parse accepts
-	// have distinct keys. An id it refuses (a row written by other means)
-	// has Key 0, as does the id of twelve "a"s.
+	// Key is ID read as a base-32 number (60 bits, token.Key), for maps
+	// kept per token such as policy.RateLimiter's: distinct ids that
+	// token.Parse accepts have distinct keys. An id it refuses (a row
+	// written by other means) has Key 0, as does the id of twelve "a"s.
 	Key       uint64
 	User      string
 	UserKey   string // strings.ToLower(User), for policy.Holders.Check and GroupsOf
@@ -78,48 +79,20 @@ type chunk struct {
 // to use.
 type index struct {
 	mu     sync.RWMutex
-	ids    keytable.Table[int32] // idKey → position in chunks
-	odd    map[string]int32      // ids without a key (see idKey), which no token can carry
+	ids    keytable.Table[int32] // token.Key → position in chunks
+	odd    map[string]int32      // ids without a key (see token.Key), which no token can carry
 	chunks []*chunk
 	n      int32 // positions in use
 
 	interned // the tables of shared values, also guarded by mu
 }
 
-// idKey returns the 60 bits that a valid id (see ValidID) encodes, and
-// whether it is one. The id table holds these for keys, in its slots, not
-// the strings.
-func idKey(id string) (key uint64, ok bool) {
-	if len(id) != idLen || !idWord(load8(id, 0)) || !idWord(load8(id, idLen-8)) {
-		return 0, false
-	}
-	for i := 0; i < idLen; i++ {
-		// Worked out rather than looked up in idDigits (see idWord).
-		c := id[i]
-		d := uint64(c - 'a')
-		if c < 'a' {
-			d = uint64(c-'2') + 26
-		}
-		key = key<<5 | d
-	}
-	return key, true
-}
-
-// KeyOf returns Entry.Key for the token id, for looking up what is kept
-// per token by key: 0 for an id that Parse refuses.
-func KeyOf(id string) uint64 {
-	if key, ok := idKey(id); ok {
-		return key
-	}
-	return 0
-}
-
 // find returns the position of the token with the given id.
 func (ix *index) find(id string) (int32, bool) {
-	key, ok := idKey(id)
+	key, ok := token.Key(id)
 	if !ok {
 		// Only a row written by other means than this package can
-		// have such an id; Parse refuses its tokens, so LookupID
+		// have such an id; token.Parse refuses its tokens, so LookupID
 		// never asks, but CountByState counts it.
 		pos, found := ix.odd[id]
 		return pos, found
@@ -155,7 +128,7 @@ func (ix *index) apply(recs ...record) {
 	}
 	for i := range recs {
 		r := &recs[i]
-		if len(r.ID) != idLen {
+		if len(r.ID) != token.IDLen {
 			continue // kept out by the schema's CHECK; no token could name it
 		}
 		pos, found := ix.find(r.ID)
@@ -170,7 +143,7 @@ func (ix *index) apply(recs ...record) {
 			ix.release(e.shared)
 		} else {
 			pos = ix.add()
-			if key, ok := idKey(r.ID); ok {
+			if key, ok := token.Key(r.ID); ok {
 				ix.ids.Put(key, pos)
 			} else {
 				ix.odd[r.ID] = pos
@@ -178,7 +151,7 @@ func (ix *index) apply(recs ...record) {
 		}
 		e, seq := ix.at(pos)
 		idName := e.idName
-		if idName == "" || idName[idLen:] != r.Name {
+		if idName == "" || idName[token.IDLen:] != r.Name {
 			idName = r.ID + r.Name
 		}
 		*e = entry{hash: r.hash, idName: idName, shared: sh, expires: r.ExpiresAt.UnixMilli()}
@@ -192,30 +165,31 @@ func (ix *index) apply(recs ...record) {
 // hashes to its hash.
 var missEntry = entry{hash: sha256.Sum256([]byte("tokenstore: no token has this id"))}
 
-// Lookup finds the token that the full token string names, from memory only.
+// Lookup finds the token that secret, a full token string, names, from
+// memory only.
 // It reports false for a malformed token, an unknown id or a wrong secret,
 // and true, with the token's facts and rules, for a known token, whether
 // active, expired or revoked: judging those is the caller's business
 // (Entry.State, the policy package). Lookup does not allocate or touch the
 // database, and its comparison of the secret is constant-time.
-func (s *Store) Lookup(token string) (Entry, bool) {
-	id, ok := Parse(token)
+func (s *Store) Lookup(secret string) (Entry, bool) {
+	id, ok := token.Parse(secret)
 	if !ok {
 		return Entry{}, false
 	}
-	return s.LookupID(id, token)
+	return s.LookupID(id, secret)
 }
 
 // LookupID is Lookup for a caller that has already parsed the token: id
-// must be what Parse(token) or ParseShape(token) returned. It costs what
-// Lookup costs, less the parse, and has the same guarantees: in
-// particular, a token it finds has a valid checksum, whichever parsed it,
-// since its whole string hashes to a stored token's.
-func (s *Store) LookupID(id, token string) (Entry, bool) {
-	sum := Hash(token)
+// must be what token.Parse(secret) or token.ParseShape(secret) returned.
+// It costs what Lookup costs, less the parse, and has the same guarantees:
+// in particular, a token it finds has a valid checksum, whichever parsed
+// it, since its whole string hashes to a stored token's.
+func (s *Store) LookupID(id, secret string) (Entry, bool) {
+	sum := token.Hash(secret)
 	ix := &s.index
 
-	key, valid := idKey(id) // always valid from Parse
+	key, valid := token.Key(id) // always valid from token.Parse
 	ix.mu.RLock()
 	pos, found := ix.ids.Get(key)
 	found = found && valid
@@ -240,7 +214,7 @@ func (s *Store) LookupID(id, token string) (Entry, bool) {
 	// From idName, not from the id Lookup was given: that one is a
 	// substring of the secret token, which the caller should be free to
 	// forget.
-	out.ID, out.Name = e.idName[:idLen], e.idName[idLen:]
+	out.ID, out.Name = e.idName[:token.IDLen], e.idName[token.IDLen:]
 	out.Key = key
 	out.ExpiresAt = fromMillis(e.expires)
 	return out, true
@@ -250,8 +224,8 @@ func (s *Store) LookupID(id, token string) (Entry, bool) {
 // (TestLookupExport).
 func (e *entry) export() Entry {
 	out := e.shared.Entry
-	out.ID, out.Name = e.idName[:idLen], e.idName[idLen:]
-	out.Key = KeyOf(out.ID)
+	out.ID, out.Name = e.idName[:token.IDLen], e.idName[token.IDLen:]
+	out.Key, _ = token.Key(out.ID)
 	out.ExpiresAt = fromMillis(e.expires)
 	return out
 }

@@ -4,6 +4,7 @@ package tokenstore
 
 import (
 	"fmt"
+	"hash/crc32"
 	"net/netip"
 	"reflect"
 	"strconv"
@@ -14,14 +15,33 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/token"
 )
+
+// assemble builds the token "<prefix>_<id><secret>" with its checksum, as
+// package token documents it: for tokens with a chosen id and secret.
+func assemble(t testing.TB, prefix, id, secret string) string {
+	t.Helper()
+	s := prefix + "_" + id + secret
+	sum := crc32.ChecksumIEEE([]byte(s))
+	var digits [6]byte
+	for i := len(digits) - 1; i >= 0; i-- {
+		digits[i] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"[sum%62]
+		sum /= 62
+	}
+	s += string(digits[:])
+	if _, ok := token.Parse(s); !ok {
+		t.Fatalf("assembled token %q does not parse", s)
+	}
+	return s
+}
 
 // unknownIDToken returns a well-formed token (valid checksum) whose id no
 // stored token has.
 func unknownIDToken(t testing.TB, s *Store) string {
 	t.Helper()
 	for range 100 {
-		id, token, err := Generate(DefaultPrefix)
+		id, token, err := token.Generate(token.DefaultPrefix)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,11 +94,11 @@ func TestLookup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := secret[len(DefaultPrefix)+1:]
+	body := secret[len(token.DefaultPrefix)+1:]
 	// Same id, another secret, a valid checksum: only the hash can tell.
-	wrongSecret := assemble(DefaultPrefix, tok.ID, strings.Repeat("A", secretLen))
+	wrongSecret := assemble(t, token.DefaultPrefix, tok.ID, strings.Repeat("A", token.SecretLen))
 	// Same id and secret under another prefix: the hash covers the prefix.
-	otherPrefix := assemble("acme", tok.ID, body[idLen:idLen+secretLen])
+	otherPrefix := assemble(t, "acme", tok.ID, body[token.IDLen:token.IDLen+token.SecretLen])
 
 	tests := []struct {
 		name  string
@@ -123,26 +143,6 @@ func keyOf(t *testing.T, id string) uint64 {
 	return key
 }
 
-func TestKeyOf(t *testing.T) {
-	for range 100 {
-		id, _, err := Generate(DefaultPrefix)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got, want := KeyOf(id), keyOf(t, id); got != want {
-			t.Fatalf("KeyOf(%q) = %d, want %d", id, got, want)
-		}
-	}
-	for _, id := range []string{"", "abcdefghijk", "abcdefghijklm", "ABCDEFGHIJKL", "abcdefghijk1", "abcdefghijk_"} {
-		if got := KeyOf(id); got != 0 {
-			t.Errorf("KeyOf(%q) = %d, want 0 for an id Parse refuses", id, got)
-		}
-	}
-	if got := KeyOf("777777777777"); got != 1<<60-1 {
-		t.Errorf("KeyOf of the largest id = %d, want 2^60-1", got)
-	}
-}
-
 // breakChecksum changes a token's last character, which belongs to the
 // checksum, to another one: a random token may already end in any of them.
 func breakChecksum(token string) string {
@@ -161,8 +161,8 @@ func TestLookupAllocs(t *testing.T) {
 		Scope: policy.Scope{ReadOnly: true, Methods: []string{"GET"}, Paths: []string{"/api/*"}, Hosts: []string{"*.example.com"}},
 	})
 	miss := unknownIDToken(t, s)
-	id, _ := Parse(secret)
-	wrong := assemble("abcdefghijklmnop", id, strings.Repeat("A", secretLen))
+	id, _ := token.Parse(secret)
+	wrong := assemble(t, "abcdefghijklmnop", id, strings.Repeat("A", token.SecretLen))
 	tests := []struct{ name, token string }{
 		{"hit", secret},
 		{"hit with rules", ruledSecret},
@@ -175,7 +175,7 @@ func TestLookupAllocs(t *testing.T) {
 			if n := testing.AllocsPerRun(100, func() { s.Lookup(tt.token) }); n != 0 {
 				t.Errorf("Lookup allocates %v times, want 0", n)
 			}
-			if id, ok := Parse(tt.token); ok {
+			if id, ok := token.Parse(tt.token); ok {
 				if n := testing.AllocsPerRun(100, func() { s.LookupID(id, tt.token) }); n != 0 {
 					t.Errorf("LookupID allocates %v times, want 0", n)
 				}

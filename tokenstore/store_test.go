@@ -19,6 +19,7 @@ import (
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/token"
 )
 
 // fakeClock is an injectable Options.Now.
@@ -147,10 +148,10 @@ func TestCreateGet(t *testing.T) {
 		nt         NewToken
 		wantPrefix string
 	}{
-		{"default prefix", NewToken{User: "alice", Name: "ci"}, DefaultPrefix + "_"},
+		{"default prefix", NewToken{User: "alice", Name: "ci"}, token.DefaultPrefix + "_"},
 		{"custom prefix", NewToken{Prefix: "acme", User: "Bob", Name: "deploy", Description: "deploys\nthings", ExpiresAt: expires}, "acme_"},
-		{"longest fields", NewToken{User: strings.Repeat("u", maxUserLen), Name: strings.Repeat("n", maxNameLen), Description: strings.Repeat("d", maxDescriptionLen)}, DefaultPrefix + "_"},
-		{"unicode", NewToken{User: "zoë", Name: "laptop 💻"}, DefaultPrefix + "_"},
+		{"longest fields", NewToken{User: strings.Repeat("u", maxUserLen), Name: strings.Repeat("n", maxNameLen), Description: strings.Repeat("d", maxDescriptionLen)}, token.DefaultPrefix + "_"},
+		{"unicode", NewToken{User: "zoë", Name: "laptop 💻"}, token.DefaultPrefix + "_"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -161,7 +162,7 @@ func TestCreateGet(t *testing.T) {
 				User:        tt.nt.User,
 				Name:        tt.nt.Name,
 				Description: tt.nt.Description,
-				Hint:        Hint(secret),
+				Hint:        token.Hint(secret),
 				CreatedAt:   now,
 				UpdatedAt:   now,
 				ExpiresAt:   millis(tt.nt.ExpiresAt),
@@ -172,10 +173,10 @@ func TestCreateGet(t *testing.T) {
 			if !strings.HasPrefix(secret, tt.wantPrefix) {
 				t.Errorf("secret %q does not start with %q", secret, tt.wantPrefix)
 			}
-			if id, ok := Parse(secret); !ok || id != tok.ID {
+			if id, ok := token.Parse(secret); !ok || id != tok.ID {
 				t.Errorf("Parse(secret) = %q, %v; want %q, true", id, ok, tok.ID)
 			}
-			if strings.Contains(fmt.Sprintf("%+v", tok), secret[len(tt.wantPrefix)+idLen:]) {
+			if strings.Contains(fmt.Sprintf("%+v", tok), secret[len(tt.wantPrefix)+token.IDLen:]) {
 				t.Errorf("the token's public view contains the secret")
 			}
 			got, err := s.Get(ctx, tok.ID)
@@ -653,14 +654,14 @@ func TestRotate(t *testing.T) {
 	}
 	now := millis(clock.Now())
 	want := tok
-	want.Hint, want.RotatedAt, want.UpdatedAt = Hint(newSecret), now, now
+	want.Hint, want.RotatedAt, want.UpdatedAt = token.Hint(newSecret), now, now
 	if !reflect.DeepEqual(rotated, want) {
 		t.Errorf("Rotate returned\n%+v, want\n%+v", rotated, want)
 	}
 	if newSecret == oldSecret || !strings.HasPrefix(newSecret, "acme_") {
 		t.Errorf("new secret %q: want a different token with prefix acme_", newSecret)
 	}
-	if id, ok := Parse(newSecret); !ok || id != tok.ID {
+	if id, ok := token.Parse(newSecret); !ok || id != tok.ID {
 		t.Errorf("Parse(new secret) = %q, %v; want the same id %q", id, ok, tok.ID)
 	}
 	if _, ok := s.Lookup(oldSecret); ok {
@@ -678,7 +679,7 @@ func TestRotate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.HasPrefix(secret, DefaultPrefix+"_") {
+		if !strings.HasPrefix(secret, token.DefaultPrefix+"_") {
 			t.Errorf("secret %q lacks the default prefix", secret)
 		}
 		if _, ok := s.Lookup(newSecret); ok {
@@ -906,14 +907,14 @@ func TestMigrations(t *testing.T) {
 		path, db := databaseAt(t, 1)
 		ctx := t.Context()
 		// A token as a version 1 build wrote it.
-		id, secret, err := Generate(DefaultPrefix)
+		id, secret, err := token.Generate(token.DefaultPrefix)
 		if err != nil {
 			t.Fatal(err)
 		}
-		hash := Hash(secret)
+		hash := token.Hash(secret)
 		_, err = db.ExecContext(ctx, `INSERT INTO tokens
 (id, user, user_key, name, description, secret_hash, hint, created_at, updated_at, seq)
-VALUES (?, 'Alice', 'alice', 'ci', 'old', ?, ?, 1000, 1000, 1)`, id, hash[:], Hint(secret))
+VALUES (?, 'Alice', 'alice', 'ci', 'old', ?, ?, 1000, 1000, 1)`, id, hash[:], token.Hint(secret))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -926,7 +927,7 @@ VALUES (?, 'Alice', 'alice', 'ci', 'old', ?, ?, 1000, 1000, 1)`, id, hash[:], Hi
 			t.Errorf("user_version = %d, want %d", got, latest)
 		}
 		want := Token{
-			ID: id, User: "Alice", Name: "ci", Description: "old", Hint: Hint(secret),
+			ID: id, User: "Alice", Name: "ci", Description: "old", Hint: token.Hint(secret),
 			CreatedAt: fromMillis(1000), UpdatedAt: fromMillis(1000),
 		}
 		if got, err := s.Get(ctx, id); err != nil || !reflect.DeepEqual(got, want) {
@@ -951,15 +952,15 @@ VALUES (?, 'Alice', 'alice', 'ci', 'old', ?, ?, 1000, 1000, 1)`, id, hash[:], Hi
 		path, db := databaseAt(t, 2)
 		ctx := t.Context()
 		// A token and a membership as a version 2 build wrote them.
-		id, secret, err := Generate(DefaultPrefix)
+		id, secret, err := token.Generate(token.DefaultPrefix)
 		if err != nil {
 			t.Fatal(err)
 		}
-		hash := Hash(secret)
+		hash := token.Hash(secret)
 		_, err = db.ExecContext(ctx, `INSERT INTO tokens
 (id, user, user_key, name, description, secret_hash, hint, created_at, updated_at, expires_at, seq, allowed_ips, scope, rate_limit)
 VALUES (?, 'Alice', 'alice', 'ci', '', ?, ?, 1000, 1000, ?, 1, '["10.0.0.0/8"]', '{"read_only":true}', '5/1s')`,
-			id, hash[:], Hint(secret), clockStart.Add(time.Hour).UnixMilli())
+			id, hash[:], token.Hint(secret), clockStart.Add(time.Hour).UnixMilli())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -982,7 +983,7 @@ VALUES (?, 'Alice', 'alice', 'ci', '', ?, ?, 1000, 1000, ?, 1, '["10.0.0.0/8"]',
 			}
 		}
 		want := Token{
-			ID: id, User: "Alice", Name: "ci", Hint: Hint(secret),
+			ID: id, User: "Alice", Name: "ci", Hint: token.Hint(secret),
 			CreatedAt: fromMillis(1000), UpdatedAt: fromMillis(1000), ExpiresAt: millis(clockStart.Add(time.Hour)),
 			AllowedIPs: []string{"10.0.0.0/8"}, Scope: policy.Scope{ReadOnly: true}, RateLimit: "5/1s",
 		}

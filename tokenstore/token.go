@@ -9,6 +9,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/token"
 )
 
 // Limits on the fields of a token, in bytes.
@@ -35,7 +36,7 @@ type Token struct {
 	User        string
 	Name        string
 	Description string
-	Hint        string // e.g. "caddytok_…AbCd"; see Hint
+	Hint        string // e.g. "caddytok_…AbCd"; see token.Hint
 
 	CreatedAt time.Time
 	UpdatedAt time.Time
@@ -75,7 +76,7 @@ func state(revoked bool, expiresAt, now time.Time) State {
 
 // NewToken is what Create needs.
 type NewToken struct {
-	Prefix      string    // empty: DefaultPrefix
+	Prefix      string    // empty: token.DefaultPrefix
 	User        string    // required; see Create for the rules
 	Name        string    // required; unique among the user's unrevoked tokens
 	Description string    // optional
@@ -145,7 +146,7 @@ func userKey(user string) string { return strings.ToLower(user) }
 
 // validateNewToken checks nt and returns its rules, parsed.
 func validateNewToken(nt NewToken) (rules, error) {
-	if err := ValidPrefix(nt.Prefix); err != nil {
+	if err := token.ValidPrefix(nt.Prefix); err != nil {
 		return rules{}, err
 	}
 	if err := validateUser(nt.User); err != nil {
@@ -192,7 +193,7 @@ func validateFilter(f Filter) error {
 // validateUser checks a user name. A user travels as the user part of HTTP
 // Basic credentials, so it can't contain ':'. It is shown to operators and
 // recorded, so it can't contain control or format characters (bidi
-// overrides, zero width spaces) or look like a token (RedactTokens): the
+// overrides, zero width spaces) or look like a token (token.Redact): the
 // error never quotes a token.
 func validateUser(user string) error {
 	switch {
@@ -200,8 +201,8 @@ func validateUser(user string) error {
 		return fmt.Errorf("%w: user is required", ErrInvalid)
 	case len(user) > maxUserLen:
 		return fmt.Errorf("%w: user is %d bytes long, more than %d", ErrInvalid, len(user), maxUserLen)
-	case RedactTokens(user) != user:
-		return fmt.Errorf("%w: user looks like an API token (%q): give the user's name", ErrInvalid, RedactTokens(user))
+	case token.Redact(user) != user:
+		return fmt.Errorf("%w: user looks like an API token (%q): give the user's name", ErrInvalid, token.Redact(user))
 	case !utf8.ValidString(user):
 		return fmt.Errorf("%w: user %q is not valid UTF-8", ErrInvalid, user)
 	case strings.Contains(user, ":"):
@@ -222,8 +223,8 @@ func validateName(name string) error {
 		return fmt.Errorf("%w: name is required", ErrInvalid)
 	case len(name) > maxNameLen:
 		return fmt.Errorf("%w: name is %d bytes long, more than %d", ErrInvalid, len(name), maxNameLen)
-	case RedactTokens(name) != name:
-		return fmt.Errorf("%w: name looks like an API token (%q): never name a token by its secret", ErrInvalid, RedactTokens(name))
+	case token.Redact(name) != name:
+		return fmt.Errorf("%w: name looks like an API token (%q): never name a token by its secret", ErrInvalid, token.Redact(name))
 	case !utf8.ValidString(name):
 		return fmt.Errorf("%w: name %q is not valid UTF-8", ErrInvalid, name)
 	case hasControl(name):

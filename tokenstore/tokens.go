@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/token"
 )
 
 // record is a whole row, with the token's usage: the public Token plus what
@@ -71,7 +72,7 @@ WHERE id = ?`
 // newRecord makes the record of a new token, validated as parsed, and
 // its secret: a fresh id and secret, the hash and hint, times at now.
 func newRecord(nt NewToken, parsed rules, now time.Time) (record, string, error) {
-	id, secret, err := Generate(nt.Prefix)
+	id, secret, err := token.Generate(nt.Prefix)
 	if err != nil {
 		return record{}, "", err
 	}
@@ -81,12 +82,12 @@ func newRecord(nt NewToken, parsed rules, now time.Time) (record, string, error)
 			User:        nt.User,
 			Name:        nt.Name,
 			Description: nt.Description,
-			Hint:        Hint(secret),
+			Hint:        token.Hint(secret),
 			CreatedAt:   now,
 			UpdatedAt:   now,
 			ExpiresAt:   millis(nt.ExpiresAt),
 		},
-		hash: Hash(secret),
+		hash: token.Hash(secret),
 	}
 	rec.setRules(parsed)
 	return rec, secret, nil
@@ -100,7 +101,7 @@ func newRecord(nt NewToken, parsed rules, now time.Time) (record, string, error)
 // compare case-insensitively. The name is required, at most 128 bytes
 // without control characters, and unique among the user's unrevoked tokens
 // (ErrConflict otherwise). The description is at most 1024 bytes of UTF-8.
-// An empty prefix means DefaultPrefix. The rules (see NewToken) are checked
+// An empty prefix means token.DefaultPrefix. The rules (see NewToken) are checked
 // and stored in canonical form: "10.1.2.3" becomes "10.1.2.3/32",
 // "private_ranges" its prefixes, methods upper case.
 //
@@ -111,7 +112,7 @@ func newRecord(nt NewToken, parsed rules, now time.Time) (record, string, error)
 // other write methods treat ev the same way.
 func (s *Store) Create(ctx context.Context, nt NewToken, ev *audit.Event) (Token, string, error) {
 	if nt.Prefix == "" {
-		nt.Prefix = DefaultPrefix
+		nt.Prefix = token.DefaultPrefix
 	}
 	parsed, err := validateNewToken(nt)
 	if err != nil {
@@ -148,7 +149,7 @@ func (s *Store) Create(ctx context.Context, nt NewToken, ev *audit.Event) (Token
 
 // Get returns the token with the given id, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (Token, error) {
-	if !ValidID(id) {
+	if !token.ValidID(id) {
 		return Token{}, fmt.Errorf("getting token %q: %w", id, ErrNotFound)
 	}
 	tx, err := s.reader.BeginTx(ctx, nil)
@@ -194,7 +195,7 @@ func (s *Store) Update(ctx context.Context, id string, p Patch, ev *audit.Event)
 	if err != nil {
 		return Token{}, fmt.Errorf("updating token %q: %w", id, err)
 	}
-	if !ValidID(id) {
+	if !token.ValidID(id) {
 		return Token{}, fmt.Errorf("updating token %q: %w", id, ErrNotFound)
 	}
 	tx, err := s.beginWrite(ctx)
@@ -244,7 +245,7 @@ func (s *Store) Update(ctx context.Context, id string, p Patch, ev *audit.Event)
 // ev is stored with the change, as Create does. Of concurrent calls for one
 // token, exactly one reports true.
 func (s *Store) Revoke(ctx context.Context, id string, ev *audit.Event) (Token, bool, error) {
-	if !ValidID(id) {
+	if !token.ValidID(id) {
 		return Token{}, false, fmt.Errorf("revoking token %q: %w", id, ErrNotFound)
 	}
 	tx, err := s.beginWrite(ctx)
@@ -322,20 +323,20 @@ func (s *Store) RevokeUser(ctx context.Context, user string, ev *audit.Event) ([
 // Rotate gives the token a new secret, keeping its id, settings and rules, and
 // returns it with the new secret. The old secret stops working at once. A
 // revoked or expired token can't be rotated (ErrConflict). An empty prefix
-// means DefaultPrefix. Rotating clears the expiry warning mark (see
+// means token.DefaultPrefix. Rotating clears the expiry warning mark (see
 // ClaimExpiring), so the token warns again before it expires. ev is stored
 // with the change, as Create does.
 func (s *Store) Rotate(ctx context.Context, id, prefix string, ev *audit.Event) (Token, string, error) {
 	if prefix == "" {
-		prefix = DefaultPrefix
+		prefix = token.DefaultPrefix
 	}
-	if err := ValidPrefix(prefix); err != nil {
+	if err := token.ValidPrefix(prefix); err != nil {
 		return Token{}, "", fmt.Errorf("rotating token %q: %w", id, err)
 	}
-	if !ValidID(id) {
+	if !token.ValidID(id) {
 		return Token{}, "", fmt.Errorf("rotating token %q: %w", id, ErrNotFound)
 	}
-	secret, err := newToken(prefix, id)
+	secret, err := token.GenerateFor(prefix, id)
 	if err != nil {
 		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
 	}
@@ -353,7 +354,7 @@ func (s *Store) Rotate(ctx context.Context, id, prefix string, ev *audit.Event) 
 	if st := rec.State(now); st != StateActive {
 		return Token{}, "", fmt.Errorf("rotating token %s: %w: the token is %s", id, ErrConflict, st)
 	}
-	rec.hash, rec.Hint = Hash(secret), Hint(secret)
+	rec.hash, rec.Hint = token.Hash(secret), token.Hint(secret)
 	rec.RotatedAt, rec.UpdatedAt = millis(now), millis(now)
 	rec.expiryNotifiedAt = time.Time{}
 	if err := updateRecord(ctx, tx, &rec); err != nil {

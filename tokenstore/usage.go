@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/token"
 )
 
 // SQL for token_usage.
@@ -82,7 +83,7 @@ func addUsages(ctx context.Context, tx *sql.Tx, deltas []audit.Usage) error {
 // addUsage adds d to the stored usage of its token, if there is such a
 // token, with the prepared selectUsage and upsertUsage.
 func addUsage(ctx context.Context, sel, upsert *sql.Stmt, d audit.Usage) error {
-	if !ValidID(d.TokenID) {
+	if !token.ValidID(d.TokenID) {
 		return nil // no such token
 	}
 	var cols usageColumns

@@ -7,7 +7,7 @@
 //
 //	go run ./bench/gentokens -n 20000 -prefix caddytok -malformed 0.1 > wrong-tokens.txt
 //
-// The well-formed ones come from tokenstore.Generate, the same code that
+// The well-formed ones come from token.Generate, the same code that
 // issues real tokens; with 60 random bits of id and 256 of secret, none of
 // them matches a token in the store under test.
 package main
@@ -20,19 +20,19 @@ import (
 	"math/big"
 	"os"
 
-	"github.com/apitoken/caddy-apitoken/tokenstore"
+	"github.com/apitoken/caddy-apitoken/token"
 )
 
 func main() {
 	n := flag.Int("n", 20000, "number of tokens to print")
-	prefix := flag.String("prefix", tokenstore.DefaultPrefix, "token prefix")
+	prefix := flag.String("prefix", token.DefaultPrefix, "token prefix")
 	malformed := flag.Float64("malformed", 0.1, "share of malformed tokens (0 to 1)")
 	flag.Parse()
 	if *n < 0 || *malformed < 0 || *malformed > 1 {
 		fmt.Fprintln(os.Stderr, "gentokens: -n must be >= 0 and -malformed within [0, 1]")
 		os.Exit(2)
 	}
-	if err := tokenstore.ValidPrefix(*prefix); err != nil {
+	if err := token.ValidPrefix(*prefix); err != nil {
 		fmt.Fprintln(os.Stderr, "gentokens:", err)
 		os.Exit(2)
 	}
@@ -40,7 +40,7 @@ func main() {
 	w := bufio.NewWriter(os.Stdout)
 	bad := int(float64(*n)**malformed + 0.5)
 	for i := 0; i < *n; i++ {
-		_, tok, err := tokenstore.Generate(*prefix)
+		_, tok, err := token.Generate(*prefix)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "gentokens:", err)
 			os.Exit(1)
@@ -48,11 +48,11 @@ func main() {
 		// Spread the malformed ones evenly through the list.
 		if bad > 0 && (i+1)*bad/(*n) != i*bad/(*n) {
 			tok = mangle(tok, i)
-			if _, ok := tokenstore.Parse(tok); ok {
+			if _, ok := token.Parse(tok); ok {
 				fmt.Fprintln(os.Stderr, "gentokens: a mangled token still parses:", tok)
 				os.Exit(1)
 			}
-		} else if _, ok := tokenstore.Parse(tok); !ok {
+		} else if _, ok := token.Parse(tok); !ok {
 			fmt.Fprintln(os.Stderr, "gentokens: a generated token does not parse:", tok)
 			os.Exit(1)
 		}

@@ -1,8 +1,9 @@
-package tokenstore
+package token
 
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"strings"
@@ -12,11 +13,18 @@ import (
 // DefaultPrefix is the token prefix used when none is given.
 const DefaultPrefix = "caddytok"
 
+// ErrInvalid: an argument is malformed, such as a prefix that ValidPrefix
+// refuses; the message names it. tokenstore.ErrInvalid is the same value.
+var ErrInvalid = errors.New("invalid input")
+
 // Lengths of the parts of a token; see the package documentation.
 const (
+	IDLen     = 12 // the public id
+	SecretLen = 43 // the secret
+
 	maxPrefixLen = 16
-	idLen        = 12
-	secretLen    = 43
+	idLen        = IDLen
+	secretLen    = SecretLen
 	checksumLen  = 6
 	bodyLen      = idLen + secretLen + checksumLen
 	minTokenLen  = 1 + 1 + bodyLen
@@ -92,6 +100,26 @@ func ValidID(id string) bool {
 	return true
 }
 
+// Key returns the 60 bits that a valid id (see ValidID) encodes, most
+// significant character first, and whether id is one: 0, false for an id
+// that Parse refuses (and 0, true for the id of twelve "a"s). It is a
+// number to key what is kept per token by, in place of the id string.
+func Key(id string) (key uint64, ok bool) {
+	if len(id) != idLen || !idWord(load8(id, 0)) || !idWord(load8(id, idLen-8)) {
+		return 0, false
+	}
+	for i := 0; i < idLen; i++ {
+		// Worked out rather than looked up in idDigits (see idWord).
+		c := id[i]
+		d := uint64(c - 'a')
+		if c < 'a' {
+			d = uint64(c-'2') + 26
+		}
+		key = key<<5 | d
+	}
+	return key, true
+}
+
 // Generate returns a new random id and the full token string carrying it.
 // The token is the secret: show it once and keep only Hash(token).
 func Generate(prefix string) (id, token string, err error) {
@@ -107,6 +135,19 @@ func Generate(prefix string) (id, token string, err error) {
 		return "", "", err
 	}
 	return id, token, nil
+}
+
+// GenerateFor returns a token for an existing id with a fresh secret, for
+// rotating a token while keeping its id. The token is the secret, as with
+// Generate.
+func GenerateFor(prefix, id string) (token string, err error) {
+	if err := ValidPrefix(prefix); err != nil {
+		return "", err
+	}
+	if !ValidID(id) {
+		return "", fmt.Errorf("%w: %q is not a token id", ErrInvalid, id)
+	}
+	return newToken(prefix, id)
 }
 
 // newID returns 60 random bits as 12 base32 characters.
@@ -162,7 +203,7 @@ func assemble(prefix, id, secret string) string {
 // Parse checks that token has the shape of a token (prefix, length,
 // alphabets) and a correct checksum, and returns its id, a substring of
 // token. It never touches a database, so it can't say whether the token
-// exists; Store.Lookup does. Parse does not allocate.
+// exists; a store's look-up does. Parse does not allocate.
 func Parse(token string) (id string, ok bool) {
 	if id, ok = ParseShape(token); !ok || !ValidChecksum(token) {
 		return "", false
@@ -171,11 +212,11 @@ func Parse(token string) (id string, ok bool) {
 }
 
 // ParseShape is Parse without the checksum: for a caller that goes on to
-// LookupID at once, which finds a token only if the SHA-256 of its whole
-// string, checksum included, is a stored token's, so a token it finds has
-// a valid checksum. If LookupID does not find it, ValidChecksum tells a
-// malformed token from an unknown one. A gate that accepts a token pays
-// for one hash, not two.
+// a look-up by Hash at once (tokenstore's LookupID), which finds a token
+// only if the SHA-256 of its whole string, checksum included, is a stored
+// token's, so a token it finds has a valid checksum. If the look-up does
+// not find it, ValidChecksum tells a malformed token from an unknown one.
+// A gate that accepts a token pays for one hash, not two.
 func ParseShape(token string) (id string, ok bool) {
 	if len(token) < minTokenLen || len(token) > maxTokenLen {
 		return "", false
@@ -298,58 +339,4 @@ func Hint(token string) string {
 	}
 	sep := strings.LastIndexByte(token, '_')
 	return token[:sep+1] + "…" + token[len(token)-4:]
-}
-
-// Redacted replaces the secret of a token-like string in RedactTokens.
-const Redacted = "[redacted]"
-
-// minRedactRun is how many letters and digits after a '_' make a string
-// token-like for RedactTokens: the public id and a few characters of a
-// secret, so that a token cut short, mistyped or run into other text is
-// caught as well as a whole one.
-const minRedactRun = idLen + 8
-
-// RedactTokens returns s with every token-like string in it replaced, for
-// text that a client typed and that is going to be recorded (a user name,
-// a path, a host). A token-like string is a '_' followed by at least 20
-// ASCII letters and digits, with the letters and digits right before the
-// '_': every string that ParseShape accepts, whatever its prefix or
-// checksum, and the near misses of one (a character short or long,
-// mistyped, the prefix in capitals). It becomes its prefix, if that is a
-// valid token prefix (or none), and "_[redacted]": "caddytok_[redacted]";
-// otherwise "[redacted]" replaces the prefix and the '_' too. RedactTokens returns s itself, not
-// a copy, when it has nothing to replace.
-func RedactTokens(s string) string {
-	if strings.IndexByte(s, '_') < 0 {
-		return s
-	}
-	var b strings.Builder
-	done := 0 // s[:done] is written or redacted
-	for i := 0; i < len(s); i++ {
-		if s[i] != '_' {
-			continue
-		}
-		end := i + 1
-		for end < len(s) && base62Digits[s[end]] != invalidDigit {
-			end++
-		}
-		if end-(i+1) < minRedactRun {
-			continue
-		}
-		start := i
-		for start > done && base62Digits[s[start-1]] != invalidDigit {
-			start--
-		}
-		b.WriteString(s[done:start])
-		if start == i || validPrefix(s[start:i]) {
-			b.WriteString(s[start : i+1])
-		}
-		b.WriteString(Redacted)
-		done, i = end, end-1
-	}
-	if done == 0 {
-		return s
-	}
-	b.WriteString(s[done:])
-	return b.String()
 }

@@ -1,4 +1,4 @@
-package tokenstore
+package token
 
 import (
 	"crypto/sha256"
@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 )
 
 // scannerRE is the pattern documented for secret scanners in doc.go.
@@ -331,33 +330,6 @@ func TestFormatAllocs(t *testing.T) {
 	}
 }
 
-func TestTokenState(t *testing.T) {
-	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	tests := []struct {
-		name string
-		tok  Token
-		want State
-	}{
-		{"never expires", Token{}, StateActive},
-		{"expires later", Token{ExpiresAt: now.Add(time.Millisecond)}, StateActive},
-		{"expires now", Token{ExpiresAt: now}, StateExpired},
-		{"expired", Token{ExpiresAt: now.Add(-time.Hour)}, StateExpired},
-		{"revoked", Token{RevokedAt: now.Add(-time.Hour)}, StateRevoked},
-		{"revoked and expired", Token{ExpiresAt: now.Add(-time.Hour), RevokedAt: now.Add(-2 * time.Hour)}, StateRevoked},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := tt.tok.State(now); got != tt.want {
-				t.Errorf("Token.State = %q, want %q", got, tt.want)
-			}
-			e := Entry{ExpiresAt: tt.tok.ExpiresAt, Revoked: !tt.tok.RevokedAt.IsZero()}
-			if got := e.State(now); got != tt.want {
-				t.Errorf("Entry.State = %q, want %q", got, tt.want)
-			}
-		})
-	}
-}
-
 // TestAlphabetWords holds the word-at-a-time alphabet checks to the digit
 // tables: every byte value at every position of a word of valid bytes,
 // and words of random valid bytes.
@@ -399,5 +371,26 @@ func TestAlphabetWords(t *testing.T) {
 		if d := base62Digits[c]; d != invalidDigit && base62Value(byte(c)) != uint64(d) {
 			t.Errorf("base62Value(%q) = %d, want %d", byte(c), base62Value(byte(c)), d)
 		}
+	}
+}
+
+func TestGenerateFor(t *testing.T) {
+	id, _ := mustGenerate(t, DefaultPrefix)
+	token, err := GenerateFor("acme", id)
+	if err != nil {
+		t.Fatalf("GenerateFor: %v", err)
+	}
+	if got, ok := Parse(token); !ok || got != id || !strings.HasPrefix(token, "acme_") {
+		t.Errorf("GenerateFor(acme, %q) = %q, which parses to %q, %v", id, token, got, ok)
+	}
+	for _, tt := range []struct{ name, prefix, id string }{
+		{"bad prefix", "Acme", id},
+		{"bad id", "acme", "abcdefgh1345"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tok, err := GenerateFor(tt.prefix, tt.id); !errors.Is(err, ErrInvalid) || tok != "" {
+				t.Errorf("GenerateFor(%q, %q) = %q, %v; want ErrInvalid", tt.prefix, tt.id, tok, err)
+			}
+		})
 	}
 }

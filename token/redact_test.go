@@ -1,11 +1,11 @@
-package tokenstore
+package token
 
 import (
 	"strings"
 	"testing"
 )
 
-func TestRedactTokens(t *testing.T) {
+func TestRedact(t *testing.T) {
 	tok := assemble("caddytok", "abcdefgh2345", "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefg")
 	body := tok[len("caddytok_"):]
 	tests := []struct {
@@ -34,23 +34,23 @@ func TestRedactTokens(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := RedactTokens(tt.in); got != tt.want {
-				t.Errorf("RedactTokens(%q) = %q, want %q", tt.in, got, tt.want)
+			if got := Redact(tt.in); got != tt.want {
+				t.Errorf("Redact(%q) = %q, want %q", tt.in, got, tt.want)
 			}
 		})
 	}
 	t.Run("no allocation without a token", func(t *testing.T) {
 		s := "/rest/api/2/issue_link/PROJ-123"
-		if n := testing.AllocsPerRun(100, func() { _ = RedactTokens(s) }); n != 0 {
+		if n := testing.AllocsPerRun(100, func() { _ = Redact(s) }); n != 0 {
 			t.Errorf("%v allocations", n)
 		}
 	})
 }
 
-// FuzzRedactTokens checks that RedactTokens leaves no token-like run (a '_'
+// FuzzRedact checks that Redact leaves no token-like run (a '_'
 // and minRedactRun letters and digits) and so no string ParseShape accepts,
 // that it changes nothing else, and that it is idempotent.
-func FuzzRedactTokens(f *testing.F) {
+func FuzzRedact(f *testing.F) {
 	tok := assemble("caddytok", "abcdefgh2345", "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefg")
 	for _, s := range []string{
 		"",
@@ -64,28 +64,28 @@ func FuzzRedactTokens(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		got := RedactTokens(s)
+		got := Redact(s)
 		if hasTokenRun(s) == (got == s) {
-			t.Fatalf("RedactTokens(%q) = %q: changed %v, token-like %v", s, got, got != s, hasTokenRun(s))
+			t.Fatalf("Redact(%q) = %q: changed %v, token-like %v", s, got, got != s, hasTokenRun(s))
 		}
 		if hasTokenRun(got) {
-			t.Fatalf("RedactTokens(%q) = %q leaves a token-like run", s, got)
+			t.Fatalf("Redact(%q) = %q leaves a token-like run", s, got)
 		}
 		for i := 0; i+minTokenLen <= len(got); i++ {
 			for j := i + minTokenLen; j <= len(got) && j <= i+maxTokenLen; j++ {
 				if _, ok := ParseShape(got[i:j]); ok {
-					t.Fatalf("RedactTokens(%q) = %q leaves a token shape %q", s, got, got[i:j])
+					t.Fatalf("Redact(%q) = %q leaves a token shape %q", s, got, got[i:j])
 				}
 			}
 		}
-		if again := RedactTokens(got); again != got {
-			t.Fatalf("RedactTokens is not idempotent: %q, then %q", got, again)
+		if again := Redact(got); again != got {
+			t.Fatalf("Redact is not idempotent: %q, then %q", got, again)
 		}
 	})
 }
 
 // hasTokenRun reports whether s has a '_' followed by minRedactRun ASCII
-// letters and digits: written plainly, as a reference for RedactTokens.
+// letters and digits: written plainly, as a reference for Redact.
 func hasTokenRun(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] != '_' {

@@ -1,4 +1,4 @@
-package tokenstore
+package token
 
 import (
 	"hash/crc32"
