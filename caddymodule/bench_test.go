@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/benchsizes"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/policy"
@@ -70,7 +71,7 @@ type benchGate struct {
 // checked to take the path it is named after.
 type benchSink struct{ reason string }
 
-func (s *benchSink) Record(e audit.Event) { s.reason = e.Reason }
+func (s *benchSink) Record(e event.Event) { s.reason = e.Reason }
 
 // benchBatch is how many tokens one CreateBatch call writes while
 // populating the store: each batch holds its records in memory until it
@@ -477,7 +478,7 @@ func TestServeHTTPAllocs(t *testing.T) {
 // contention of its own.
 type failureCount struct{ n atomic.Int64 }
 
-func (f *failureCount) Record(e audit.Event) {
+func (f *failureCount) Record(e event.Event) {
 	if e.Reason != string(policy.ReasonOK) {
 		f.n.Add(1)
 	}

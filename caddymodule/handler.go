@@ -18,7 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
@@ -511,7 +511,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	switch {
 	case reason == policy.ReasonPasswordBlocked && h.Passwords == PasswordsPass && (len(h.passFrom) == 0 || policy.CheckIP(x.ip, x.ipOK, h.passFrom) == policy.ReasonOK):
-		h.record(&x, audit.TypePasswordPassedOn, audit.OutcomePassed, policy.ReasonPasswordPassed, 0, "")
+		h.record(&x, event.TypePasswordPassedOn, event.OutcomePassed, policy.ReasonPasswordPassed, 0, "")
 		return h.passPassword(w, r, next, x.ip, x.cred.User)
 	case reason != policy.ReasonOK:
 		return h.authFailed(&x, reason)
@@ -534,7 +534,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.forward(r, x.cred.Scheme, x.entry.User)
 	}
 	h.app.used(x.entry.Key, x.entry.ID, x.ip, x.now) // x.ip is the zero Addr if !x.ipOK
-	h.record(&x, audit.TypeAuthSucceeded, audit.OutcomeSuccess, policy.ReasonOK, 0, "")
+	h.record(&x, event.TypeAuthSucceeded, event.OutcomeSuccess, policy.ReasonOK, 0, "")
 	return next.ServeHTTP(w, r)
 }
 
@@ -1097,12 +1097,12 @@ func queryParam(raw, name string) (value string, n int, err error) {
 // request go on: then it records a would_deny event and stop is false.
 func (h *Handler) refuse(x *exchange, ref refusal) (err error, stop bool) {
 	if h.ReportOnly {
-		h.record(x, audit.TypeWouldDeny, audit.OutcomeReported, ref.reason, ref.status, ref.rule)
+		h.record(x, event.TypeWouldDeny, event.OutcomeReported, ref.reason, ref.status, ref.rule)
 		return nil, false
 	}
-	typ, outcome := audit.TypeDenied, audit.OutcomeDenied
+	typ, outcome := event.TypeDenied, event.OutcomeDenied
 	if ref.status == http.StatusUnauthorized {
-		typ, outcome = audit.TypeAuthFailed, audit.OutcomeFailure
+		typ, outcome = event.TypeAuthFailed, event.OutcomeFailure
 	}
 	h.record(x, typ, outcome, ref.reason, ref.status, ref.rule)
 
@@ -1234,9 +1234,9 @@ func hasErrorRoutes(r *http.Request) bool {
 // the client typed (the user name, the method, the host, the path) goes in
 // with any token in it redacted (tokenstore.RedactTokens), and the client
 // IP unmapped.
-func (h *Handler) record(x *exchange, typ audit.Type, outcome audit.Outcome, reason policy.Reason, status int, rule policy.PathRule) {
+func (h *Handler) record(x *exchange, typ event.Type, outcome event.Outcome, reason policy.Reason, status int, rule policy.PathRule) {
 	requestCounter(outcome, reason).Inc()
-	if typ == audit.TypeAuthSucceeded && h.app.skipSuccess {
+	if typ == event.TypeAuthSucceeded && h.app.skipSuccess {
 		return // the bulk of the traffic, and nobody to tell
 	}
 	r, e := x.r, &x.entry
@@ -1247,7 +1247,7 @@ func (h *Handler) record(x *exchange, typ audit.Type, outcome audit.Outcome, rea
 	case x.cred.User != "" && !strings.EqualFold(x.cred.User, user):
 		claimed = x.cred.User // as policy.CheckToken compares them
 	}
-	ev := audit.Event{
+	ev := event.Event{
 		Time:        x.now,
 		Type:        typ,
 		Outcome:     outcome,
@@ -1256,14 +1256,14 @@ func (h *Handler) record(x *exchange, typ audit.Type, outcome audit.Outcome, rea
 		ClaimedUser: tokenstore.RedactTokens(claimed),
 		TokenID:     e.ID,
 		Scheme:      x.cred.Scheme.String(),
-		ClientIP:    audit.UnmapIP(x.clientIP),
+		ClientIP:    event.UnmapIP(x.clientIP),
 		Method:      tokenstore.RedactTokens(r.Method),
 		Host:        tokenstore.RedactTokens(r.Host),
 		Path:        tokenstore.RedactTokens(r.URL.Path),
 		Status:      status,
 		Rule:        string(rule),
 	}
-	if (typ == audit.TypeDenied || typ == audit.TypeAuthFailed) && h.app.auditState.wants(eventDenied) {
+	if (typ == event.TypeDenied || typ == event.TypeAuthFailed) && h.app.auditState.wants(eventDenied) {
 		// Only built when someone listens: a denial flood must stay cheap.
 		data := map[string]any{
 			"reason": ev.Reason, "status": ev.Status, "user": ev.User, "token_id": ev.TokenID,

@@ -17,7 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
@@ -26,16 +26,16 @@ import (
 // captureSink keeps audit events for assertions.
 type captureSink struct {
 	mu     sync.Mutex
-	events []audit.Event
+	events []event.Event
 }
 
-func (c *captureSink) Record(e audit.Event) {
+func (c *captureSink) Record(e event.Event) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.events = append(c.events, e)
 }
 
-func (c *captureSink) last(t *testing.T) audit.Event {
+func (c *captureSink) last(t *testing.T) event.Event {
 	t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
