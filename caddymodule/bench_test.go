@@ -21,6 +21,7 @@ import (
 	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/benchsizes"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
+	"github.com/apitoken/caddy-apitoken/limit"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
@@ -117,11 +118,11 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 	// keep measuring its own path, not the throttle's 429. The throttled
 	// case uses a copy of the handler whose throttle has blocked
 	// throttleIP.
-	h.throttle = policy.NewThrottle(policy.ThrottleConfig{MaxFailures: 1 << 30, Window: time.Minute, Cooldown: 5 * time.Minute})
-	h.limiter = policy.NewRateLimiter(0)
+	h.throttle = limit.NewThrottle(limit.ThrottleConfig{MaxFailures: 1 << 30, Window: time.Minute, Cooldown: 5 * time.Minute})
+	h.limiter = limit.NewRateLimiter(0)
 	h.rate = policy.Rate{Events: 1 << 30, Per: time.Second}
 	throttled := *h
-	throttled.throttle = policy.NewThrottle(policy.ThrottleConfig{MaxFailures: 10, MaxFailuresPerAddress: 10, Window: time.Minute, Cooldown: 5 * time.Minute})
+	throttled.throttle = limit.NewThrottle(limit.ThrottleConfig{MaxFailures: 10, MaxFailuresPerAddress: 10, Window: time.Minute, Cooldown: 5 * time.Minute})
 	for range 10 {
 		throttled.throttle.Fail(g.throttleIP, "", clock.Now())
 	}

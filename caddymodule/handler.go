@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/apitoken/caddy-apitoken/event"
+	"github.com/apitoken/caddy-apitoken/limit"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
@@ -188,9 +189,9 @@ type Handler struct {
 	passFrom        []netip.Prefix
 	paths           *policy.PathRules
 	protect         policy.PathSet
-	throttle        *policy.Throttle
+	throttle        *limit.Throttle
 	throttleKey     string
-	limiter         *policy.RateLimiter
+	limiter         *limit.RateLimiter
 	rate            policy.Rate
 	reads           policy.Reads
 	throttleRate    rateHeaders // the throttle's 429 headers, built in Provision
@@ -256,11 +257,11 @@ var (
 	limiters  = caddy.NewUsagePool()
 )
 
-type throttleHandle struct{ *policy.Throttle }
+type throttleHandle struct{ *limit.Throttle }
 
 func (throttleHandle) Destruct() error { return nil }
 
-type limiterHandle struct{ *policy.RateLimiter }
+type limiterHandle struct{ *limit.RateLimiter }
 
 func (limiterHandle) Destruct() error { return nil }
 
@@ -316,7 +317,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	if h.Throttle == nil || !h.Throttle.Off {
-		tc := policy.ThrottleConfig{MaxFailures: DefaultMaxFailures, Window: DefaultWindow, Cooldown: DefaultCooldown}
+		tc := limit.ThrottleConfig{MaxFailures: DefaultMaxFailures, Window: DefaultWindow, Cooldown: DefaultCooldown}
 		if h.Throttle != nil {
 			if h.Throttle.MaxFailures != 0 {
 				tc.MaxFailures = h.Throttle.MaxFailures
@@ -334,7 +335,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		window := max(int64((tc.Window+time.Second-1)/time.Second), 1)
 		h.throttleRate = newRateHeaders(int64(tc.MaxFailures), int64(tc.MaxFailures), window)
 		v, _, err := throttles.LoadOrNew(h.throttleKey, func() (caddy.Destructor, error) {
-			return throttleHandle{policy.NewThrottle(tc)}, nil
+			return throttleHandle{limit.NewThrottle(tc)}, nil
 		})
 		if err != nil {
 			return err
@@ -342,7 +343,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.throttle = v.(throttleHandle).Throttle
 	}
 	v, _, err := limiters.LoadOrNew(limiterKey, func() (caddy.Destructor, error) {
-		return limiterHandle{policy.NewRateLimiter(0)}, nil
+		return limiterHandle{limit.NewRateLimiter(0)}, nil
 	})
 	if err != nil {
 		return err

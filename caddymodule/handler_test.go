@@ -19,6 +19,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
+	"github.com/apitoken/caddy-apitoken/limit"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
@@ -518,7 +519,7 @@ func TestHandlerThrottleKeys(t *testing.T) {
 	for _, clientIP := range []string{"203.0.113.5", "", "@"} {
 		t.Run("client_ip="+clientIP, func(t *testing.T) {
 			h, st, clock, _ := testHandler(t)
-			h.throttle = policy.NewThrottle(policy.ThrottleConfig{MaxFailures: 2})
+			h.throttle = limit.NewThrottle(limit.ThrottleConfig{MaxFailures: 2})
 			_, secret, err := st.Create(context.Background(), tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
 			if err != nil {
 				t.Fatal(err)
