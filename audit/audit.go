@@ -1,123 +1,21 @@
-// Package audit holds the gate's audit events and the sinks that record
-// them. The gate and the admin API only build events and hand them to a
-// Sink; what is kept, and where, is decided here.
-//
-// No event ever carries a secret: not a token, not its hash, not a
-// password, not an Authorization value, not a query string.
+// Package audit holds the sinks that record the gate's audit events
+// (package event): a zap logger, and a queue that writes to a store with
+// detail limits, selection and retention. The gate and the admin API only
+// build events and hand them to a Sink; what is kept, and where, is
+// decided here.
 package audit
 
 import (
-	"net/netip"
-	"strings"
-	"time"
-
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/apitoken/caddy-apitoken/event"
 )
-
-// Type names what happened. The set is closed and the strings are stable.
-type Type string
-
-// Event types.
-const (
-	TypeTokenCreated       Type = "token_created"
-	TypeTokenUpdated       Type = "token_updated"
-	TypeTokenRotated       Type = "token_rotated"
-	TypeTokenRevoked       Type = "token_revoked"
-	TypeUserTokensRevoked  Type = "user_tokens_revoked"
-	TypeGroupMemberAdded   Type = "group_member_added"
-	TypeGroupMemberRemoved Type = "group_member_removed"
-	TypeAuthSucceeded      Type = "auth_succeeded"
-	TypeAuthFailed         Type = "auth_failed"
-	TypePasswordPassedOn   Type = "password_passed"
-	// TypeDenied: the request was refused for a reason other than its
-	// credential: path, client IP, holder, scope, throttling, rate limit.
-	TypeDenied Type = "denied"
-	// TypeWouldDeny: report_only let through a request that would have
-	// been refused; Reason and Status say how.
-	TypeWouldDeny Type = "would_deny"
-)
-
-// Outcome is the verdict an event records.
-type Outcome string
-
-// Outcomes.
-const (
-	OutcomeSuccess Outcome = "success"
-	OutcomeFailure Outcome = "failure"
-	// OutcomePassed: the gate let the request through without deciding,
-	// as with passwords pass.
-	OutcomePassed Outcome = "passed"
-	// OutcomeDenied: refused by policy rather than for a bad credential.
-	OutcomeDenied Outcome = "denied"
-	// OutcomeReported: report_only let through what it would have refused.
-	OutcomeReported Outcome = "reported"
-)
-
-// Event is one audit record. Reason is a policy reason constant.
-type Event struct {
-	// ID is the stored event's sequence number (0 until stored).
-	ID      int64
-	Time    time.Time
-	Type    Type
-	Outcome Outcome
-	Reason  string
-	// User is the token's owner when the token was identified, otherwise
-	// the user name the request presented (if any).
-	User string
-	// ClaimedUser is the user name the request presented when the token
-	// was identified and is another user's (as the gate compares names):
-	// the name that was tried, as in `-u mallory:<alice's token>`.
-	ClaimedUser string
-	TokenID     string
-	// Scheme is how the credential was presented (basic, bearer, …).
-	Scheme string
-	// ClientIP is the client's address, an IPv4-mapped IPv6 address
-	// unmapped (see UnmapIP).
-	ClientIP string
-	Method   string
-	Host     string
-	// Path is the request path without its query string.
-	Path   string
-	Status int
-	// Actor is the admin client's address, for admin events.
-	Actor string
-	// Changed lists the fields an admin call changed.
-	Changed []string
-	// Count is the number of tokens affected, for bulk admin events, and
-	// the number of refusals a summary stands for (see IsSummary).
-	Count int
-	// Group is the group of a membership event.
-	Group string
-	// Rule names the path rule that refused a request.
-	Rule string
-	// TopClients and TopUsers, on a summary, are the most frequent client
-	// addresses and presented users among the refusals it stands for, most
-	// frequent first, at most TopReported each; the first of each is also
-	// the summary's ClientIP and User.
-	TopClients []Tally
-	TopUsers   []Tally
-}
-
-// UnmapIP returns the text of an IPv4-mapped IPv6 address as the IPv4
-// address (::ffff:198.51.100.20 as 198.51.100.20), and any other string as
-// it is, so that a client's address is recorded, and filtered on, in one
-// form whichever way a listener reported it.
-func UnmapIP(s string) string {
-	if strings.IndexByte(s, ':') < 0 {
-		return s // IPv4, or not an address: not worth parsing
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil || !a.Is4In6() {
-		return s
-	}
-	return a.Unmap().String()
-}
 
 // Sink records events. Record must be safe for concurrent use and must not
 // block the request that produced the event.
 type Sink interface {
-	Record(Event)
+	Record(event.Event)
 }
 
 // ZapSink writes events to a zap logger. Failures and admin events are
@@ -127,9 +25,9 @@ type ZapSink struct {
 }
 
 // Record implements Sink.
-func (s ZapSink) Record(e Event) {
+func (s ZapSink) Record(e event.Event) {
 	level := zapcore.InfoLevel
-	if e.Type == TypeAuthSucceeded {
+	if e.Type == event.TypeAuthSucceeded {
 		level = zapcore.DebugLevel
 	}
 	c := s.Logger.Check(level, string(e.Type))
@@ -175,7 +73,7 @@ func (s ZapSink) Record(e Event) {
 
 // tallies logs a top list as an array of {"value": …, "count": …}, the
 // form the database and the admin API use.
-type tallies []Tally
+type tallies []event.Tally
 
 func (ts tallies) MarshalLogArray(enc zapcore.ArrayEncoder) error {
 	for _, t := range ts {
@@ -186,8 +84,8 @@ func (ts tallies) MarshalLogArray(enc zapcore.ArrayEncoder) error {
 	return nil
 }
 
-// tallyLog logs a Tally.
-type tallyLog Tally
+// tallyLog logs an event.Tally.
+type tallyLog event.Tally
 
 func (t tallyLog) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("value", t.Value)

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 )
 
@@ -28,7 +29,7 @@ func newClock() *fakeClock { return testkit.NewClock(t0) }
 // told to fail or to block.
 type fakeEvents struct {
 	mu       sync.Mutex
-	batches  [][]Event
+	batches  [][]event.Event
 	fail     int // the next fail calls to AppendAudit fail
 	befores  []time.Time
 	pruned   int64
@@ -43,7 +44,7 @@ type fakeEvents struct {
 	entered chan struct{}
 }
 
-func (f *fakeEvents) AppendAudit(ctx context.Context, events []Event) error {
+func (f *fakeEvents) AppendAudit(ctx context.Context, events []event.Event) error {
 	f.mu.Lock()
 	block, entered := f.block, f.entered
 	f.mu.Unlock()
@@ -64,7 +65,7 @@ func (f *fakeEvents) AppendAudit(ctx context.Context, events []Event) error {
 		f.fail--
 		return errFake
 	}
-	f.batches = append(f.batches, append([]Event(nil), events...))
+	f.batches = append(f.batches, append([]event.Event(nil), events...))
 	return nil
 }
 
@@ -101,10 +102,10 @@ func (f *fakeEvents) sizes() []int {
 }
 
 // events returns every event written, in order.
-func (f *fakeEvents) events() []Event {
+func (f *fakeEvents) events() []event.Event {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []Event
+	var out []event.Event
 	for _, b := range f.batches {
 		out = append(out, b...)
 	}
@@ -162,11 +163,11 @@ func running(t *testing.T, fn func(ctx context.Context)) (stop func()) {
 }
 
 // fullEvent has every field set, of type typ.
-func fullEvent(typ Type) Event {
-	return Event{
+func fullEvent(typ event.Type) event.Event {
+	return event.Event{
 		Time:       t0,
 		Type:       typ,
-		Outcome:    OutcomeFailure,
+		Outcome:    event.OutcomeFailure,
 		Reason:     "bad_secret",
 		User:       "alice",
 		TokenID:    "tok_1",
@@ -181,16 +182,16 @@ func fullEvent(typ Type) Event {
 		Count:      3,
 		Group:      "ops",
 		Rule:       "deny-admin",
-		TopClients: []Tally{{Value: "192.0.2.7", Count: 2}},
-		TopUsers:   []Tally{{Value: "alice", Count: 2}},
+		TopClients: []event.Tally{{Value: "192.0.2.7", Count: 2}},
+		TopUsers:   []event.Tally{{Value: "alice", Count: 2}},
 	}
 }
 
 // allTypes lists every event type.
-var allTypes = []Type{
-	TypeTokenCreated, TypeTokenUpdated, TypeTokenRotated, TypeTokenRevoked,
-	TypeUserTokensRevoked, TypeGroupMemberAdded, TypeGroupMemberRemoved,
-	TypeAuthSucceeded, TypeAuthFailed, TypePasswordPassedOn, TypeDenied, TypeWouldDeny,
+var allTypes = []event.Type{
+	event.TypeTokenCreated, event.TypeTokenUpdated, event.TypeTokenRotated, event.TypeTokenRevoked,
+	event.TypeUserTokensRevoked, event.TypeGroupMemberAdded, event.TypeGroupMemberRemoved,
+	event.TypeAuthSucceeded, event.TypeAuthFailed, event.TypePasswordPassedOn, event.TypeDenied, event.TypeWouldDeny,
 }
 
 // runQueue runs q in the background; stop ends its Run and returns once

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/apitoken/caddy-apitoken/event"
 )
 
 // Queue defaults. A batch is one transaction, so one fsync: under a flood
@@ -32,7 +34,7 @@ const writeTimeout = 10 * time.Second
 // rate-limited warning on the logger; the request is never slowed or failed.
 type Queue struct {
 	w          EventWriter
-	ch         chan Event
+	ch         chan event.Event
 	batch      int
 	flushEvery time.Duration
 	logger     *zap.Logger
@@ -51,7 +53,7 @@ type Queue struct {
 	// mu serializes the writes; buf and the write-error report are the
 	// writer's.
 	mu         sync.Mutex
-	buf        []Event
+	buf        []event.Event
 	errWarn    limiter
 	errBatches int
 	errEvents  int
@@ -100,20 +102,20 @@ func NewQueue(c QueueConfig) *Queue {
 	}
 	return &Queue{
 		w:          c.Writer,
-		ch:         make(chan Event, c.Size),
+		ch:         make(chan event.Event, c.Size),
 		batch:      c.Batch,
 		flushEvery: c.FlushEvery,
 		logger:     c.Logger,
 		now:        c.Now,
 		dropWarn:   limiter{every: c.WarnEvery},
 		errWarn:    limiter{every: c.WarnEvery},
-		buf:        make([]Event, 0, c.Batch),
+		buf:        make([]event.Event, 0, c.Batch),
 	}
 }
 
 // Offer queues e for writing without waiting. It reports false, and counts
 // the event as dropped, when the queue is full or closed.
-func (q *Queue) Offer(e Event) bool {
+func (q *Queue) Offer(e event.Event) bool {
 	if !q.closed.Load() {
 		select {
 		case q.ch <- e:

@@ -13,15 +13,17 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/apitoken/caddy-apitoken/event"
 )
 
 // numbered returns an event told apart by its path.
-func numbered(i int) Event {
-	return Event{Time: t0, Type: TypeAuthFailed, Outcome: OutcomeFailure, Path: fmt.Sprintf("/%d", i)}
+func numbered(i int) event.Event {
+	return event.Event{Time: t0, Type: event.TypeAuthFailed, Outcome: event.OutcomeFailure, Path: fmt.Sprintf("/%d", i)}
 }
 
 // paths lists the paths of events.
-func paths(events []Event) []string {
+func paths(events []event.Event) []string {
 	out := make([]string, len(events))
 	for i, e := range events {
 		out[i] = e.Path
@@ -30,9 +32,9 @@ func paths(events []Event) []string {
 }
 
 // offerN offers events numbered from..to-1 and fails if one is refused.
-func offerN(t *testing.T, q *Queue, from, to int) []Event {
+func offerN(t *testing.T, q *Queue, from, to int) []event.Event {
 	t.Helper()
-	var out []Event
+	var out []event.Event
 	for i := from; i < to; i++ {
 		e := numbered(i)
 		if !q.Offer(e) {
@@ -389,7 +391,7 @@ func TestQueueConcurrentOffer(t *testing.T) {
 }
 
 func TestQueueOfferAllocs(t *testing.T) {
-	e := fullEvent(TypeDenied)
+	e := fullEvent(event.TypeDenied)
 	t.Run("room", func(t *testing.T) {
 		q := NewQueue(QueueConfig{Writer: &fakeEvents{}, Size: 2000})
 		if n := testing.AllocsPerRun(1000, func() { q.Offer(e) }); n != 0 {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/apitoken/caddy-apitoken/event"
 )
 
 // Recorder decides which events are kept and hands them to the sinks: a zap
@@ -74,11 +76,11 @@ func NewRecorder(c RecorderConfig) *Recorder {
 // treated as by Admin: logged, never queued.
 //
 // Record implements Sink.
-func (r *Recorder) Record(e Event) {
+func (r *Recorder) Record(e event.Event) {
 	if r == nil {
 		return
 	}
-	if e.Type.Class() == ClassAdmin {
+	if e.Type.Class() == event.ClassAdmin {
 		r.Admin(e)
 		return
 	}
@@ -101,7 +103,7 @@ func (r *Recorder) Record(e Event) {
 }
 
 // write hands a recorded event to the sinks.
-func (r *Recorder) write(e Event) {
+func (r *Recorder) write(e event.Event) {
 	if r.zap.Logger != nil {
 		r.zap.Record(e)
 	}
@@ -169,7 +171,7 @@ func (r *Recorder) Run(ctx context.Context, every time.Duration) {
 
 // Admin records an admin event that the store has already written in the
 // transaction of the change: it only logs it, if admin events are selected.
-func (r *Recorder) Admin(e Event) {
+func (r *Recorder) Admin(e event.Event) {
 	if r == nil || r.zap.Logger == nil || !r.sel.Wants(e.Type) {
 		return
 	}
@@ -180,7 +182,7 @@ func (r *Recorder) Admin(e Event) {
 // whether they are selected and there is a database queue. The caller asks
 // the store to write the admin event in its transaction when it is true.
 func (r *Recorder) StoresAdmin() bool {
-	return r != nil && r.queue != nil && r.sel.wantsClass(ClassAdmin)
+	return r != nil && r.queue != nil && r.sel.wantsClass(event.ClassAdmin)
 }
 
 // Interface guards

@@ -11,6 +11,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/apitoken/caddy-apitoken/event"
 )
 
 // newTestRecorder builds a Recorder selecting classes, logging to an
@@ -31,23 +33,23 @@ func TestRecorderSelection(t *testing.T) {
 	tests := []struct {
 		name    string
 		classes []string
-		typ     Type
+		typ     event.Type
 		record  bool // via Record (else Admin)
 		wantZap bool
 		wantDB  bool
 	}{
-		{"default failure", nil, TypeAuthFailed, true, true, true},
-		{"default password passed", nil, TypePasswordPassedOn, true, true, true},
-		{"default denied", nil, TypeDenied, true, true, true},
-		{"default would deny", nil, TypeWouldDeny, true, true, true},
-		{"default success unselected", nil, TypeAuthSucceeded, true, false, false},
+		{"default failure", nil, event.TypeAuthFailed, true, true, true},
+		{"default password passed", nil, event.TypePasswordPassedOn, true, true, true},
+		{"default denied", nil, event.TypeDenied, true, true, true},
+		{"default would deny", nil, event.TypeWouldDeny, true, true, true},
+		{"default success unselected", nil, event.TypeAuthSucceeded, true, false, false},
 		{"unknown type", []string{"admin", "failure", "denied", "success"}, "token_exploded", true, false, false},
-		{"failure unselected", []string{"denied"}, TypeAuthFailed, true, false, false},
-		{"success selected", []string{"success"}, TypeAuthSucceeded, true, true, true},
-		{"admin via Admin", nil, TypeTokenCreated, false, true, false},
-		{"admin via Record", nil, TypeTokenRevoked, true, true, false},
-		{"admin unselected via Admin", []string{"failure"}, TypeTokenCreated, false, false, false},
-		{"admin unselected via Record", []string{"failure"}, TypeGroupMemberAdded, true, false, false},
+		{"failure unselected", []string{"denied"}, event.TypeAuthFailed, true, false, false},
+		{"success selected", []string{"success"}, event.TypeAuthSucceeded, true, true, true},
+		{"admin via Admin", nil, event.TypeTokenCreated, false, true, false},
+		{"admin via Record", nil, event.TypeTokenRevoked, true, true, false},
+		{"admin unselected via Admin", []string{"failure"}, event.TypeTokenCreated, false, false, false},
+		{"admin unselected via Record", []string{"failure"}, event.TypeGroupMemberAdded, true, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,26 +109,26 @@ func TestRecorderStoresAdmin(t *testing.T) {
 
 func TestRecorderNil(t *testing.T) {
 	var r *Recorder
-	r.Record(fullEvent(TypeAuthFailed)) // must not panic
-	r.Admin(fullEvent(TypeTokenCreated))
+	r.Record(fullEvent(event.TypeAuthFailed)) // must not panic
+	r.Admin(fullEvent(event.TypeTokenCreated))
 	if r.StoresAdmin() {
 		t.Error("a nil Recorder stores admin events")
 	}
 	// No logger, no queue: nothing to do, nothing to crash on.
-	NewRecorder(RecorderConfig{}).Record(fullEvent(TypeAuthFailed))
-	NewRecorder(RecorderConfig{}).Admin(fullEvent(TypeTokenCreated))
+	NewRecorder(RecorderConfig{}).Record(fullEvent(event.TypeAuthFailed))
+	NewRecorder(RecorderConfig{}).Admin(fullEvent(event.TypeTokenCreated))
 }
 
 func TestRecorderZapFields(t *testing.T) {
 	tests := []struct {
 		name      string
-		event     Event
+		event     event.Event
 		wantLevel zapcore.Level
 		want      map[string]any
 	}{
 		{
 			name: "auth failed",
-			event: Event{Time: t0, Type: TypeAuthFailed, Outcome: OutcomeFailure, Reason: "bad_secret",
+			event: event.Event{Time: t0, Type: event.TypeAuthFailed, Outcome: event.OutcomeFailure, Reason: "bad_secret",
 				User: "alice", Scheme: "basic", ClientIP: "192.0.2.7", Method: "GET", Host: "h.example", Path: "/x", Status: 401},
 			wantLevel: zapcore.InfoLevel,
 			want: map[string]any{"outcome": "failure", "reason": "bad_secret", "user": "alice", "scheme": "basic",
@@ -134,7 +136,7 @@ func TestRecorderZapFields(t *testing.T) {
 		},
 		{
 			name: "denied by rule",
-			event: Event{Time: t0, Type: TypeDenied, Outcome: OutcomeDenied, Reason: "path", User: "bob",
+			event: event.Event{Time: t0, Type: event.TypeDenied, Outcome: event.OutcomeDenied, Reason: "path", User: "bob",
 				TokenID: "tok_9", Scheme: "bearer", ClientIP: "2001:db8::1", Method: "POST", Host: "h", Path: "/admin", Status: 403, Rule: "no-admin"},
 			wantLevel: zapcore.InfoLevel,
 			want: map[string]any{"outcome": "denied", "reason": "path", "user": "bob", "token_id": "tok_9", "scheme": "bearer",
@@ -142,13 +144,13 @@ func TestRecorderZapFields(t *testing.T) {
 		},
 		{
 			name:      "success at debug",
-			event:     Event{Time: t0, Type: TypeAuthSucceeded, Outcome: OutcomeSuccess, Reason: "ok", User: "carol", TokenID: "tok_3"},
+			event:     event.Event{Time: t0, Type: event.TypeAuthSucceeded, Outcome: event.OutcomeSuccess, Reason: "ok", User: "carol", TokenID: "tok_3"},
 			wantLevel: zapcore.DebugLevel,
 			want:      map[string]any{"outcome": "success", "reason": "ok", "user": "carol", "token_id": "tok_3"},
 		},
 		{
 			name: "admin",
-			event: Event{Time: t0, Type: TypeUserTokensRevoked, Outcome: OutcomeSuccess, User: "dave", Actor: "127.0.0.1:3000",
+			event: event.Event{Time: t0, Type: event.TypeUserTokensRevoked, Outcome: event.OutcomeSuccess, User: "dave", Actor: "127.0.0.1:3000",
 				Method: "DELETE", Path: "/api_tokens/users/dave", Count: 4, Changed: []string{"revoked"}},
 			wantLevel: zapcore.InfoLevel,
 			want: map[string]any{"outcome": "success", "user": "dave", "actor": "127.0.0.1:3000", "method": "DELETE",
@@ -206,7 +208,7 @@ func TestRecorderCarriesOnlyWhatItIsGiven(t *testing.T) {
 				}
 			}
 			got := w.events()
-			if typ.Class() == ClassAdmin {
+			if typ.Class() == event.ClassAdmin {
 				if len(got) != 0 {
 					t.Fatalf("admin event queued: %+v", got)
 				}
@@ -234,20 +236,20 @@ func TestRecorderSampling(t *testing.T) {
 		return v
 	}})
 	for range draws {
-		r.Record(Event{Type: TypeAuthSucceeded})
+		r.Record(event.Event{Type: event.TypeAuthSucceeded})
 	}
-	r.Record(Event{Type: TypeAuthFailed}) // not sampled, no draw
+	r.Record(event.Event{Type: event.TypeAuthFailed}) // not sampled, no draw
 	if err := q.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if calls != len(draws) {
 		t.Errorf("Rand called %d times, want %d", calls, len(draws))
 	}
-	var types []Type
+	var types []event.Type
 	for _, e := range w.events() {
 		types = append(types, e.Type)
 	}
-	want := []Type{TypeAuthSucceeded, TypeAuthSucceeded, TypeAuthSucceeded, TypeAuthFailed} // draws 0.1, 0.49, 0
+	want := []event.Type{event.TypeAuthSucceeded, event.TypeAuthSucceeded, event.TypeAuthSucceeded, event.TypeAuthFailed} // draws 0.1, 0.49, 0
 	if !slices.Equal(types, want) {
 		t.Errorf("queued %v, want %v", types, want)
 	}
@@ -259,13 +261,13 @@ func TestRecorderAllocs(t *testing.T) {
 	tests := []struct {
 		name  string
 		r     *Recorder
-		event Event
+		event event.Event
 	}{
-		{"unselected", NewRecorder(RecorderConfig{Logger: info, Queue: NewQueue(QueueConfig{Writer: &fakeEvents{}})}), fullEvent(TypeAuthSucceeded)},
-		{"selected, zap disabled, no queue", NewRecorder(RecorderConfig{Logger: info}), fullEvent(TypeAuthFailed)},
-		{"selected, nop logger, no queue", NewRecorder(RecorderConfig{Logger: disabled}), fullEvent(TypeDenied)},
-		{"admin, zap disabled", NewRecorder(RecorderConfig{Logger: info}), fullEvent(TypeTokenCreated)},
-		{"selected, queue with room", NewRecorder(RecorderConfig{Logger: info, Queue: NewQueue(QueueConfig{Writer: &fakeEvents{}, Size: 1 << 12})}), fullEvent(TypeDenied)},
+		{"unselected", NewRecorder(RecorderConfig{Logger: info, Queue: NewQueue(QueueConfig{Writer: &fakeEvents{}})}), fullEvent(event.TypeAuthSucceeded)},
+		{"selected, zap disabled, no queue", NewRecorder(RecorderConfig{Logger: info}), fullEvent(event.TypeAuthFailed)},
+		{"selected, nop logger, no queue", NewRecorder(RecorderConfig{Logger: disabled}), fullEvent(event.TypeDenied)},
+		{"admin, zap disabled", NewRecorder(RecorderConfig{Logger: info}), fullEvent(event.TypeTokenCreated)},
+		{"selected, queue with room", NewRecorder(RecorderConfig{Logger: info, Queue: NewQueue(QueueConfig{Writer: &fakeEvents{}, Size: 1 << 12})}), fullEvent(event.TypeDenied)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -278,7 +280,7 @@ func TestRecorderAllocs(t *testing.T) {
 
 func BenchmarkRecordUnselected(b *testing.B) {
 	r := NewRecorder(RecorderConfig{Logger: zap.NewNop(), Queue: NewQueue(QueueConfig{Writer: &fakeEvents{}})})
-	e := fullEvent(TypeAuthSucceeded)
+	e := fullEvent(event.TypeAuthSucceeded)
 	b.ReportAllocs()
 	for b.Loop() {
 		r.Record(e)
@@ -288,7 +290,7 @@ func BenchmarkRecordUnselected(b *testing.B) {
 // discardEvents is an EventWriter that forgets everything.
 type discardEvents struct{}
 
-func (discardEvents) AppendAudit(context.Context, []Event) error { return nil }
+func (discardEvents) AppendAudit(context.Context, []event.Event) error { return nil }
 func (discardEvents) PruneAudit(context.Context, time.Time) (int64, error) {
 	return 0, nil
 }
@@ -298,7 +300,7 @@ func BenchmarkRecordSelectedQueue(b *testing.B) {
 	q := NewQueue(QueueConfig{Writer: discardEvents{}})
 	stop := runQueue(q)
 	r := NewRecorder(RecorderConfig{Logger: zap.NewNop(), Queue: q})
-	e := fullEvent(TypeAuthFailed)
+	e := fullEvent(event.TypeAuthFailed)
 	e.Changed = nil
 	b.ReportAllocs()
 	for b.Loop() {

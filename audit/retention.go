@@ -26,7 +26,7 @@ type Pruner struct {
 	// Retain is how long events are kept; negative keeps them forever.
 	// Default: 90 days.
 	Retain time.Duration
-	// MaxEvents is how many request events (RequestTypes) are kept at
+	// MaxEvents is how many request events (event.RequestTypes) are kept at
 	// most: beyond it, the oldest are deleted. Admin events don't count
 	// and are deleted only for their age. Negative: no bound.
 	// Default: 1,000,000.

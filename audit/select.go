@@ -4,51 +4,9 @@ import (
 	"fmt"
 	"math"
 	"strings"
+
+	"github.com/apitoken/caddy-apitoken/event"
 )
-
-// Class groups event types for selection: an operator chooses which classes
-// are recorded, not which types.
-type Class string
-
-// Classes.
-const (
-	// ClassAdmin: a change made through the admin API.
-	ClassAdmin Class = "admin"
-	// ClassFailure: a request the gate did not authenticate by token, either
-	// because its credential was bad or because it was passed on as a
-	// password (administrators watch these during a password migration).
-	ClassFailure Class = "failure"
-	// ClassDenied: a request refused, or one report_only would have refused,
-	// for a reason other than its credential.
-	ClassDenied Class = "denied"
-	// ClassSuccess: a request authenticated by token and let through. By far
-	// the bulk of the traffic, so not selected by default.
-	ClassSuccess Class = "success"
-)
-
-// Class reports the class t belongs to, or "" for a type outside the
-// closed set (which no Selection wants).
-func (t Type) Class() Class {
-	switch t {
-	case TypeTokenCreated, TypeTokenUpdated, TypeTokenRotated, TypeTokenRevoked,
-		TypeUserTokensRevoked, TypeGroupMemberAdded, TypeGroupMemberRemoved:
-		return ClassAdmin
-	case TypeAuthFailed, TypePasswordPassedOn:
-		return ClassFailure
-	case TypeDenied, TypeWouldDeny:
-		return ClassDenied
-	case TypeAuthSucceeded:
-		return ClassSuccess
-	}
-	return ""
-}
-
-// RequestTypes returns the types of the events about requests: every
-// class but ClassAdmin. These are the events a bound on the stored trail's
-// size may delete; admin events are kept.
-func RequestTypes() []Type {
-	return []Type{TypeAuthSucceeded, TypeAuthFailed, TypePasswordPassedOn, TypeDenied, TypeWouldDeny}
-}
 
 // classSet is a set of classes as bits.
 type classSet uint8
@@ -64,25 +22,25 @@ const (
 
 // allClasses lists the classes in their canonical order.
 var allClasses = [...]struct {
-	class Class
+	class event.Class
 	bit   classSet
 }{
-	{ClassAdmin, bitAdmin},
-	{ClassFailure, bitFailure},
-	{ClassDenied, bitDenied},
-	{ClassSuccess, bitSuccess},
+	{event.ClassAdmin, bitAdmin},
+	{event.ClassFailure, bitFailure},
+	{event.ClassDenied, bitDenied},
+	{event.ClassSuccess, bitSuccess},
 }
 
-// bit returns c's bit, or 0 for an unknown class.
-func (c Class) bit() classSet {
+// classBit returns c's bit, or 0 for an unknown class.
+func classBit(c event.Class) classSet {
 	switch c {
-	case ClassAdmin:
+	case event.ClassAdmin:
 		return bitAdmin
-	case ClassFailure:
+	case event.ClassFailure:
 		return bitFailure
-	case ClassDenied:
+	case event.ClassDenied:
 		return bitDenied
-	case ClassSuccess:
+	case event.ClassSuccess:
 		return bitSuccess
 	}
 	return 0
@@ -109,7 +67,7 @@ type Selection struct {
 func ParseSelection(classes []string, sampleSuccess float64) (Selection, error) {
 	var s Selection
 	for _, name := range classes {
-		b := Class(name).bit()
+		b := classBit(event.Class(name))
 		if b == 0 {
 			return Selection{}, fmt.Errorf("parsing audit classes: unknown class %q (want one of %s)", name, classNames())
 		}
@@ -142,31 +100,31 @@ func (s Selection) set() classSet {
 }
 
 // Wants reports whether events of type t are selected, before sampling.
-func (s Selection) Wants(t Type) bool {
+func (s Selection) Wants(t event.Type) bool {
 	return s.wantsClass(t.Class())
 }
 
 // wantsClass reports whether events of class c are selected.
-func (s Selection) wantsClass(c Class) bool {
-	b := c.bit()
+func (s Selection) wantsClass(c event.Class) bool {
+	b := classBit(c)
 	return b != 0 && s.set()&b != 0
 }
 
 // Keep reports whether an event of type t is recorded: it is selected and,
 // for a success, it survives sampling. rnd returns a number in [0,1) and is
 // called only when sampling applies.
-func (s Selection) Keep(t Type, rnd func() float64) bool {
+func (s Selection) Keep(t event.Type, rnd func() float64) bool {
 	c := t.Class()
 	if !s.wantsClass(c) {
 		return false
 	}
-	return c != ClassSuccess || s.sample == 0 || rnd() < s.sample
+	return c != event.ClassSuccess || s.sample == 0 || rnd() < s.sample
 }
 
 // Classes lists the selected classes in canonical order.
-func (s Selection) Classes() []Class {
+func (s Selection) Classes() []event.Class {
 	set := s.set()
-	var out []Class
+	var out []event.Class
 	for _, c := range allClasses {
 		if set&c.bit != 0 {
 			out = append(out, c.class)

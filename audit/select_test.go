@@ -5,75 +5,29 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/apitoken/caddy-apitoken/event"
 )
-
-func TestTypeClass(t *testing.T) {
-	tests := []struct {
-		typ  Type
-		want Class
-	}{
-		{TypeTokenCreated, ClassAdmin},
-		{TypeTokenUpdated, ClassAdmin},
-		{TypeTokenRotated, ClassAdmin},
-		{TypeTokenRevoked, ClassAdmin},
-		{TypeUserTokensRevoked, ClassAdmin},
-		{TypeGroupMemberAdded, ClassAdmin},
-		{TypeGroupMemberRemoved, ClassAdmin},
-		{TypeAuthFailed, ClassFailure},
-		{TypePasswordPassedOn, ClassFailure},
-		{TypeDenied, ClassDenied},
-		{TypeWouldDeny, ClassDenied},
-		{TypeAuthSucceeded, ClassSuccess},
-		{"", ""},
-		{"token_exploded", ""},
-	}
-	if len(tests)-2 != len(allTypes) {
-		t.Fatalf("table covers %d types, there are %d", len(tests)-2, len(allTypes))
-	}
-	for _, tt := range tests {
-		t.Run(string(tt.typ), func(t *testing.T) {
-			if got := tt.typ.Class(); got != tt.want {
-				t.Errorf("Class() = %q, want %q", got, tt.want)
-			}
-		})
-	}
-}
-
-// TestRequestTypes: the request types are exactly the types of every
-// class but admin, so that bounding the trail's size keeps admin events.
-func TestRequestTypes(t *testing.T) {
-	for _, typ := range allTypes {
-		t.Run(string(typ), func(t *testing.T) {
-			want := typ.Class() != ClassAdmin
-			if got := slices.Contains(RequestTypes(), typ); got != want {
-				t.Errorf("in RequestTypes: %v, want %v (class %s)", got, want, typ.Class())
-			}
-		})
-	}
-	if n := len(RequestTypes()); n != len(slices.Compact(slices.Sorted(slices.Values(RequestTypes())))) {
-		t.Errorf("RequestTypes has duplicates: %v", RequestTypes())
-	}
-}
 
 func TestParseSelection(t *testing.T) {
 	tests := []struct {
 		name        string
 		classes     []string
 		sample      float64
-		wantClasses []Class
+		wantClasses []event.Class
 		wantSample  float64
 		wantErr     string // substring; "" for no error
 	}{
-		{name: "nil is default", wantClasses: []Class{ClassAdmin, ClassFailure, ClassDenied}, wantSample: 1},
-		{name: "empty is default", classes: []string{}, wantClasses: []Class{ClassAdmin, ClassFailure, ClassDenied}, wantSample: 1},
-		{name: "admin", classes: []string{"admin"}, wantClasses: []Class{ClassAdmin}, wantSample: 1},
-		{name: "failure", classes: []string{"failure"}, wantClasses: []Class{ClassFailure}, wantSample: 1},
-		{name: "denied", classes: []string{"denied"}, wantClasses: []Class{ClassDenied}, wantSample: 1},
-		{name: "success", classes: []string{"success"}, wantClasses: []Class{ClassSuccess}, wantSample: 1},
-		{name: "all in any order", classes: []string{"success", "denied", "admin", "failure"}, wantClasses: []Class{ClassAdmin, ClassFailure, ClassDenied, ClassSuccess}, wantSample: 1},
-		{name: "duplicates", classes: []string{"denied", "denied"}, wantClasses: []Class{ClassDenied}, wantSample: 1},
-		{name: "sample", classes: []string{"success"}, sample: 0.25, wantClasses: []Class{ClassSuccess}, wantSample: 0.25},
-		{name: "sample one keeps all", classes: []string{"success"}, sample: 1, wantClasses: []Class{ClassSuccess}, wantSample: 1},
+		{name: "nil is default", wantClasses: []event.Class{event.ClassAdmin, event.ClassFailure, event.ClassDenied}, wantSample: 1},
+		{name: "empty is default", classes: []string{}, wantClasses: []event.Class{event.ClassAdmin, event.ClassFailure, event.ClassDenied}, wantSample: 1},
+		{name: "admin", classes: []string{"admin"}, wantClasses: []event.Class{event.ClassAdmin}, wantSample: 1},
+		{name: "failure", classes: []string{"failure"}, wantClasses: []event.Class{event.ClassFailure}, wantSample: 1},
+		{name: "denied", classes: []string{"denied"}, wantClasses: []event.Class{event.ClassDenied}, wantSample: 1},
+		{name: "success", classes: []string{"success"}, wantClasses: []event.Class{event.ClassSuccess}, wantSample: 1},
+		{name: "all in any order", classes: []string{"success", "denied", "admin", "failure"}, wantClasses: []event.Class{event.ClassAdmin, event.ClassFailure, event.ClassDenied, event.ClassSuccess}, wantSample: 1},
+		{name: "duplicates", classes: []string{"denied", "denied"}, wantClasses: []event.Class{event.ClassDenied}, wantSample: 1},
+		{name: "sample", classes: []string{"success"}, sample: 0.25, wantClasses: []event.Class{event.ClassSuccess}, wantSample: 0.25},
+		{name: "sample one keeps all", classes: []string{"success"}, sample: 1, wantClasses: []event.Class{event.ClassSuccess}, wantSample: 1},
 		{name: "unknown class", classes: []string{"admin", "sucess"}, wantErr: `"sucess"`},
 		{name: "case matters", classes: []string{"Admin"}, wantErr: `"Admin"`},
 		{name: "empty class", classes: []string{""}, wantErr: `""`},
@@ -116,14 +70,14 @@ func TestSelectionWants(t *testing.T) {
 	tests := []struct {
 		name    string
 		classes []string
-		want    []Class
+		want    []event.Class
 	}{
-		{"default", nil, []Class{ClassAdmin, ClassFailure, ClassDenied}},
-		{"admin", []string{"admin"}, []Class{ClassAdmin}},
-		{"failure", []string{"failure"}, []Class{ClassFailure}},
-		{"denied", []string{"denied"}, []Class{ClassDenied}},
-		{"success", []string{"success"}, []Class{ClassSuccess}},
-		{"failure and success", []string{"failure", "success"}, []Class{ClassFailure, ClassSuccess}},
+		{"default", nil, []event.Class{event.ClassAdmin, event.ClassFailure, event.ClassDenied}},
+		{"admin", []string{"admin"}, []event.Class{event.ClassAdmin}},
+		{"failure", []string{"failure"}, []event.Class{event.ClassFailure}},
+		{"denied", []string{"denied"}, []event.Class{event.ClassDenied}},
+		{"success", []string{"success"}, []event.Class{event.ClassSuccess}},
+		{"failure and success", []string{"failure", "success"}, []event.Class{event.ClassFailure, event.ClassSuccess}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -161,19 +115,19 @@ func TestSelectionKeep(t *testing.T) {
 		name    string
 		classes []string
 		sample  float64
-		typ     Type
+		typ     event.Type
 		rnd     func() float64
 		want    bool
 	}{
-		{"unselected success", nil, 0.5, TypeAuthSucceeded, noRand, false},
-		{"failure is never sampled", []string{"failure", "success"}, 0.01, TypeAuthFailed, noRand, true},
-		{"admin is never sampled", []string{"admin", "success"}, 0.01, TypeTokenCreated, noRand, true},
-		{"sample 0 keeps all", []string{"success"}, 0, TypeAuthSucceeded, noRand, true},
-		{"sample 1 keeps all", []string{"success"}, 1, TypeAuthSucceeded, noRand, true},
-		{"below fraction kept", []string{"success"}, 0.25, TypeAuthSucceeded, fixed(0.1), true},
-		{"zero draw kept", []string{"success"}, 0.25, TypeAuthSucceeded, fixed(0), true},
-		{"at fraction dropped", []string{"success"}, 0.25, TypeAuthSucceeded, fixed(0.25), false},
-		{"above fraction dropped", []string{"success"}, 0.25, TypeAuthSucceeded, fixed(0.9), false},
+		{"unselected success", nil, 0.5, event.TypeAuthSucceeded, noRand, false},
+		{"failure is never sampled", []string{"failure", "success"}, 0.01, event.TypeAuthFailed, noRand, true},
+		{"admin is never sampled", []string{"admin", "success"}, 0.01, event.TypeTokenCreated, noRand, true},
+		{"sample 0 keeps all", []string{"success"}, 0, event.TypeAuthSucceeded, noRand, true},
+		{"sample 1 keeps all", []string{"success"}, 1, event.TypeAuthSucceeded, noRand, true},
+		{"below fraction kept", []string{"success"}, 0.25, event.TypeAuthSucceeded, fixed(0.1), true},
+		{"zero draw kept", []string{"success"}, 0.25, event.TypeAuthSucceeded, fixed(0), true},
+		{"at fraction dropped", []string{"success"}, 0.25, event.TypeAuthSucceeded, fixed(0.25), false},
+		{"above fraction dropped", []string{"success"}, 0.25, event.TypeAuthSucceeded, fixed(0.9), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/apitoken/caddy-apitoken/event"
 )
 
 // DetailLimit bounds how many refusals are recorded in full, so that a
@@ -16,7 +18,7 @@ import (
 // a day). In each window, the first Events events of each type and reason
 // are recorded in full. The ones beyond are only counted, with their most
 // frequent client addresses and presented users, and recorded as one
-// summary event when the window ends (see Event.IsSummary). Budgets are
+// summary event when the window ends (see event.Event.IsSummary). Budgets are
 // per type and reason, so that a flood of unknown_token cannot hide a
 // revoked token's use or a scope_denied.
 //
@@ -55,29 +57,15 @@ const (
 	maxBudgets = 256
 )
 
-// Tally is a value and how many of a summary's events had it.
-type Tally struct {
-	Value string `json:"value"`
-	Count int    `json:"count"`
-}
-
-// IsSummary reports whether e stands for several refusals recorded beyond
-// the detail limit: a request event of the failure or denied class with a
-// Count. (Only bulk admin events otherwise have a Count.)
-func (e Event) IsSummary() bool {
-	c := e.Type.Class()
-	return e.Count > 0 && (c == ClassFailure || c == ClassDenied)
-}
-
 // limited reports whether events of type t are subject to the detail limit.
-func limited(t Type) bool {
+func limited(t event.Type) bool {
 	c := t.Class()
-	return c == ClassFailure || c == ClassDenied
+	return c == event.ClassFailure || c == event.ClassDenied
 }
 
 // budgetKey names a budget: events of one type and reason.
 type budgetKey struct {
-	typ    Type
+	typ    event.Type
 	reason string
 }
 
@@ -101,7 +89,7 @@ type budget struct {
 	suppressed int   // events counted, not recorded
 	// first is the first suppressed event; a summary keeps those of its
 	// fields that every suppressed event shared (mixed says which not).
-	first   Event
+	first   event.Event
 	mixed   sharedFields
 	clients topK
 	users   topK
@@ -148,17 +136,17 @@ func (b *budgets) windowEnd(i int64) time.Time {
 // in full, and otherwise counts it. If e is the first event of its pair in
 // a new window and the pair's previous window had suppressed events, it
 // also returns that window's summary, to be recorded before e.
-func (b *budgets) admit(e *Event) (full bool, summary Event, due bool) {
+func (b *budgets) admit(e *event.Event) (full bool, summary event.Event, due bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return true, Event{}, false
+		return true, event.Event{}, false
 	}
 	idx := b.windowIndex(e.Time)
 	s := b.keys[budgetKey{e.Type, e.Reason}]
 	if s == nil {
 		if len(b.keys) >= maxBudgets {
-			return true, Event{}, false
+			return true, event.Event{}, false
 		}
 		s = &budget{index: idx}
 		b.keys[budgetKey{e.Type, e.Reason}] = s
@@ -180,10 +168,10 @@ func (b *budgets) admit(e *Event) (full bool, summary Event, due bool) {
 
 // flush returns the summaries of the windows that ended at or before now,
 // or, with all set, of every window (cut short at now), oldest first.
-func (b *budgets) flush(now time.Time, all bool) []Event {
+func (b *budgets) flush(now time.Time, all bool) []event.Event {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []Event
+	var out []event.Event
 	for _, s := range b.keys {
 		if s.suppressed == 0 {
 			continue
@@ -199,7 +187,7 @@ func (b *budgets) flush(now time.Time, all bool) []Event {
 		s.suppressed = 0 // detailed stays: the window may go on
 		s.clients, s.users = topK{}, topK{}
 	}
-	slices.SortFunc(out, func(a, b Event) int {
+	slices.SortFunc(out, func(a, b event.Event) int {
 		return cmp.Or(a.Time.Compare(b.Time), cmp.Compare(a.Type, b.Type), cmp.Compare(a.Reason, b.Reason))
 	})
 	return out
@@ -207,7 +195,7 @@ func (b *budgets) flush(now time.Time, all bool) []Event {
 
 // close returns every pending summary, cut short at now, and makes every
 // later event go through in full.
-func (b *budgets) close(now time.Time) []Event {
+func (b *budgets) close(now time.Time) []event.Event {
 	out := b.flush(now, true)
 	b.mu.Lock()
 	b.closed = true
@@ -221,7 +209,7 @@ func (s *budget) reset(idx int64) {
 }
 
 // count adds e to the window's suppressed events.
-func (s *budget) count(e *Event) {
+func (s *budget) count(e *event.Event) {
 	if s.suppressed == 0 {
 		s.first = *e
 		s.mixed = 0
@@ -248,9 +236,9 @@ func (s *budget) count(e *Event) {
 
 // summary builds the event standing for the window's suppressed events,
 // timed at end.
-func (s *budget) summary(end time.Time) Event {
+func (s *budget) summary(end time.Time) event.Event {
 	f := &s.first
-	e := Event{
+	e := event.Event{
 		Time:    end,
 		Type:    f.Type,
 		Outcome: f.Outcome,
@@ -325,15 +313,15 @@ func (t *topK) add(v string) {
 // top returns at most k values, most frequent first, each with the number
 // of occurrences it certainly had: exact while at most topTracked distinct
 // values were seen, a lower bound beyond. Ties go to the smaller value.
-func (t *topK) top(k int) []Tally {
+func (t *topK) top(k int) []event.Tally {
 	if t.n == 0 {
 		return nil
 	}
-	out := make([]Tally, t.n)
+	out := make([]event.Tally, t.n)
 	for i := range t.n {
-		out[i] = Tally{Value: t.items[i].value, Count: t.items[i].count - t.items[i].over}
+		out[i] = event.Tally{Value: t.items[i].value, Count: t.items[i].count - t.items[i].over}
 	}
-	slices.SortFunc(out, func(a, b Tally) int {
+	slices.SortFunc(out, func(a, b event.Tally) int {
 		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Value, b.Value))
 	})
 	return out[:min(k, len(out))]

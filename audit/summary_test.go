@@ -13,6 +13,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/apitoken/caddy-apitoken/event"
 )
 
 // window is the tests' detail window; t0 (…:26) falls in [20s, 30s).
@@ -35,16 +37,16 @@ func limitedRecorder(t testing.TB, l DetailLimit, clock *fakeClock) (*Recorder, 
 }
 
 // refusal is an auth_failed event at the clock's time.
-func refusal(clock *fakeClock, reason, ip, user string) Event {
-	return Event{
-		Time: clock.Now(), Type: TypeAuthFailed, Outcome: OutcomeFailure, Reason: reason,
+func refusal(clock *fakeClock, reason, ip, user string) event.Event {
+	return event.Event{
+		Time: clock.Now(), Type: event.TypeAuthFailed, Outcome: event.OutcomeFailure, Reason: reason,
 		User: user, Scheme: "bearer", ClientIP: ip, Method: "GET", Host: "api.example.com",
 		Path: "/v1/items", Status: 401,
 	}
 }
 
 // stored flushes q and returns what it wrote.
-func stored(t *testing.T, q *Queue, w *fakeEvents) []Event {
+func stored(t *testing.T, q *Queue, w *fakeEvents) []event.Event {
 	t.Helper()
 	if err := q.Flush(context.Background()); err != nil {
 		t.Fatal(err)
@@ -53,7 +55,7 @@ func stored(t *testing.T, q *Queue, w *fakeEvents) []Event {
 }
 
 // split separates summaries from detailed events.
-func split(events []Event) (detailed, summaries []Event) {
+func split(events []event.Event) (detailed, summaries []event.Event) {
 	for _, e := range events {
 		if e.IsSummary() {
 			summaries = append(summaries, e)
@@ -66,7 +68,7 @@ func split(events []Event) (detailed, summaries []Event) {
 
 // countBy counts events by type and reason, summaries by what they stand
 // for: "type/reason" -> events.
-func countBy(events []Event) map[string]int {
+func countBy(events []event.Event) map[string]int {
 	out := make(map[string]int)
 	for _, e := range events {
 		n := 1
@@ -144,12 +146,12 @@ func TestDetailLimitPerReason(t *testing.T) {
 	revoked.TokenID = "tok_revoked"
 	r.Record(revoked)
 	r.Record(revoked)
-	scope := Event{Time: clock.Now(), Type: TypeDenied, Outcome: OutcomeDenied, Reason: "scope_denied", User: "bob", Status: 403}
+	scope := event.Event{Time: clock.Now(), Type: event.TypeDenied, Outcome: event.OutcomeDenied, Reason: "scope_denied", User: "bob", Status: 403}
 	r.Record(scope)
 	// Same reason, other types: budgets of their own.
-	for _, typ := range []Type{TypeDenied, TypeWouldDeny} {
+	for _, typ := range []event.Type{event.TypeDenied, event.TypeWouldDeny} {
 		for range 4 {
-			r.Record(Event{Time: clock.Now(), Type: typ, Outcome: OutcomeDenied, Reason: "ip_not_allowed"})
+			r.Record(event.Event{Time: clock.Now(), Type: typ, Outcome: event.OutcomeDenied, Reason: "ip_not_allowed"})
 		}
 	}
 	detailed, _ := split(stored(t, q, w))
@@ -160,7 +162,7 @@ func TestDetailLimitPerReason(t *testing.T) {
 	if got := countBy(detailed); !reflect.DeepEqual(got, want) {
 		t.Errorf("detailed events %v, want %v", got, want)
 	}
-	if !slices.ContainsFunc(detailed, func(e Event) bool { return e.TokenID == "tok_revoked" }) {
+	if !slices.ContainsFunc(detailed, func(e event.Event) bool { return e.TokenID == "tok_revoked" }) {
 		t.Error("the revoked token's use is not recorded in full")
 	}
 	r.Flush(windowEnd)
@@ -243,12 +245,12 @@ func TestDetailLimitSummaryContent(t *testing.T) {
 	if len(summaries) != 1 {
 		t.Fatalf("summaries %+v, want one", summaries)
 	}
-	want := Event{
-		Time: windowEnd, Type: TypeAuthFailed, Outcome: OutcomeFailure, Reason: "wrong_user",
+	want := event.Event{
+		Time: windowEnd, Type: event.TypeAuthFailed, Outcome: event.OutcomeFailure, Reason: "wrong_user",
 		User: "admin", Scheme: "bearer", ClientIP: "192.0.2.1", Method: "GET", Host: "api.example.com",
 		Path: "/v1/items", Status: 401, Count: 27,
-		TopClients: []Tally{{"192.0.2.1", 9}, {"192.0.2.2", 7}, {"2001:db8::3", 5}, {"192.0.2.4", 3}, {"192.0.2.5", 2}},
-		TopUsers:   []Tally{{"admin", 12}, {"root", 8}},
+		TopClients: []event.Tally{{Value: "192.0.2.1", Count: 9}, {Value: "192.0.2.2", Count: 7}, {Value: "2001:db8::3", Count: 5}, {Value: "192.0.2.4", Count: 3}, {Value: "192.0.2.5", Count: 2}},
+		TopUsers:   []event.Tally{{Value: "admin", Count: 12}, {Value: "root", Count: 8}},
 	}
 	if !reflect.DeepEqual(summaries[0], want) {
 		t.Errorf("summary\n%+v, want\n%+v", summaries[0], want)
@@ -293,7 +295,7 @@ func TestDetailLimitFlush(t *testing.T) {
 		r.Record(refusal(clock, "unknown_token", "203.0.113.7", ""))
 	}
 	r.Record(refusal(clock, "expired", "203.0.113.7", "")) // within its limit
-	summaries := func() []Event {
+	summaries := func() []event.Event {
 		_, s := split(stored(t, q, w))
 		return s
 	}
@@ -387,9 +389,9 @@ func TestDetailLimitUnaffected(t *testing.T) {
 	q := NewQueue(QueueConfig{Writer: w})
 	r := NewRecorder(RecorderConfig{Selection: sel, Logger: logger, Queue: q, DetailLimit: DetailLimit{Events: 1, Window: window}, Now: clock.Now})
 	for range 50 {
-		r.Record(Event{Time: clock.Now(), Type: TypeAuthSucceeded, Outcome: OutcomeSuccess, Reason: "ok"})
-		r.Record(Event{Time: clock.Now(), Type: TypeTokenRevoked, Outcome: OutcomeSuccess})
-		r.Admin(Event{Time: clock.Now(), Type: TypeTokenCreated, Outcome: OutcomeSuccess})
+		r.Record(event.Event{Time: clock.Now(), Type: event.TypeAuthSucceeded, Outcome: event.OutcomeSuccess, Reason: "ok"})
+		r.Record(event.Event{Time: clock.Now(), Type: event.TypeTokenRevoked, Outcome: event.OutcomeSuccess})
+		r.Admin(event.Event{Time: clock.Now(), Type: event.TypeTokenCreated, Outcome: event.OutcomeSuccess})
 	}
 	r.Close(clock.Now())
 	if got := countBy(stored(t, q, w)); !reflect.DeepEqual(got, map[string]int{"auth_succeeded/ok": 50}) {
@@ -450,7 +452,7 @@ func TestTopK(t *testing.T) {
 		for _, v := range []string{"a", "b", "a", "", "c", "b", "a", "d", "e", "f", "g", "h"} {
 			k.add(v)
 		}
-		want := []Tally{{"a", 3}, {"b", 2}, {"c", 1}, {"d", 1}, {"e", 1}}
+		want := []event.Tally{{Value: "a", Count: 3}, {Value: "b", Count: 2}, {Value: "c", Count: 1}, {Value: "d", Count: 1}, {Value: "e", Count: 1}}
 		if got := k.top(TopReported); !reflect.DeepEqual(got, want) {
 			t.Errorf("top = %v, want %v", got, want)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/keytable"
 )
 
@@ -34,8 +35,8 @@ const (
 // It is keyed by a number that stands for the token id (tokenstore's
 // Entry.Key), and holds client IPs as netip.Addr: a use of a pending token
 // reads nothing but the shard's map and the token's own record, and never
-// the bytes of the id or of an IP string. Strings are made only for a
-// Usage, when flushing or showing one.
+// the bytes of the id or of an IP string. Strings are made only for
+// an event.Usage, when flushing or showing one.
 //
 // It keeps at most MaxTokens tokens pending between two flushes. A use of a
 // token that is not pending when the tracker is full is not recorded at
@@ -121,7 +122,7 @@ func (u *UsageTracker) Overflow() uint64 {
 // Pending returns the use of the token that key stands for not yet stored
 // (pending, or being flushed), for showing live usage with MergeUsage
 // before the next flush. Its TokenID is the id Used was given with key.
-func (u *UsageTracker) Pending(key uint64) (Usage, bool) {
+func (u *UsageTracker) Pending(key uint64) (event.Usage, bool) {
 	i := shard(key)
 	u.inflightMu.Lock()
 	defer u.inflightMu.Unlock()
@@ -138,7 +139,7 @@ func (u *UsageTracker) Pending(key uint64) (Usage, bool) {
 		found = true
 	}
 	if !found {
-		return Usage{}, false
+		return event.Usage{}, false
 	}
 	return p.usage(), true
 }
@@ -169,13 +170,13 @@ func (u *UsageTracker) Flush(ctx context.Context, w UsageWriter) error {
 	}
 	u.size.Add(-int64(taken))
 
-	deltas := make([]Usage, 0, taken)
+	deltas := make([]event.Usage, 0, taken)
 	for i := range u.inflight {
 		for _, p := range u.inflight[i].All {
 			deltas = append(deltas, p.usage())
 		}
 	}
-	slices.SortFunc(deltas, func(a, b Usage) int { return strings.Compare(a.TokenID, b.TokenID) })
+	slices.SortFunc(deltas, func(a, b event.Usage) int { return strings.Compare(a.TokenID, b.TokenID) })
 	err := w.FlushUsage(ctx, deltas)
 
 	u.inflightMu.Lock()
@@ -253,11 +254,12 @@ func (u *UsageTracker) Run(ctx context.Context, w UsageWriter, every time.Durati
 // MergeUsage combines a stored usage with a pending delta, for display:
 // counts add up, the later last use wins (the stored one on a tie, and the
 // other's IP if the winner has none), and the recent IPs merge, each IP
-// once with its latest time, most recent first, at most MaxRecentIPs. The
-// IPs are merged as the strings they are, whether they parse or not.
-func MergeUsage(stored, delta Usage) Usage {
+// once with its latest time, most recent first, at most
+// event.MaxRecentIPs. The IPs are merged as the strings they are, whether
+// they parse or not.
+func MergeUsage(stored, delta event.Usage) event.Usage {
 	var p pending[string]
-	add := func(x Usage) {
+	add := func(x event.Usage) {
 		p.add(x.Count, x.LastUsedAt, x.LastIP)
 		for _, s := range x.RecentIPs {
 			p.seen(s.IP, s.LastSeen)
@@ -287,12 +289,12 @@ func (t *tracked) merge(o *tracked) {
 	t.pending.merge(&o.pending)
 }
 
-// usage returns t as a Usage.
-func (t *tracked) usage() Usage {
+// usage returns t as an event.Usage.
+func (t *tracked) usage() event.Usage {
 	return t.pending.usage(t.id, addrString)
 }
 
-// addrString is ip as a Usage holds it: "" for the zero Addr, which
+// addrString is ip as an event.Usage holds it: "" for the zero Addr, which
 // netip.Addr.String would show as "invalid IP".
 func addrString(ip netip.Addr) string {
 	if !ip.IsValid() {
@@ -302,7 +304,7 @@ func addrString(ip netip.Addr) string {
 }
 
 // pending is one token's use gathered since the last flush, or a merge of
-// Usage values. The tracker holds IPs as netip.Addr, MergeUsage as the
+// event.Usage values. The tracker holds IPs as netip.Addr, MergeUsage as the
 // strings it is given; the zero IP is an unknown one.
 type pending[IP comparable] struct {
 	lastUsed time.Time
@@ -310,7 +312,7 @@ type pending[IP comparable] struct {
 	count    int64
 	n        int // used entries of ips
 	// ips are the recent distinct IPs, latest first.
-	ips [MaxRecentIPs]ipSeen[IP]
+	ips [event.MaxRecentIPs]ipSeen[IP]
 }
 
 // ipSeen is an IP and when it was last seen.
@@ -386,13 +388,13 @@ func (p *pending[IP]) merge(o *pending[IP]) {
 	}
 }
 
-// usage returns p as a Usage of tokenID, with str making its IPs strings.
-func (p *pending[IP]) usage(tokenID string, str func(IP) string) Usage {
-	u := Usage{TokenID: tokenID, LastUsedAt: p.lastUsed, LastIP: str(p.lastIP), Count: p.count}
+// usage returns p as an event.Usage of tokenID, with str making its IPs strings.
+func (p *pending[IP]) usage(tokenID string, str func(IP) string) event.Usage {
+	u := event.Usage{TokenID: tokenID, LastUsedAt: p.lastUsed, LastIP: str(p.lastIP), Count: p.count}
 	if p.n > 0 {
-		u.RecentIPs = make([]IPSeen, p.n)
+		u.RecentIPs = make([]event.IPSeen, p.n)
 		for i, s := range p.ips[:p.n] {
-			u.RecentIPs[i] = IPSeen{IP: str(s.ip), LastSeen: s.at}
+			u.RecentIPs[i] = event.IPSeen{IP: str(s.ip), LastSeen: s.at}
 		}
 	}
 	return u

@@ -15,20 +15,22 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/apitoken/caddy-apitoken/event"
 )
 
 // fakeUsage is a UsageWriter that keeps the deltas it is given, and can be
 // told to fail or to run a hook inside the write.
 type fakeUsage struct {
 	mu     sync.Mutex
-	calls  [][]Usage
+	calls  [][]event.Usage
 	fail   int                 // the next fail calls fail
 	failIf func(call int) bool // or fail when this says so
 	during func()              // runs inside FlushUsage
 	n      int
 }
 
-func (f *fakeUsage) FlushUsage(ctx context.Context, deltas []Usage) error {
+func (f *fakeUsage) FlushUsage(ctx context.Context, deltas []event.Usage) error {
 	if f.during != nil {
 		f.during()
 	}
@@ -45,10 +47,10 @@ func (f *fakeUsage) FlushUsage(ctx context.Context, deltas []Usage) error {
 	return nil
 }
 
-func (f *fakeUsage) written() [][]Usage {
+func (f *fakeUsage) written() [][]event.Usage {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([][]Usage(nil), f.calls...)
+	return append([][]event.Usage(nil), f.calls...)
 }
 
 // totals sums the written counts per token.
@@ -80,10 +82,10 @@ func addr(n int) netip.Addr {
 func tok(k uint64) string { return "tok_" + strconv.FormatUint(k, 10) }
 
 // seen builds a recent-IP list from pairs of ip(n) and a second.
-func seen(pairs ...int) []IPSeen {
-	var out []IPSeen
+func seen(pairs ...int) []event.IPSeen {
+	var out []event.IPSeen
 	for i := 0; i < len(pairs); i += 2 {
-		out = append(out, IPSeen{IP: ip(pairs[i]), LastSeen: at(pairs[i+1])})
+		out = append(out, event.IPSeen{IP: ip(pairs[i]), LastSeen: at(pairs[i+1])})
 	}
 	return out
 }
@@ -98,52 +100,52 @@ func TestUsageUsed(t *testing.T) {
 	tests := []struct {
 		name string
 		uses []use
-		want map[uint64]Usage // by key; absent keys must not be pending
+		want map[uint64]event.Usage // by key; absent keys must not be pending
 	}{
 		{
 			name: "one use",
 			uses: []use{{1, 1, 1}},
-			want: map[uint64]Usage{1: {TokenID: "tok_1", LastUsedAt: at(1), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 1)}},
+			want: map[uint64]event.Usage{1: {TokenID: "tok_1", LastUsedAt: at(1), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 1)}},
 		},
 		{
 			name: "same IP again: one entry, latest time",
 			uses: []use{{1, 1, 1}, {1, 1, 5}, {1, 1, 9}},
-			want: map[uint64]Usage{1: {TokenID: "tok_1", LastUsedAt: at(9), LastIP: ip(1), Count: 3, RecentIPs: seen(1, 9)}},
+			want: map[uint64]event.Usage{1: {TokenID: "tok_1", LastUsedAt: at(9), LastIP: ip(1), Count: 3, RecentIPs: seen(1, 9)}},
 		},
 		{
 			name: "most recent first, a returning IP moves up",
 			uses: []use{{1, 1, 1}, {1, 2, 2}, {1, 3, 3}, {1, 1, 4}},
-			want: map[uint64]Usage{1: {TokenID: "tok_1", LastUsedAt: at(4), LastIP: ip(1), Count: 4, RecentIPs: seen(1, 4, 3, 3, 2, 2)}},
+			want: map[uint64]event.Usage{1: {TokenID: "tok_1", LastUsedAt: at(4), LastIP: ip(1), Count: 4, RecentIPs: seen(1, 4, 3, 3, 2, 2)}},
 		},
 		{
 			name: "capped at MaxRecentIPs",
 			uses: []use{{1, 1, 1}, {1, 2, 2}, {1, 3, 3}, {1, 4, 4}, {1, 5, 5}, {1, 6, 6}, {1, 7, 7}},
-			want: map[uint64]Usage{1: {TokenID: "tok_1", LastUsedAt: at(7), LastIP: ip(7), Count: 7, RecentIPs: seen(7, 7, 6, 6, 5, 5, 4, 4, 3, 3)}},
+			want: map[uint64]event.Usage{1: {TokenID: "tok_1", LastUsedAt: at(7), LastIP: ip(7), Count: 7, RecentIPs: seen(7, 7, 6, 6, 5, 5, 4, 4, 3, 3)}},
 		},
 		{
 			name: "out of order: the later use stays last",
 			uses: []use{{1, 1, 10}, {1, 2, 5}, {1, 1, 3}},
-			want: map[uint64]Usage{1: {TokenID: "tok_1", LastUsedAt: at(10), LastIP: ip(1), Count: 3, RecentIPs: seen(1, 10, 2, 5)}},
+			want: map[uint64]event.Usage{1: {TokenID: "tok_1", LastUsedAt: at(10), LastIP: ip(1), Count: 3, RecentIPs: seen(1, 10, 2, 5)}},
 		},
 		{
 			name: "out of order into a full list: older than all kept is not kept",
 			uses: []use{{1, 1, 11}, {1, 2, 12}, {1, 3, 13}, {1, 4, 14}, {1, 5, 15}, {1, 6, 10}, {1, 7, 12}},
-			want: map[uint64]Usage{1: {TokenID: "tok_1", LastUsedAt: at(15), LastIP: ip(5), Count: 7, RecentIPs: seen(5, 15, 4, 14, 3, 13, 2, 12, 7, 12)}},
+			want: map[uint64]event.Usage{1: {TokenID: "tok_1", LastUsedAt: at(15), LastIP: ip(5), Count: 7, RecentIPs: seen(5, 15, 4, 14, 3, 13, 2, 12, 7, 12)}},
 		},
 		{
 			name: "unknown IP: counted, not listed, last IP kept",
 			uses: []use{{1, 1, 1}, {1, 0, 2}},
-			want: map[uint64]Usage{1: {TokenID: "tok_1", LastUsedAt: at(2), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 1)}},
+			want: map[uint64]event.Usage{1: {TokenID: "tok_1", LastUsedAt: at(2), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 1)}},
 		},
 		{
 			name: "only unknown IPs: counted, no IP shown",
 			uses: []use{{1, 0, 1}, {1, 0, 2}},
-			want: map[uint64]Usage{1: {TokenID: "tok_1", LastUsedAt: at(2), Count: 2}},
+			want: map[uint64]event.Usage{1: {TokenID: "tok_1", LastUsedAt: at(2), Count: 2}},
 		},
 		{
 			name: "tokens are apart",
 			uses: []use{{1, 1, 1}, {2, 2, 2}, {1, 3, 3}},
-			want: map[uint64]Usage{
+			want: map[uint64]event.Usage{
 				1: {TokenID: "tok_1", LastUsedAt: at(3), LastIP: ip(3), Count: 2, RecentIPs: seen(3, 3, 1, 1)},
 				2: {TokenID: "tok_2", LastUsedAt: at(2), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 2)},
 			},
@@ -184,7 +186,7 @@ func TestUsageIPs(t *testing.T) {
 			u := NewUsageTracker(0)
 			u.Used(1, "tok_1", tt.ip, at(1))
 			u.Used(1, "tok_1", tt.ip, at(2))
-			want := Usage{TokenID: "tok_1", LastUsedAt: at(2), LastIP: tt.want, Count: 2, RecentIPs: []IPSeen{{IP: tt.want, LastSeen: at(2)}}}
+			want := event.Usage{TokenID: "tok_1", LastUsedAt: at(2), LastIP: tt.want, Count: 2, RecentIPs: []event.IPSeen{{IP: tt.want, LastSeen: at(2)}}}
 			if got, _ := u.Pending(1); !reflect.DeepEqual(got, want) {
 				t.Errorf("Pending(1) = %+v, want %+v", got, want)
 			}
@@ -212,8 +214,8 @@ func TestUsageKeys(t *testing.T) {
 		u.Used(k2, "tok_a", addr(1), at(1))
 		u.Used(k1, "tok_b", addr(2), at(2))
 		u.Used(k2, "tok_a", addr(3), at(3))
-		wantA := Usage{TokenID: "tok_a", LastUsedAt: at(3), LastIP: ip(3), Count: 2, RecentIPs: seen(3, 3, 1, 1)}
-		wantB := Usage{TokenID: "tok_b", LastUsedAt: at(2), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 2)}
+		wantA := event.Usage{TokenID: "tok_a", LastUsedAt: at(3), LastIP: ip(3), Count: 2, RecentIPs: seen(3, 3, 1, 1)}
+		wantB := event.Usage{TokenID: "tok_b", LastUsedAt: at(2), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 2)}
 		if got, _ := u.Pending(k2); !reflect.DeepEqual(got, wantA) {
 			t.Errorf("Pending(%d) = %+v, want %+v", k2, got, wantA)
 		}
@@ -224,7 +226,7 @@ func TestUsageKeys(t *testing.T) {
 		if err := u.Flush(context.Background(), w); err != nil {
 			t.Fatal(err)
 		}
-		want := []Usage{wantA, wantB}
+		want := []event.Usage{wantA, wantB}
 		if calls := w.written(); len(calls) != 1 || !reflect.DeepEqual(calls[0], want) {
 			t.Errorf("wrote %+v, want %+v", calls, want)
 		}
@@ -261,7 +263,7 @@ func TestUsageFlush(t *testing.T) {
 			t.Fatalf("wrote %v, want one call of 10 deltas", calls)
 		}
 		for i, d := range calls[0] {
-			want := Usage{TokenID: tok(uint64(i)), LastUsedAt: at(i + 1), LastIP: ip(2), Count: 2,
+			want := event.Usage{TokenID: tok(uint64(i)), LastUsedAt: at(i + 1), LastIP: ip(2), Count: 2,
 				RecentIPs: seen(2, i+1, 1, i)}
 			if !reflect.DeepEqual(d, want) {
 				t.Errorf("delta %d = %+v, want %+v", i, d, want)
@@ -293,7 +295,7 @@ func TestUsageFlush(t *testing.T) {
 		if err := u.Flush(ctx, w); err != nil {
 			t.Fatal(err)
 		}
-		want := []Usage{{TokenID: "tok_1", LastUsedAt: at(3), LastIP: ip(3), Count: 3, RecentIPs: seen(3, 3, 2, 2, 1, 1)}}
+		want := []event.Usage{{TokenID: "tok_1", LastUsedAt: at(3), LastIP: ip(3), Count: 3, RecentIPs: seen(3, 3, 2, 2, 1, 1)}}
 		if calls := w.written(); len(calls) != 1 || !reflect.DeepEqual(calls[0], want) {
 			t.Errorf("wrote %+v, want %+v", calls, want)
 		}
@@ -301,7 +303,7 @@ func TestUsageFlush(t *testing.T) {
 	t.Run("uses during a failing flush are merged with it", func(t *testing.T) {
 		u := NewUsageTracker(0)
 		w := &fakeUsage{fail: 1}
-		var during Usage
+		var during event.Usage
 		w.during = func() {
 			u.Used(1, "tok_1", addr(2), at(5)) // a request while the write runs
 			during, _ = u.Pending(1)
@@ -310,7 +312,7 @@ func TestUsageFlush(t *testing.T) {
 		if err := u.Flush(ctx, w); err == nil {
 			t.Fatal("Flush() succeeded, want the failure")
 		}
-		want := Usage{TokenID: "tok_1", LastUsedAt: at(5), LastIP: ip(2), Count: 2, RecentIPs: seen(2, 5, 1, 1)}
+		want := event.Usage{TokenID: "tok_1", LastUsedAt: at(5), LastIP: ip(2), Count: 2, RecentIPs: seen(2, 5, 1, 1)}
 		if !reflect.DeepEqual(during, want) {
 			t.Errorf("Pending during the flush = %+v, want %+v (in flight and new)", during, want)
 		}
@@ -321,14 +323,14 @@ func TestUsageFlush(t *testing.T) {
 	t.Run("a token only in flight is pending under its id", func(t *testing.T) {
 		u := NewUsageTracker(0)
 		w := &fakeUsage{}
-		var during Usage
+		var during event.Usage
 		var found bool
 		w.during = func() { during, found = u.Pending(1) }
 		u.Used(1, "tok_1", addr(1), at(1))
 		if err := u.Flush(ctx, w); err != nil {
 			t.Fatal(err)
 		}
-		want := Usage{TokenID: "tok_1", LastUsedAt: at(1), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 1)}
+		want := event.Usage{TokenID: "tok_1", LastUsedAt: at(1), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 1)}
 		if !found || !reflect.DeepEqual(during, want) {
 			t.Errorf("Pending during the flush = %+v, %v, want %+v", during, found, want)
 		}
@@ -341,7 +343,7 @@ func TestUsageFlush(t *testing.T) {
 		if err := u.Flush(ctx, w); err != nil {
 			t.Fatal(err)
 		}
-		want := Usage{TokenID: "tok_1", LastUsedAt: at(5), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 5)}
+		want := event.Usage{TokenID: "tok_1", LastUsedAt: at(5), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 5)}
 		if got, _ := u.Pending(1); !reflect.DeepEqual(got, want) {
 			t.Errorf("Pending after = %+v, want %+v", got, want)
 		}
@@ -495,7 +497,7 @@ func TestUsageRun(t *testing.T) {
 
 func TestUsageUsedAllocs(t *testing.T) {
 	u := NewUsageTracker(0)
-	for i := range MaxRecentIPs {
+	for i := range event.MaxRecentIPs {
 		u.Used(1, "tok_1", addr(i+1), at(i))
 	}
 	now := at(100)
@@ -503,7 +505,7 @@ func TestUsageUsedAllocs(t *testing.T) {
 		name string
 		ip   netip.Addr
 	}{
-		{"IP first in the list", addr(MaxRecentIPs)},
+		{"IP first in the list", addr(event.MaxRecentIPs)},
 		{"IP last in the list", addr(1)},
 		{"unknown IP", netip.Addr{}},
 	}
@@ -514,87 +516,87 @@ func TestUsageUsedAllocs(t *testing.T) {
 			}
 		})
 	}
-	if got, _ := u.Pending(1); got.Count != MaxRecentIPs+3*1001 {
-		t.Errorf("counted %d uses, want %d", got.Count, MaxRecentIPs+3*1001)
+	if got, _ := u.Pending(1); got.Count != event.MaxRecentIPs+3*1001 {
+		t.Errorf("counted %d uses, want %d", got.Count, event.MaxRecentIPs+3*1001)
 	}
 }
 
 func TestMergeUsage(t *testing.T) {
 	tests := []struct {
 		name          string
-		stored, delta Usage
-		want          Usage
+		stored, delta event.Usage
+		want          event.Usage
 	}{
 		{
 			name: "both empty",
 		},
 		{
 			name:   "nothing pending",
-			stored: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 10, RecentIPs: seen(1, 5)},
-			want:   Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 10, RecentIPs: seen(1, 5)},
+			stored: event.Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 10, RecentIPs: seen(1, 5)},
+			want:   event.Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 10, RecentIPs: seen(1, 5)},
 		},
 		{
 			name:  "never stored",
-			delta: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 5)},
-			want:  Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 5)},
+			delta: event.Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 5)},
+			want:  event.Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 5)},
 		},
 		{
 			name:   "counts add, the later use wins",
-			stored: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 10, RecentIPs: seen(1, 5)},
-			delta:  Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(2), Count: 3, RecentIPs: seen(2, 9)},
-			want:   Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(2), Count: 13, RecentIPs: seen(2, 9, 1, 5)},
+			stored: event.Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 10, RecentIPs: seen(1, 5)},
+			delta:  event.Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(2), Count: 3, RecentIPs: seen(2, 9)},
+			want:   event.Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(2), Count: 13, RecentIPs: seen(2, 9, 1, 5)},
 		},
 		{
 			name:   "an older delta does not win",
-			stored: Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 9)},
-			delta:  Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 5)},
-			want:   Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 9, 2, 5)},
+			stored: event.Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 9)},
+			delta:  event.Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 5)},
+			want:   event.Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 9, 2, 5)},
 		},
 		{
 			name:   "a tie goes to the stored use",
-			stored: Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 9)},
-			delta:  Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 9)},
-			want:   Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 9, 2, 9)},
+			stored: event.Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 9)},
+			delta:  event.Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 9)},
+			want:   event.Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 9, 2, 9)},
 		},
 		{
 			name:   "the later use without an IP keeps the other's",
-			stored: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 5)},
-			delta:  Usage{TokenID: "a", LastUsedAt: at(9), Count: 1},
-			want:   Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 5)},
+			stored: event.Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 5)},
+			delta:  event.Usage{TokenID: "a", LastUsedAt: at(9), Count: 1},
+			want:   event.Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 5)},
 		},
 		{
 			name:   "the same IP once, at its latest",
-			stored: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 5, 2, 4)},
-			delta:  Usage{TokenID: "a", LastUsedAt: at(7), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 7)},
-			want:   Usage{TokenID: "a", LastUsedAt: at(7), LastIP: ip(2), Count: 3, RecentIPs: seen(2, 7, 1, 5)},
+			stored: event.Usage{TokenID: "a", LastUsedAt: at(5), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 5, 2, 4)},
+			delta:  event.Usage{TokenID: "a", LastUsedAt: at(7), LastIP: ip(2), Count: 1, RecentIPs: seen(2, 7)},
+			want:   event.Usage{TokenID: "a", LastUsedAt: at(7), LastIP: ip(2), Count: 3, RecentIPs: seen(2, 7, 1, 5)},
 		},
 		{
 			name:   "a stale delta IP does not move back",
-			stored: Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 9, 2, 8)},
-			delta:  Usage{TokenID: "a", LastUsedAt: at(3), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 3)},
-			want:   Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 3, RecentIPs: seen(1, 9, 2, 8)},
+			stored: event.Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 2, RecentIPs: seen(1, 9, 2, 8)},
+			delta:  event.Usage{TokenID: "a", LastUsedAt: at(3), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 3)},
+			want:   event.Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(1), Count: 3, RecentIPs: seen(1, 9, 2, 8)},
 		},
 		{
 			name:   "interleaved and capped",
-			stored: Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(9), Count: 5, RecentIPs: seen(9, 9, 7, 7, 5, 5, 3, 3, 1, 1)},
-			delta:  Usage{TokenID: "a", LastUsedAt: at(10), LastIP: ip(10), Count: 4, RecentIPs: seen(10, 10, 8, 8, 6, 6, 2, 2)},
-			want:   Usage{TokenID: "a", LastUsedAt: at(10), LastIP: ip(10), Count: 9, RecentIPs: seen(10, 10, 9, 9, 8, 8, 7, 7, 6, 6)},
+			stored: event.Usage{TokenID: "a", LastUsedAt: at(9), LastIP: ip(9), Count: 5, RecentIPs: seen(9, 9, 7, 7, 5, 5, 3, 3, 1, 1)},
+			delta:  event.Usage{TokenID: "a", LastUsedAt: at(10), LastIP: ip(10), Count: 4, RecentIPs: seen(10, 10, 8, 8, 6, 6, 2, 2)},
+			want:   event.Usage{TokenID: "a", LastUsedAt: at(10), LastIP: ip(10), Count: 9, RecentIPs: seen(10, 10, 9, 9, 8, 8, 7, 7, 6, 6)},
 		},
 		{
 			name:   "IPs that do not parse are kept as they are",
-			stored: Usage{TokenID: "a", LastUsedAt: at(5), LastIP: "@", Count: 1, RecentIPs: []IPSeen{{IP: "@", LastSeen: at(5)}}},
-			delta:  Usage{TokenID: "a", LastUsedAt: at(4), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 4)},
-			want:   Usage{TokenID: "a", LastUsedAt: at(5), LastIP: "@", Count: 2, RecentIPs: []IPSeen{{IP: "@", LastSeen: at(5)}, {IP: ip(1), LastSeen: at(4)}}},
+			stored: event.Usage{TokenID: "a", LastUsedAt: at(5), LastIP: "@", Count: 1, RecentIPs: []event.IPSeen{{IP: "@", LastSeen: at(5)}}},
+			delta:  event.Usage{TokenID: "a", LastUsedAt: at(4), LastIP: ip(1), Count: 1, RecentIPs: seen(1, 4)},
+			want:   event.Usage{TokenID: "a", LastUsedAt: at(5), LastIP: "@", Count: 2, RecentIPs: []event.IPSeen{{IP: "@", LastSeen: at(5)}, {IP: ip(1), LastSeen: at(4)}}},
 		},
 		{
 			name:   "an unsorted, overlong stored list is put right",
-			stored: Usage{TokenID: "a", Count: 0, RecentIPs: seen(1, 1, 6, 6, 2, 2, 5, 5, 3, 3, 4, 4)},
-			want:   Usage{TokenID: "a", RecentIPs: seen(6, 6, 5, 5, 4, 4, 3, 3, 2, 2)},
+			stored: event.Usage{TokenID: "a", Count: 0, RecentIPs: seen(1, 1, 6, 6, 2, 2, 5, 5, 3, 3, 4, 4)},
+			want:   event.Usage{TokenID: "a", RecentIPs: seen(6, 6, 5, 5, 4, 4, 3, 3, 2, 2)},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			storedIPs := append([]IPSeen(nil), tt.stored.RecentIPs...)
+			storedIPs := append([]event.IPSeen(nil), tt.stored.RecentIPs...)
 			got := MergeUsage(tt.stored, tt.delta)
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("MergeUsage() =\n%+v\nwant\n%+v", got, tt.want)
@@ -609,10 +611,10 @@ func TestMergeUsage(t *testing.T) {
 func BenchmarkUsageUsed(b *testing.B) {
 	u := NewUsageTracker(0)
 	now := t0
-	for i := range MaxRecentIPs {
+	for i := range event.MaxRecentIPs {
 		u.Used(1, "tok_1", addr(i+1), now)
 	}
-	ip := addr(MaxRecentIPs)
+	ip := addr(event.MaxRecentIPs)
 	b.ReportAllocs()
 	for b.Loop() {
 		u.Used(1, "tok_1", ip, now)
@@ -649,14 +651,14 @@ func BenchmarkUsageUsedSpread(b *testing.B) {
 			u := NewUsageTracker(0)
 			keys := make([]uint64, tokens)
 			ids := make([]string, tokens)
-			ips := make([][MaxRecentIPs]netip.Addr, tokens)
+			ips := make([][event.MaxRecentIPs]netip.Addr, tokens)
 			var keep [][]byte
 			for i := range ids {
 				// An id inside a larger allocation, as in the token index.
 				keep = append(keep, make([]byte, 192))
 				keys[i] = r.Uint64() >> 4
 				ids[i] = strings.Clone("tok_" + strconv.Itoa(r.IntN(1<<30)))
-				for j := range MaxRecentIPs {
+				for j := range event.MaxRecentIPs {
 					ips[i][j] = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i&255*5 + j)})
 					u.Used(keys[i], ids[i], ips[i][j], at(j))
 				}
@@ -668,7 +670,7 @@ func BenchmarkUsageUsedSpread(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				t := order[i%tokens]
-				u.Used(keys[t], ids[t], ips[t][i%MaxRecentIPs], now)
+				u.Used(keys[t], ids[t], ips[t][i%event.MaxRecentIPs], now)
 				i++
 			}
 		})

@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
@@ -166,7 +167,7 @@ type tokenJSON struct {
 	LastUsedAt  *time.Time     `json:"last_used_at"` // null: never used
 	LastUsedIP  string         `json:"last_used_ip,omitempty"`
 	UseCount    int64          `json:"use_count"`
-	RecentIPs   []audit.IPSeen `json:"recent_ips,omitempty"`
+	RecentIPs   []event.IPSeen `json:"recent_ips,omitempty"`
 	Token       string         `json:"token,omitempty"`
 }
 
@@ -174,7 +175,7 @@ type tokenJSON struct {
 // the app has counted since the last flush.
 func (app *App) tokenJSON(t tokenstore.Token, now time.Time) tokenJSON {
 	out := toJSON(t, now)
-	u := audit.Usage{TokenID: t.ID, LastUsedAt: t.LastUsedAt, LastIP: t.LastUsedIP, Count: t.UseCount, RecentIPs: t.RecentIPs}
+	u := event.Usage{TokenID: t.ID, LastUsedAt: t.LastUsedAt, LastIP: t.LastUsedIP, Count: t.UseCount, RecentIPs: t.RecentIPs}
 	if app.auditState != nil {
 		// Keyed by token.Key, which is 0 for an id token.Parse refuses:
 		// the id check keeps such a token from showing another's use.
@@ -323,7 +324,7 @@ func (a *adminAPI) create(w http.ResponseWriter, r *http.Request, app *App) erro
 	if err != nil {
 		return err
 	}
-	ev := adminEvent(r, audit.TypeTokenCreated)
+	ev := adminEvent(r, event.TypeTokenCreated)
 	tok, secret, err := app.store.Create(r.Context(), tokenstore.NewToken{
 		Prefix:      app.TokenPrefix,
 		User:        req.User,
@@ -441,7 +442,7 @@ func (a *adminAPI) update(w http.ResponseWriter, r *http.Request, app *App, id s
 	if len(changed) == 0 {
 		return badRequest(errors.New("nothing to update: give name, description, expires_in, expires_at, allowed_ips, read_only, methods, paths, hosts or rate_limit"))
 	}
-	ev := adminEvent(r, audit.TypeTokenUpdated)
+	ev := adminEvent(r, event.TypeTokenUpdated)
 	ev.Changed = changed
 	tok, err := app.store.Update(r.Context(), id, p, app.inTx(ev))
 	if err != nil {
@@ -455,7 +456,7 @@ func (a *adminAPI) update(w http.ResponseWriter, r *http.Request, app *App, id s
 }
 
 func (a *adminAPI) revoke(w http.ResponseWriter, r *http.Request, app *App, id string) error {
-	ev := adminEvent(r, audit.TypeTokenRevoked)
+	ev := adminEvent(r, event.TypeTokenRevoked)
 	tok, revoked, err := app.store.Revoke(r.Context(), id, app.inTx(ev))
 	if err != nil {
 		return storeError("revoking token", err)
@@ -478,7 +479,7 @@ func (a *adminAPI) rotate(w http.ResponseWriter, r *http.Request, app *App, id s
 	if err := app.checkHolder(cur.User); err != nil {
 		return err
 	}
-	ev := adminEvent(r, audit.TypeTokenRotated)
+	ev := adminEvent(r, event.TypeTokenRotated)
 	tok, secret, err := app.store.Rotate(r.Context(), id, app.TokenPrefix, app.inTx(ev))
 	if err != nil {
 		return storeError("rotating token", err)
@@ -497,7 +498,7 @@ type revokeUserResponse struct {
 }
 
 func (a *adminAPI) revokeUser(w http.ResponseWriter, r *http.Request, app *App, user string) error {
-	ev := adminEvent(r, audit.TypeUserTokensRevoked)
+	ev := adminEvent(r, event.TypeUserTokensRevoked)
 	toks, err := app.store.RevokeUser(r.Context(), user, app.inTx(ev))
 	if err != nil {
 		return storeError("revoking tokens of user", err)
@@ -559,7 +560,7 @@ func (a *adminAPI) addMember(w http.ResponseWriter, r *http.Request, app *App, g
 	if err := decodeEmptyBody(w, r); err != nil {
 		return err
 	}
-	ev := adminEvent(r, audit.TypeGroupMemberAdded)
+	ev := adminEvent(r, event.TypeGroupMemberAdded)
 	m, added, err := app.store.AddMember(r.Context(), group, user, app.inTx(ev))
 	if err != nil {
 		return storeError("adding group member", err)
@@ -577,7 +578,7 @@ func (a *adminAPI) removeMember(w http.ResponseWriter, r *http.Request, app *App
 	if err := policy.ValidGroupName(group); err != nil {
 		return badRequest(err)
 	}
-	ev := adminEvent(r, audit.TypeGroupMemberRemoved)
+	ev := adminEvent(r, event.TypeGroupMemberRemoved)
 	removed, err := app.store.RemoveMember(r.Context(), group, user, app.inTx(ev))
 	if err != nil {
 		return storeError("removing group member", err)
@@ -597,13 +598,13 @@ func (a *adminAPI) removeMember(w http.ResponseWriter, r *http.Request, app *App
 // adminEvent starts the audit event of a change made through the admin
 // API; the store completes it (time, token, user) in the change's
 // transaction.
-func adminEvent(r *http.Request, typ audit.Type) *audit.Event {
-	return &audit.Event{Type: typ, Outcome: audit.OutcomeSuccess, Actor: hostOnly(r.RemoteAddr), Method: r.Method, Path: r.URL.Path}
+func adminEvent(r *http.Request, typ event.Type) *event.Event {
+	return &event.Event{Type: typ, Outcome: event.OutcomeSuccess, Actor: hostOnly(r.RemoteAddr), Method: r.Method, Path: r.URL.Path}
 }
 
 // inTx returns ev for the store to write in the change's transaction, or
 // nil if admin events are not stored.
-func (app *App) inTx(ev *audit.Event) *audit.Event {
+func (app *App) inTx(ev *event.Event) *event.Event {
 	if app.auditState.recorder.StoresAdmin() {
 		return ev
 	}
@@ -612,7 +613,7 @@ func (app *App) inTx(ev *audit.Event) *audit.Event {
 
 // adminDone logs a completed admin change (the store has already written
 // it, if it is stored), filling in what the store would have.
-func (app *App) adminDone(ev *audit.Event, tok tokenstore.Token) {
+func (app *App) adminDone(ev *event.Event, tok tokenstore.Token) {
 	if ev.Time.IsZero() {
 		ev.Time = app.now()
 	}
@@ -1042,8 +1043,8 @@ type eventJSON struct {
 	Group    string    `json:"group,omitempty"`
 	Rule     string    `json:"rule,omitempty"`
 
-	TopClients []audit.Tally `json:"top_clients,omitempty"`
-	TopUsers   []audit.Tally `json:"top_users,omitempty"`
+	TopClients []event.Tally `json:"top_clients,omitempty"`
+	TopUsers   []event.Tally `json:"top_users,omitempty"`
 
 	// ClaimedUser is the name presented with another user's token (User
 	// is the token's owner).
@@ -1075,8 +1076,8 @@ func (a *adminAPI) queryAudit(w http.ResponseWriter, r *http.Request, app *App) 
 			return badRequest(fmt.Errorf("query parameter %q given %d times", key, len(vals)))
 		}
 	}
-	query := audit.Query{
-		Outcome:  audit.Outcome(q.Get("outcome")),
+	query := event.Query{
+		Outcome:  event.Outcome(q.Get("outcome")),
 		User:     q.Get("user"),
 		TokenID:  q.Get("token"),
 		ClientIP: q.Get("client_ip"),
@@ -1084,7 +1085,7 @@ func (a *adminAPI) queryAudit(w http.ResponseWriter, r *http.Request, app *App) 
 	}
 	for _, v := range q["type"] {
 		for t := range strings.SplitSeq(v, ",") {
-			typ := audit.Type(strings.TrimSpace(t))
+			typ := event.Type(strings.TrimSpace(t))
 			if typ.Class() == "" {
 				return badRequest(fmt.Errorf("type %q: not an audit event type", t))
 			}
@@ -1092,7 +1093,7 @@ func (a *adminAPI) queryAudit(w http.ResponseWriter, r *http.Request, app *App) 
 		}
 	}
 	switch query.Outcome {
-	case "", audit.OutcomeSuccess, audit.OutcomeFailure, audit.OutcomeDenied, audit.OutcomePassed, audit.OutcomeReported:
+	case "", event.OutcomeSuccess, event.OutcomeFailure, event.OutcomeDenied, event.OutcomePassed, event.OutcomeReported:
 	default:
 		return badRequest(fmt.Errorf("outcome %q: must be success, failure, denied, passed or reported", query.Outcome))
 	}
@@ -1107,8 +1108,8 @@ func (a *adminAPI) queryAudit(w http.ResponseWriter, r *http.Request, app *App) 
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > audit.MaxQueryLimit {
-			return badRequest(fmt.Errorf("limit %q: must be a whole number from 1 to %d", v, audit.MaxQueryLimit))
+		if err != nil || n < 1 || n > event.MaxQueryLimit {
+			return badRequest(fmt.Errorf("limit %q: must be a whole number from 1 to %d", v, event.MaxQueryLimit))
 		}
 		query.Limit = n
 	}

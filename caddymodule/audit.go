@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 )
 
 // AuditConfig configures the audit trail of the api_tokens app.
@@ -164,7 +165,7 @@ func (a *App) provisionAudit(ctx caddy.Context) error {
 		st.events, _ = ev.(*caddyevents.App)
 	}
 	a.auditState = st
-	a.skipSuccess = !sel.Wants(audit.TypeAuthSucceeded)
+	a.skipSuccess = !sel.Wants(event.TypeAuthSucceeded)
 	a.registerMetrics(ctx)
 	return nil
 }

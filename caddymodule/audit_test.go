@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
@@ -478,16 +479,16 @@ func TestAuditDetailLimit(t *testing.T) {
 			t.Fatalf("refusal answered %d (next called: %v)", w.Code, called)
 		}
 	}
-	stored := func() []audit.Event {
+	stored := func() []event.Event {
 		t.Helper()
-		page, err := st.QueryAudit(ctx, audit.Query{Limit: audit.MaxQueryLimit})
+		page, err := st.QueryAudit(ctx, event.Query{Limit: event.MaxQueryLimit})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return page.Events
 	}
-	summaries := func() []audit.Event {
-		var out []audit.Event
+	summaries := func() []event.Event {
+		var out []event.Event
 		for _, e := range stored() {
 			if e.IsSummary() {
 				out = append(out, e)
@@ -537,17 +538,17 @@ func TestAuditDetailLimit(t *testing.T) {
 		t.Errorf("detailed events %q: want 5 unknown_token a window, and both revoked", detailed)
 	}
 	got := summaries() // newest first
-	want := []audit.Event{
+	want := []event.Event{
 		{Time: start.Add(time.Minute + 10*time.Second), Count: 3, User: "admin",
-			TopClients: []audit.Tally{{Value: "198.51.100.4", Count: 3}}, TopUsers: []audit.Tally{{Value: "admin", Count: 3}}},
+			TopClients: []event.Tally{{Value: "198.51.100.4", Count: 3}}, TopUsers: []event.Tally{{Value: "admin", Count: 3}}},
 		{Time: start.Add(time.Minute), Count: 35, User: "admin",
-			TopClients: []audit.Tally{{Value: "198.51.100.4", Count: 35}}, TopUsers: []audit.Tally{{Value: "admin", Count: 26}, {Value: "root", Count: 9}}},
+			TopClients: []event.Tally{{Value: "198.51.100.4", Count: 35}}, TopUsers: []event.Tally{{Value: "admin", Count: 26}, {Value: "root", Count: 9}}},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("summaries %+v, want %d", got, len(want))
 	}
 	for i, w := range want {
-		w.ID, w.Type, w.Outcome, w.Reason = got[i].ID, audit.TypeAuthFailed, audit.OutcomeFailure, "unknown_token"
+		w.ID, w.Type, w.Outcome, w.Reason = got[i].ID, event.TypeAuthFailed, event.OutcomeFailure, "unknown_token"
 		w.Scheme, w.ClientIP, w.Method, w.Host, w.Path, w.Status = "basic", "198.51.100.4", "GET", "example.com", "/rest/api/2/myself", 401
 		if !reflect.DeepEqual(got[i], w) {
 			t.Errorf("summary %d\n%+v, want\n%+v", i, got[i], w)

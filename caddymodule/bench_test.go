@@ -18,8 +18,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/benchsizes"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
+	"github.com/apitoken/caddy-apitoken/limit"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
@@ -71,7 +73,7 @@ type benchGate struct {
 // checked to take the path it is named after.
 type benchSink struct{ reason string }
 
-func (s *benchSink) Record(e audit.Event) { s.reason = e.Reason }
+func (s *benchSink) Record(e event.Event) { s.reason = e.Reason }
 
 // benchBatch is how many tokens one CreateBatch call writes while
 // populating the store: each batch holds its records in memory until it
@@ -117,11 +119,11 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 	// keep measuring its own path, not the throttle's 429. The throttled
 	// case uses a copy of the handler whose throttle has blocked
 	// throttleIP.
-	h.throttle = policy.NewThrottle(policy.ThrottleConfig{MaxFailures: 1 << 30, Window: time.Minute, Cooldown: 5 * time.Minute})
-	h.limiter = policy.NewRateLimiter(0)
+	h.throttle = limit.NewThrottle(limit.ThrottleConfig{MaxFailures: 1 << 30, Window: time.Minute, Cooldown: 5 * time.Minute})
+	h.limiter = limit.NewRateLimiter(0)
 	h.rate = policy.Rate{Events: 1 << 30, Per: time.Second}
 	throttled := *h
-	throttled.throttle = policy.NewThrottle(policy.ThrottleConfig{MaxFailures: 10, MaxFailuresPerAddress: 10, Window: time.Minute, Cooldown: 5 * time.Minute})
+	throttled.throttle = limit.NewThrottle(limit.ThrottleConfig{MaxFailures: 10, MaxFailuresPerAddress: 10, Window: time.Minute, Cooldown: 5 * time.Minute})
 	for range 10 {
 		throttled.throttle.Fail(g.throttleIP, "", clock.Now())
 	}
@@ -478,7 +480,7 @@ func TestServeHTTPAllocs(t *testing.T) {
 // contention of its own.
 type failureCount struct{ n atomic.Int64 }
 
-func (f *failureCount) Record(e audit.Event) {
+func (f *failureCount) Record(e event.Event) {
 	if e.Reason != string(policy.ReasonOK) {
 		f.n.Add(1)
 	}

@@ -20,7 +20,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 )
 
 func init() {
@@ -577,7 +577,7 @@ func summaryText(e eventJSON) string {
 	fmt.Fprintf(&b, "[summary of %d", e.Count)
 	for _, list := range []struct {
 		name string
-		top  []audit.Tally
+		top  []event.Tally
 	}{{"clients", e.TopClients}, {"users", e.TopUsers}} {
 		for i, t := range list.top {
 			sep := ", "
@@ -610,7 +610,7 @@ func printEvents(w io.Writer, page auditPageJSON) error {
 			client = e.Actor
 		}
 		req = escapeText(req)
-		if (audit.Event{Type: audit.Type(e.Type), Count: e.Count}).IsSummary() {
+		if (event.Event{Type: event.Type(e.Type), Count: e.Count}).IsSummary() {
 			req = strings.TrimSpace(req + " " + summaryText(e))
 		}
 		user := escapeText(e.User)

@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/apitoken/caddy-apitoken/limit"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
@@ -313,7 +314,7 @@ func TestHandlerEmptyPassword(t *testing.T) {
 		t.Run(string(mode), func(t *testing.T) {
 			h, secret, sink, _ := credentialHandler(t)
 			h.Passwords = mode
-			h.throttle = policy.NewThrottle(policy.ThrottleConfig{MaxFailures: 2, Window: time.Minute, Cooldown: time.Minute})
+			h.throttle = limit.NewThrottle(limit.ThrottleConfig{MaxFailures: 2, Window: time.Minute, Cooldown: time.Minute})
 			for i := range 5 {
 				s := send(t, h, "/rest/x", http.Header{"Authorization": {basicAuth("alice", "")}})
 				if s.called || s.code != http.StatusUnauthorized {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/token"
 )
 
@@ -83,11 +83,11 @@ func TestCLIHumanOutputEscaped(t *testing.T) {
 	tok := tokenJSON{ID: hostile, User: hostile, Name: hostile, Description: hostile, Hint: hostile, State: hostile,
 		CreatedAt: now, LastUsedAt: &now, LastUsedIP: hostile, UseCount: 1, Token: hostile,
 		AllowedIPs: []string{hostile}, Methods: []string{hostile}, Paths: []string{hostile}, Hosts: []string{hostile},
-		RateLimit: hostile, RecentIPs: []audit.IPSeen{{IP: hostile, LastSeen: now}}}
+		RateLimit: hostile, RecentIPs: []event.IPSeen{{IP: hostile, LastSeen: now}}}
 	ev := eventJSON{Time: now, Type: hostile, Outcome: hostile, Reason: hostile, User: hostile, ClaimedUser: hostile,
 		TokenID: hostile, ClientIP: hostile, Method: hostile, Host: hostile, Path: hostile, Status: 400}
-	summary := eventJSON{Time: now, Type: string(audit.TypeAuthFailed), Outcome: "failure", Reason: "unknown_token", Count: 7,
-		Path: hostile, TopClients: []audit.Tally{{Value: hostile, Count: 4}}, TopUsers: []audit.Tally{{Value: hostile, Count: 7}}}
+	summary := eventJSON{Time: now, Type: string(event.TypeAuthFailed), Outcome: "failure", Reason: "unknown_token", Count: 7,
+		Path: hostile, TopClients: []event.Tally{{Value: hostile, Count: 4}}, TopUsers: []event.Tally{{Value: hostile, Count: 7}}}
 
 	var list strings.Builder
 	if err := printTable(&list, []tokenJSON{tok}); err != nil {

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/token"
@@ -125,7 +126,7 @@ func (f *adminFixture) state(tb testing.TB) storeState {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	page, err := f.store.QueryAudit(ctx, audit.Query{Limit: 1})
+	page, err := f.store.QueryAudit(ctx, event.Query{Limit: 1})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -18,7 +18,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
+	"github.com/apitoken/caddy-apitoken/limit"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
@@ -189,9 +190,9 @@ type Handler struct {
 	passFrom        []netip.Prefix
 	paths           *policy.PathRules
 	protect         policy.PathSet
-	throttle        *policy.Throttle
+	throttle        *limit.Throttle
 	throttleKey     string
-	limiter         *policy.RateLimiter
+	limiter         *limit.RateLimiter
 	rate            policy.Rate
 	reads           policy.Reads
 	throttleRate    rateHeaders // the throttle's 429 headers, built in Provision
@@ -257,11 +258,11 @@ var (
 	limiters  = caddy.NewUsagePool()
 )
 
-type throttleHandle struct{ *policy.Throttle }
+type throttleHandle struct{ *limit.Throttle }
 
 func (throttleHandle) Destruct() error { return nil }
 
-type limiterHandle struct{ *policy.RateLimiter }
+type limiterHandle struct{ *limit.RateLimiter }
 
 func (limiterHandle) Destruct() error { return nil }
 
@@ -317,7 +318,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	if h.Throttle == nil || !h.Throttle.Off {
-		tc := policy.ThrottleConfig{MaxFailures: DefaultMaxFailures, Window: DefaultWindow, Cooldown: DefaultCooldown}
+		tc := limit.ThrottleConfig{MaxFailures: DefaultMaxFailures, Window: DefaultWindow, Cooldown: DefaultCooldown}
 		if h.Throttle != nil {
 			if h.Throttle.MaxFailures != 0 {
 				tc.MaxFailures = h.Throttle.MaxFailures
@@ -335,7 +336,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		window := max(int64((tc.Window+time.Second-1)/time.Second), 1)
 		h.throttleRate = newRateHeaders(int64(tc.MaxFailures), int64(tc.MaxFailures), window)
 		v, _, err := throttles.LoadOrNew(h.throttleKey, func() (caddy.Destructor, error) {
-			return throttleHandle{policy.NewThrottle(tc)}, nil
+			return throttleHandle{limit.NewThrottle(tc)}, nil
 		})
 		if err != nil {
 			return err
@@ -343,7 +344,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.throttle = v.(throttleHandle).Throttle
 	}
 	v, _, err := limiters.LoadOrNew(limiterKey, func() (caddy.Destructor, error) {
-		return limiterHandle{policy.NewRateLimiter(0)}, nil
+		return limiterHandle{limit.NewRateLimiter(0)}, nil
 	})
 	if err != nil {
 		return err
@@ -512,7 +513,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	switch {
 	case reason == policy.ReasonPasswordBlocked && h.Passwords == PasswordsPass && (len(h.passFrom) == 0 || policy.CheckIP(x.ip, x.ipOK, h.passFrom) == policy.ReasonOK):
-		h.record(&x, audit.TypePasswordPassedOn, audit.OutcomePassed, policy.ReasonPasswordPassed, 0, "")
+		h.record(&x, event.TypePasswordPassedOn, event.OutcomePassed, policy.ReasonPasswordPassed, 0, "")
 		return h.passPassword(w, r, next, x.ip, x.cred.User)
 	case reason != policy.ReasonOK:
 		return h.authFailed(&x, reason)
@@ -535,7 +536,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.forward(r, x.cred.Scheme, x.entry.User)
 	}
 	h.app.used(x.entry.Key, x.entry.ID, x.ip, x.now) // x.ip is the zero Addr if !x.ipOK
-	h.record(&x, audit.TypeAuthSucceeded, audit.OutcomeSuccess, policy.ReasonOK, 0, "")
+	h.record(&x, event.TypeAuthSucceeded, event.OutcomeSuccess, policy.ReasonOK, 0, "")
 	return next.ServeHTTP(w, r)
 }
 
@@ -1098,12 +1099,12 @@ func queryParam(raw, name string) (value string, n int, err error) {
 // request go on: then it records a would_deny event and stop is false.
 func (h *Handler) refuse(x *exchange, ref refusal) (err error, stop bool) {
 	if h.ReportOnly {
-		h.record(x, audit.TypeWouldDeny, audit.OutcomeReported, ref.reason, ref.status, ref.rule)
+		h.record(x, event.TypeWouldDeny, event.OutcomeReported, ref.reason, ref.status, ref.rule)
 		return nil, false
 	}
-	typ, outcome := audit.TypeDenied, audit.OutcomeDenied
+	typ, outcome := event.TypeDenied, event.OutcomeDenied
 	if ref.status == http.StatusUnauthorized {
-		typ, outcome = audit.TypeAuthFailed, audit.OutcomeFailure
+		typ, outcome = event.TypeAuthFailed, event.OutcomeFailure
 	}
 	h.record(x, typ, outcome, ref.reason, ref.status, ref.rule)
 
@@ -1235,9 +1236,9 @@ func hasErrorRoutes(r *http.Request) bool {
 // the client typed (the user name, the method, the host, the path) goes in
 // with any token in it redacted (token.Redact), and the client
 // IP unmapped.
-func (h *Handler) record(x *exchange, typ audit.Type, outcome audit.Outcome, reason policy.Reason, status int, rule policy.PathRule) {
+func (h *Handler) record(x *exchange, typ event.Type, outcome event.Outcome, reason policy.Reason, status int, rule policy.PathRule) {
 	requestCounter(outcome, reason).Inc()
-	if typ == audit.TypeAuthSucceeded && h.app.skipSuccess {
+	if typ == event.TypeAuthSucceeded && h.app.skipSuccess {
 		return // the bulk of the traffic, and nobody to tell
 	}
 	r, e := x.r, &x.entry
@@ -1248,7 +1249,7 @@ func (h *Handler) record(x *exchange, typ audit.Type, outcome audit.Outcome, rea
 	case x.cred.User != "" && !strings.EqualFold(x.cred.User, user):
 		claimed = x.cred.User // as policy.CheckToken compares them
 	}
-	ev := audit.Event{
+	ev := event.Event{
 		Time:        x.now,
 		Type:        typ,
 		Outcome:     outcome,
@@ -1257,14 +1258,14 @@ func (h *Handler) record(x *exchange, typ audit.Type, outcome audit.Outcome, rea
 		ClaimedUser: token.Redact(claimed),
 		TokenID:     e.ID,
 		Scheme:      x.cred.Scheme.String(),
-		ClientIP:    audit.UnmapIP(x.clientIP),
+		ClientIP:    event.UnmapIP(x.clientIP),
 		Method:      token.Redact(r.Method),
 		Host:        token.Redact(r.Host),
 		Path:        token.Redact(r.URL.Path),
 		Status:      status,
 		Rule:        string(rule),
 	}
-	if (typ == audit.TypeDenied || typ == audit.TypeAuthFailed) && h.app.auditState.wants(eventDenied) {
+	if (typ == event.TypeDenied || typ == event.TypeAuthFailed) && h.app.auditState.wants(eventDenied) {
 		// Only built when someone listens: a denial flood must stay cheap.
 		data := map[string]any{
 			"reason": ev.Reason, "status": ev.Status, "user": ev.User, "token_id": ev.TokenID,

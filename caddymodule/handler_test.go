@@ -17,8 +17,9 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
+	"github.com/apitoken/caddy-apitoken/limit"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
@@ -27,16 +28,16 @@ import (
 // captureSink keeps audit events for assertions.
 type captureSink struct {
 	mu     sync.Mutex
-	events []audit.Event
+	events []event.Event
 }
 
-func (c *captureSink) Record(e audit.Event) {
+func (c *captureSink) Record(e event.Event) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.events = append(c.events, e)
 }
 
-func (c *captureSink) last(t *testing.T) audit.Event {
+func (c *captureSink) last(t *testing.T) event.Event {
 	t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -519,7 +520,7 @@ func TestHandlerThrottleKeys(t *testing.T) {
 	for _, clientIP := range []string{"203.0.113.5", "", "@"} {
 		t.Run("client_ip="+clientIP, func(t *testing.T) {
 			h, st, clock, _ := testHandler(t)
-			h.throttle = policy.NewThrottle(policy.ThrottleConfig{MaxFailures: 2})
+			h.throttle = limit.NewThrottle(limit.ThrottleConfig{MaxFailures: 2})
 			_, secret, err := st.Create(context.Background(), tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
 			if err != nil {
 				t.Fatal(err)

@@ -11,14 +11,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
 // counterKey names one child of the request counter.
 type counterKey struct {
-	outcome audit.Outcome
+	outcome event.Outcome
 	reason  policy.Reason
 }
 
@@ -41,8 +41,8 @@ var discardCounter = prometheus.NewCounter(prometheus.CounterOpts{Name: "discard
 
 // requestCounter returns the counter of gate decisions with this outcome
 // and reason.
-func requestCounter(outcome audit.Outcome, reason policy.Reason) prometheus.Counter {
-	accepted := outcome == audit.OutcomeSuccess && reason == policy.ReasonOK
+func requestCounter(outcome event.Outcome, reason policy.Reason) prometheus.Counter {
+	accepted := outcome == event.OutcomeSuccess && reason == policy.ReasonOK
 	if accepted {
 		if c := requestCounters.accepted.Load(); c != nil {
 			return *c

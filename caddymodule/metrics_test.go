@@ -6,7 +6,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/policy"
 )
 
@@ -43,13 +43,13 @@ func requestCounts(t *testing.T) map[[2]string]float64 {
 // other decisions in their own.
 func TestRequestCounter(t *testing.T) {
 	(&App{}).registerMetrics(caddy.Context{})
-	accepted := [2]string{string(audit.OutcomeSuccess), string(policy.ReasonOK)}
-	unknown := [2]string{string(audit.OutcomeFailure), string(policy.ReasonUnknownToken)}
+	accepted := [2]string{string(event.OutcomeSuccess), string(policy.ReasonOK)}
+	unknown := [2]string{string(event.OutcomeFailure), string(policy.ReasonUnknownToken)}
 	before := requestCounts(t)
 	for range 3 {
-		requestCounter(audit.OutcomeSuccess, policy.ReasonOK).Inc()
+		requestCounter(event.OutcomeSuccess, policy.ReasonOK).Inc()
 	}
-	requestCounter(audit.OutcomeFailure, policy.ReasonUnknownToken).Inc()
+	requestCounter(event.OutcomeFailure, policy.ReasonUnknownToken).Inc()
 	after := requestCounts(t)
 	if got := after[accepted] - before[accepted]; got != 3 {
 		t.Errorf("accepted requests counted %v, want 3", got)

@@ -19,7 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
@@ -341,7 +341,7 @@ func TestAuditUnmappedClientIP(t *testing.T) {
 
 	for _, filter := range []string{"198.51.100.20", "::ffff:198.51.100.20", "::FFFF:c633:6414"} {
 		t.Run(filter, func(t *testing.T) {
-			page, err := st.QueryAudit(context.Background(), audit.Query{ClientIP: filter})
+			page, err := st.QueryAudit(context.Background(), event.Query{ClientIP: filter})
 			if err != nil {
 				t.Fatal(err)
 			}

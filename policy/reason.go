@@ -57,3 +57,13 @@ const (
 	// ReasonExpiryConflict: both a relative and an absolute expiry were given.
 	ReasonExpiryConflict Reason = "expiry_conflict"
 )
+
+// Reasons for refusals by the limits (package limit).
+const (
+	// ReasonThrottled: the client's address failed authentication too often
+	// and is refused (429 with Retry-After) until its cool-down ends.
+	ReasonThrottled Reason = "throttled"
+	// ReasonRateLimited: the token has used up its request rate and is refused
+	// (429 with Retry-After) until the next request fits.
+	ReasonRateLimited Reason = "rate_limited"
+)

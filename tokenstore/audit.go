@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 )
 
 // defaultPruneChunk is how many events PruneAudit deletes per transaction,
@@ -45,7 +45,7 @@ ORDER BY id DESC LIMIT 1 OFFSET ?2`
 	trimEvents = `DELETE FROM audit_events WHERE id IN
 (SELECT id FROM audit_events WHERE id <= ?2 AND +type IN (SELECT value FROM json_each(?1)) ORDER BY id LIMIT ?3)`
 
-	// eventFilters are the filters of an audit.Query, each '' or NULL when
+	// eventFilters are the filters of an event.Query, each '' or NULL when
 	// unset (see queryArgs):
 	//   ?1 token id, ?2 user key, ?3 client IP, ?4 outcome,
 	//   ?5 the type when there is exactly one, ?6 the types as a JSON array,
@@ -77,9 +77,9 @@ LIMIT ?10`
 // none. An event with a zero Time is stored with the store's current time.
 // Event IDs are assigned by the store and not reported back; the events'
 // fields are stored as given (validating them is the caller's business),
-// but for ClientIP, stored unmapped (audit.UnmapIP).
+// but for ClientIP, stored unmapped (event.UnmapIP).
 // AppendAudit implements audit.EventWriter.
-func (s *Store) AppendAudit(ctx context.Context, events []audit.Event) error {
+func (s *Store) AppendAudit(ctx context.Context, events []event.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
@@ -148,10 +148,10 @@ func (s *Store) deleteChunk(ctx context.Context, query string, args []any) (int6
 	return n, nil
 }
 
-// requestTypesJSON are audit.RequestTypes as a JSON array, for the SQL of
+// requestTypesJSON are event.RequestTypes as a JSON array, for the SQL of
 // TrimAudit.
 var requestTypesJSON = func() string {
-	b, err := json.Marshal(audit.RequestTypes())
+	b, err := json.Marshal(event.RequestTypes())
 	if err != nil {
 		panic(err)
 	}
@@ -159,7 +159,7 @@ var requestTypesJSON = func() string {
 }()
 
 // TrimAudit bounds the request events in the trail (every type but the
-// admin ones; see audit.RequestTypes): it deletes the oldest of them
+// admin ones; see event.RequestTypes): it deletes the oldest of them
 // beyond the newest keep, and reports how many it deleted. Admin events
 // are never deleted by it. It deletes in chunks, as PruneAudit does, up
 // to the newest event beyond the bound as it was when the call began;
@@ -187,31 +187,31 @@ func (s *Store) TrimAudit(ctx context.Context, keep int) (int64, error) {
 // QueryAudit returns a page of the stored events that match q, newest (the
 // highest ID) first. The filters of q are AND-ed, the Types among
 // themselves OR-ed; User compares case-insensitively; ClientIP compares
-// unmapped, as events are stored (audit.UnmapIP); Since is inclusive and
-// Until exclusive. Limit 0 means audit.DefaultQueryLimit and a Limit above
-// audit.MaxQueryLimit is lowered to it; a negative Limit or a Cursor that
+// unmapped, as events are stored (event.UnmapIP); Since is inclusive and
+// Until exclusive. Limit 0 means event.DefaultQueryLimit and a Limit above
+// event.MaxQueryLimit is lowered to it; a negative Limit or a Cursor that
 // no page returned is ErrInvalid. The strings of Types and Outcome are
 // matched as given: checking them against the known values is the caller's
 // business. Events is never nil.
-func (s *Store) QueryAudit(ctx context.Context, q audit.Query) (audit.Page, error) {
+func (s *Store) QueryAudit(ctx context.Context, q event.Query) (event.Page, error) {
 	limit, beforeID, err := pageBounds(q)
 	if err != nil {
-		return audit.Page{}, fmt.Errorf("querying audit events: %w", err)
+		return event.Page{}, fmt.Errorf("querying audit events: %w", err)
 	}
 	args, err := queryArgs(q, beforeID, limit+1)
 	if err != nil {
-		return audit.Page{}, fmt.Errorf("querying audit events: %w", err)
+		return event.Page{}, fmt.Errorf("querying audit events: %w", err)
 	}
 	tx, err := s.reader.BeginTx(ctx, nil)
 	if err != nil {
-		return audit.Page{}, fmt.Errorf("querying audit events: %w", err)
+		return event.Page{}, fmt.Errorf("querying audit events: %w", err)
 	}
 	defer tx.Rollback()
 	events, err := queryEvents(ctx, tx, eventQuery(q), args...)
 	if err != nil {
-		return audit.Page{}, fmt.Errorf("querying audit events: %w", err)
+		return event.Page{}, fmt.Errorf("querying audit events: %w", err)
 	}
-	page := audit.Page{Events: events}
+	page := event.Page{Events: events}
 	if len(events) > limit {
 		page.Events = events[:limit]
 		page.NextCursor = encodeCursor(events[limit-1].ID)
@@ -223,9 +223,9 @@ func (s *Store) QueryAudit(ctx context.Context, q audit.Query) (audit.Page, erro
 // the caller of the write method asked for one (ev not nil; e is ev
 // completed with what the store knows, see tokenEvent). A zero Time becomes
 // now. It returns the event as stored, ID included, for changeDone.
-func insertChange(ctx context.Context, tx *sql.Tx, ev *audit.Event, e audit.Event, now time.Time) (audit.Event, error) {
+func insertChange(ctx context.Context, tx *sql.Tx, ev *event.Event, e event.Event, now time.Time) (event.Event, error) {
 	if ev == nil {
-		return audit.Event{}, nil
+		return event.Event{}, nil
 	}
 	if e.Time.IsZero() {
 		e.Time = now
@@ -233,21 +233,21 @@ func insertChange(ctx context.Context, tx *sql.Tx, ev *audit.Event, e audit.Even
 	e.Time = millis(e.Time)
 	args, err := eventArgs(e)
 	if err != nil {
-		return audit.Event{}, fmt.Errorf("recording audit event: %w", err)
+		return event.Event{}, fmt.Errorf("recording audit event: %w", err)
 	}
 	res, err := tx.ExecContext(ctx, insertEvent, args...)
 	if err != nil {
-		return audit.Event{}, fmt.Errorf("recording audit event: %w", err)
+		return event.Event{}, fmt.Errorf("recording audit event: %w", err)
 	}
 	if e.ID, err = res.LastInsertId(); err != nil {
-		return audit.Event{}, fmt.Errorf("recording audit event: %w", err)
+		return event.Event{}, fmt.Errorf("recording audit event: %w", err)
 	}
 	return e, nil
 }
 
 // changeDone hands the stored event back to the caller through ev, once the
 // change it records has committed.
-func changeDone(ev *audit.Event, stored audit.Event) {
+func changeDone(ev *event.Event, stored event.Event) {
 	if ev != nil {
 		*ev = stored
 	}
@@ -255,9 +255,9 @@ func changeDone(ev *audit.Event, stored audit.Event) {
 
 // tokenEvent returns *ev completed for a change to tok, or the zero Event if
 // ev is nil.
-func tokenEvent(ev *audit.Event, tok Token) audit.Event {
+func tokenEvent(ev *event.Event, tok Token) event.Event {
 	if ev == nil {
-		return audit.Event{}
+		return event.Event{}
 	}
 	e := *ev
 	e.TokenID, e.User = tok.ID, tok.User
@@ -266,9 +266,9 @@ func tokenEvent(ev *audit.Event, tok Token) audit.Event {
 
 // userEvent returns *ev completed for a change to n tokens of user, or the
 // zero Event if ev is nil.
-func userEvent(ev *audit.Event, user string, n int) audit.Event {
+func userEvent(ev *event.Event, user string, n int) event.Event {
 	if ev == nil {
-		return audit.Event{}
+		return event.Event{}
 	}
 	e := *ev
 	e.TokenID, e.User, e.Count = "", user, n
@@ -277,9 +277,9 @@ func userEvent(ev *audit.Event, user string, n int) audit.Event {
 
 // memberEvent returns *ev completed for a change to the membership m, or the
 // zero Event if ev is nil.
-func memberEvent(ev *audit.Event, m Member) audit.Event {
+func memberEvent(ev *event.Event, m Member) event.Event {
 	if ev == nil {
-		return audit.Event{}
+		return event.Event{}
 	}
 	e := *ev
 	e.User, e.Group = m.User, m.Group
@@ -288,7 +288,7 @@ func memberEvent(ev *audit.Event, m Member) audit.Event {
 
 // insertEvents stores events through one prepared statement. A zero Time
 // becomes now.
-func insertEvents(ctx context.Context, tx *sql.Tx, events []audit.Event, now time.Time) error {
+func insertEvents(ctx context.Context, tx *sql.Tx, events []event.Event, now time.Time) error {
 	stmt, err := tx.PrepareContext(ctx, insertEvent)
 	if err != nil {
 		return err
@@ -310,7 +310,7 @@ func insertEvents(ctx context.Context, tx *sql.Tx, events []audit.Event, now tim
 }
 
 // eventArgs returns the arguments of insertEvent for e.
-func eventArgs(e audit.Event) ([]any, error) {
+func eventArgs(e event.Event) ([]any, error) {
 	changed, err := jsonColumn("changed", e.Changed)
 	if err != nil {
 		return nil, err
@@ -325,7 +325,7 @@ func eventArgs(e audit.Event) ([]any, error) {
 	}
 	return []any{
 		e.Time.UnixMilli(), string(e.Type), string(e.Outcome), e.Reason,
-		e.User, userKey(e.User), e.TokenID, e.Scheme, audit.UnmapIP(e.ClientIP), e.Method, e.Host, e.Path,
+		e.User, userKey(e.User), e.TokenID, e.Scheme, event.UnmapIP(e.ClientIP), e.Method, e.Host, e.Path,
 		e.Status, e.Actor, changed, e.Count, e.Group, e.Rule, topClients, topUsers, e.ClaimedUser,
 	}, nil
 }
@@ -344,14 +344,14 @@ func jsonColumn[T any](name string, list []T) (string, error) {
 }
 
 // pageBounds returns the page size and the id below which the page starts.
-func pageBounds(q audit.Query) (limit int, beforeID int64, err error) {
+func pageBounds(q event.Query) (limit int, beforeID int64, err error) {
 	switch {
 	case q.Limit < 0:
 		return 0, 0, fmt.Errorf("%w: limit %d is negative", ErrInvalid, q.Limit)
 	case q.Limit == 0:
-		limit = audit.DefaultQueryLimit
+		limit = event.DefaultQueryLimit
 	default:
-		limit = min(q.Limit, audit.MaxQueryLimit)
+		limit = min(q.Limit, event.MaxQueryLimit)
 	}
 	beforeID = math.MaxInt64
 	if q.Cursor != "" {
@@ -364,7 +364,7 @@ func pageBounds(q audit.Query) (limit int, beforeID int64, err error) {
 
 // queryArgs returns the arguments of the selectEvents statements for q; see
 // eventFilters.
-func queryArgs(q audit.Query, beforeID int64, limit int) ([]any, error) {
+func queryArgs(q event.Query, beforeID int64, limit int) ([]any, error) {
 	var oneType string
 	var types sql.NullString
 	if len(q.Types) == 1 {
@@ -385,14 +385,14 @@ func queryArgs(q audit.Query, beforeID int64, limit int) ([]any, error) {
 		until = sql.NullInt64{Int64: ceilMillis(q.Until), Valid: true}
 	}
 	return []any{
-		q.TokenID, userKey(q.User), audit.UnmapIP(q.ClientIP), string(q.Outcome), oneType, types,
+		q.TokenID, userKey(q.User), event.UnmapIP(q.ClientIP), string(q.Outcome), oneType, types,
 		since, until, beforeID, limit,
 	}, nil
 }
 
 // eventQuery picks the statement whose index serves q best: the most
 // selective filter set leads.
-func eventQuery(q audit.Query) string {
+func eventQuery(q event.Query) string {
 	switch {
 	case q.TokenID != "":
 		return selectEventsByToken
@@ -409,13 +409,13 @@ func eventQuery(q audit.Query) string {
 	}
 }
 
-func queryEvents(ctx context.Context, q queryer, query string, args ...any) ([]audit.Event, error) {
+func queryEvents(ctx context.Context, q queryer, query string, args ...any) ([]event.Event, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	events := []audit.Event{}
+	events := []event.Event{}
 	for rows.Next() {
 		e, err := scanEvent(rows)
 		if err != nil {
@@ -426,9 +426,9 @@ func queryEvents(ctx context.Context, q queryer, query string, args ...any) ([]a
 	return events, rows.Err()
 }
 
-func scanEvent(row interface{ Scan(...any) error }) (audit.Event, error) {
+func scanEvent(row interface{ Scan(...any) error }) (event.Event, error) {
 	var (
-		e             audit.Event
+		e             event.Event
 		ms            int64
 		typ, outcome  string
 		changed       string
@@ -439,10 +439,10 @@ func scanEvent(row interface{ Scan(...any) error }) (audit.Event, error) {
 		&e.Method, &e.Host, &e.Path, &status, &e.Actor, &changed, &count, &e.Group, &e.Rule, &top[0], &top[1],
 		&e.ClaimedUser)
 	if err != nil {
-		return audit.Event{}, err
+		return event.Event{}, err
 	}
 	e.Time = fromMillis(ms)
-	e.Type, e.Outcome = audit.Type(typ), audit.Outcome(outcome)
+	e.Type, e.Outcome = event.Type(typ), event.Outcome(outcome)
 	e.Status, e.Count = int(status), int(count)
 	for _, c := range []struct {
 		name string
@@ -457,7 +457,7 @@ func scanEvent(row interface{ Scan(...any) error }) (audit.Event, error) {
 			continue
 		}
 		if err := json.Unmarshal([]byte(c.text), c.dst); err != nil {
-			return audit.Event{}, fmt.Errorf("audit event %d: %s: %w", e.ID, c.name, err)
+			return event.Event{}, fmt.Errorf("audit event %d: %s: %w", e.ID, c.name, err)
 		}
 	}
 	return e, nil
@@ -496,9 +496,3 @@ func ceilMillis(t time.Time) int64 {
 	}
 	return ms
 }
-
-// Interface guards
-var (
-	_ audit.EventWriter = (*Store)(nil)
-	_ audit.UsageWriter = (*Store)(nil)
-)

@@ -15,14 +15,15 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/token"
 )
 
 // allEvents returns every stored event, newest first.
-func allEvents(t *testing.T, s *Store) []audit.Event {
+func allEvents(t *testing.T, s *Store) []event.Event {
 	t.Helper()
-	page, err := s.QueryAudit(t.Context(), audit.Query{Limit: audit.MaxQueryLimit})
+	page, err := s.QueryAudit(t.Context(), event.Query{Limit: event.MaxQueryLimit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,14 +44,14 @@ func countEvents(t *testing.T, path string) int {
 }
 
 // adminEvent is what an admin handler would pass to a write method.
-func adminEvent(typ audit.Type, changed ...string) *audit.Event {
-	return &audit.Event{
-		Type: typ, Outcome: audit.OutcomeSuccess, Actor: "192.0.2.9:51234",
+func adminEvent(typ event.Type, changed ...string) *event.Event {
+	return &event.Event{
+		Type: typ, Outcome: event.OutcomeSuccess, Actor: "192.0.2.9:51234",
 		Method: "POST", Path: "/api-tokens/x", Changed: changed,
 	}
 }
 
-func mustAppend(t testing.TB, s *Store, events ...audit.Event) {
+func mustAppend(t testing.TB, s *Store, events ...event.Event) {
 	t.Helper()
 	if err := s.AppendAudit(context.Background(), events); err != nil {
 		t.Fatalf("AppendAudit: %v", err)
@@ -70,44 +71,44 @@ func TestChangeEvents(t *testing.T) {
 
 	tests := []struct {
 		name string
-		ev   *audit.Event
+		ev   *event.Event
 		// run calls the method and returns the fields the store should
 		// have filled in.
-		run func(ev *audit.Event) (audit.Event, error)
+		run func(ev *event.Event) (event.Event, error)
 	}{
-		{"create", adminEvent(audit.TypeTokenCreated), func(ev *audit.Event) (audit.Event, error) {
+		{"create", adminEvent(event.TypeTokenCreated), func(ev *event.Event) (event.Event, error) {
 			created, _, err := s.Create(ctx, NewToken{User: "Carol", Name: "new"}, ev)
-			return audit.Event{TokenID: created.ID, User: "Carol"}, err
+			return event.Event{TokenID: created.ID, User: "Carol"}, err
 		}},
-		{"update", adminEvent(audit.TypeTokenUpdated, "name", "expires_at"), func(ev *audit.Event) (audit.Event, error) {
+		{"update", adminEvent(event.TypeTokenUpdated, "name", "expires_at"), func(ev *event.Event) (event.Event, error) {
 			_, err := s.Update(ctx, tok.ID, Patch{Name: ptr("renamed"), ExpiresAt: ptr(clock.Now().Add(time.Hour))}, ev)
-			return audit.Event{TokenID: tok.ID, User: "Alice"}, err
+			return event.Event{TokenID: tok.ID, User: "Alice"}, err
 		}},
 		{"update: the store's facts win, the caller's time stays",
-			&audit.Event{Type: audit.TypeTokenUpdated, Outcome: audit.OutcomeSuccess, TokenID: "wrong", User: "mallory", Time: callerTime},
-			func(ev *audit.Event) (audit.Event, error) {
+			&event.Event{Type: event.TypeTokenUpdated, Outcome: event.OutcomeSuccess, TokenID: "wrong", User: "mallory", Time: callerTime},
+			func(ev *event.Event) (event.Event, error) {
 				_, err := s.Update(ctx, tok.ID, Patch{Description: ptr("d")}, ev)
-				return audit.Event{TokenID: tok.ID, User: "Alice", Time: millis(callerTime)}, err
+				return event.Event{TokenID: tok.ID, User: "Alice", Time: millis(callerTime)}, err
 			}},
-		{"rotate", adminEvent(audit.TypeTokenRotated), func(ev *audit.Event) (audit.Event, error) {
+		{"rotate", adminEvent(event.TypeTokenRotated), func(ev *event.Event) (event.Event, error) {
 			_, _, err := s.Rotate(ctx, tok.ID, "", ev)
-			return audit.Event{TokenID: tok.ID, User: "Alice"}, err
+			return event.Event{TokenID: tok.ID, User: "Alice"}, err
 		}},
-		{"revoke", adminEvent(audit.TypeTokenRevoked), func(ev *audit.Event) (audit.Event, error) {
+		{"revoke", adminEvent(event.TypeTokenRevoked), func(ev *event.Event) (event.Event, error) {
 			_, _, err := s.Revoke(ctx, victim.ID, ev)
-			return audit.Event{TokenID: victim.ID, User: "Alice"}, err
+			return event.Event{TokenID: victim.ID, User: "Alice"}, err
 		}},
-		{"revoke user", adminEvent(audit.TypeUserTokensRevoked), func(ev *audit.Event) (audit.Event, error) {
+		{"revoke user", adminEvent(event.TypeUserTokensRevoked), func(ev *event.Event) (event.Event, error) {
 			_, err := s.RevokeUser(ctx, "BOB", ev)
-			return audit.Event{User: "BOB", Count: 2}, err
+			return event.Event{User: "BOB", Count: 2}, err
 		}},
-		{"add member", adminEvent(audit.TypeGroupMemberAdded), func(ev *audit.Event) (audit.Event, error) {
+		{"add member", adminEvent(event.TypeGroupMemberAdded), func(ev *event.Event) (event.Event, error) {
 			_, _, err := s.AddMember(ctx, "eng", "Dave", ev)
-			return audit.Event{User: "Dave", Group: "eng"}, err
+			return event.Event{User: "Dave", Group: "eng"}, err
 		}},
-		{"remove member, as first spelled", adminEvent(audit.TypeGroupMemberRemoved), func(ev *audit.Event) (audit.Event, error) {
+		{"remove member, as first spelled", adminEvent(event.TypeGroupMemberRemoved), func(ev *event.Event) (event.Event, error) {
 			_, err := s.RemoveMember(ctx, "eng", "DAVE", ev)
-			return audit.Event{User: "Dave", Group: "eng"}, err
+			return event.Event{User: "Dave", Group: "eng"}, err
 		}},
 	}
 	for _, tt := range tests {
@@ -154,49 +155,49 @@ func TestNoChangeNoEvent(t *testing.T) {
 
 	tests := []struct {
 		name    string
-		run     func(ev *audit.Event) error
+		run     func(ev *event.Event) error
 		wantErr error // nil: the call succeeds, changing nothing
 	}{
-		{"revoke a revoked token", func(ev *audit.Event) error {
+		{"revoke a revoked token", func(ev *event.Event) error {
 			_, _, err := s.Revoke(ctx, revoked.ID, ev)
 			return err
 		}, nil},
-		{"revoke user without tokens", func(ev *audit.Event) error {
+		{"revoke user without tokens", func(ev *event.Event) error {
 			_, err := s.RevokeUser(ctx, "nobody", ev)
 			return err
 		}, nil},
-		{"add an existing member", func(ev *audit.Event) error {
+		{"add an existing member", func(ev *event.Event) error {
 			_, _, err := s.AddMember(ctx, "eng", "ALICE", ev)
 			return err
 		}, nil},
-		{"remove a non-member", func(ev *audit.Event) error {
+		{"remove a non-member", func(ev *event.Event) error {
 			_, err := s.RemoveMember(ctx, "eng", "bob", ev)
 			return err
 		}, nil},
-		{"create conflict", func(ev *audit.Event) error {
+		{"create conflict", func(ev *event.Event) error {
 			_, _, err := s.Create(ctx, NewToken{User: "alice", Name: "ci"}, ev)
 			return err
 		}, ErrConflict},
-		{"create invalid", func(ev *audit.Event) error {
+		{"create invalid", func(ev *event.Event) error {
 			_, _, err := s.Create(ctx, NewToken{User: "a:b", Name: "ci"}, ev)
 			return err
 		}, ErrInvalid},
-		{"update revoked", func(ev *audit.Event) error {
+		{"update revoked", func(ev *event.Event) error {
 			_, err := s.Update(ctx, revoked.ID, Patch{Name: ptr("x")}, ev)
 			return err
 		}, ErrConflict},
-		{"rotate unknown", func(ev *audit.Event) error {
+		{"rotate unknown", func(ev *event.Event) error {
 			_, _, err := s.Rotate(ctx, "zzzzzzzzzzzz", "", ev)
 			return err
 		}, ErrNotFound},
-		{"revoke unknown", func(ev *audit.Event) error {
+		{"revoke unknown", func(ev *event.Event) error {
 			_, _, err := s.Revoke(ctx, "zzzzzzzzzzzz", ev)
 			return err
 		}, ErrNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev := adminEvent(audit.TypeTokenRevoked)
+			ev := adminEvent(event.TypeTokenRevoked)
 			caller := *ev
 			err := tt.run(ev)
 			if !errors.Is(err, tt.wantErr) {
@@ -276,39 +277,39 @@ func TestChangeEventAtomic(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		run  func(ev *audit.Event) error
+		run  func(ev *event.Event) error
 	}{
-		{"create", func(ev *audit.Event) error {
+		{"create", func(ev *event.Event) error {
 			_, secret, err := s.Create(ctx, NewToken{User: "carol", Name: "new"}, ev)
 			if err != nil && secret != "" {
 				t.Error("Create returned a secret with an error")
 			}
 			return err
 		}},
-		{"update", func(ev *audit.Event) error {
+		{"update", func(ev *event.Event) error {
 			_, err := s.Update(ctx, tok.ID, Patch{Name: ptr("renamed"), ExpiresAt: new(time.Time)}, ev)
 			return err
 		}},
-		{"rotate", func(ev *audit.Event) error {
+		{"rotate", func(ev *event.Event) error {
 			_, secret, err := s.Rotate(ctx, tok.ID, "", ev)
 			if err != nil && secret != "" {
 				t.Error("Rotate returned a secret with an error")
 			}
 			return err
 		}},
-		{"revoke", func(ev *audit.Event) error {
+		{"revoke", func(ev *event.Event) error {
 			_, _, err := s.Revoke(ctx, tok.ID, ev)
 			return err
 		}},
-		{"revoke user", func(ev *audit.Event) error {
+		{"revoke user", func(ev *event.Event) error {
 			_, err := s.RevokeUser(ctx, "bob", ev)
 			return err
 		}},
-		{"add member", func(ev *audit.Event) error {
+		{"add member", func(ev *event.Event) error {
 			_, _, err := s.AddMember(ctx, "ops", "carol", ev)
 			return err
 		}},
-		{"remove member", func(ev *audit.Event) error {
+		{"remove member", func(ev *event.Event) error {
 			_, err := s.RemoveMember(ctx, "eng", "alice", ev)
 			return err
 		}},
@@ -317,7 +318,7 @@ func TestChangeEventAtomic(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			clock.Advance(time.Second)
 			beforeFile, beforeMemory := dump(), memory()
-			ev := adminEvent(audit.TypeTokenUpdated)
+			ev := adminEvent(event.TypeTokenUpdated)
 			caller := *ev
 			err := tt.run(ev)
 			if err == nil || !strings.Contains(err.Error(), "recording audit event") || !strings.Contains(err.Error(), "audit insert refused") {
@@ -350,7 +351,7 @@ BEGIN SELECT RAISE(ABORT, 'boom refused'); END`)
 			t.Fatal(err)
 		}
 		before := countEvents(t, path)
-		err = s.AppendAudit(ctx, []audit.Event{{Type: audit.TypeAuthFailed}, {Type: "boom"}, {Type: audit.TypeAuthFailed}})
+		err = s.AppendAudit(ctx, []event.Event{{Type: event.TypeAuthFailed}, {Type: "boom"}, {Type: event.TypeAuthFailed}})
 		if err == nil || !strings.Contains(err.Error(), "event 1 (boom)") {
 			t.Fatalf("AppendAudit error = %v, want one naming event 1", err)
 		}
@@ -362,20 +363,20 @@ BEGIN SELECT RAISE(ABORT, 'boom refused'); END`)
 
 // queryFixture appends a set of events, oldest first, and returns them as
 // stored.
-func queryFixture(t *testing.T, s *Store, base time.Time) []audit.Event {
+func queryFixture(t *testing.T, s *Store, base time.Time) []event.Event {
 	t.Helper()
 	at := func(m int) time.Time { return base.Add(time.Duration(m) * time.Minute) }
-	events := []audit.Event{
-		{Time: at(0), Type: audit.TypeTokenCreated, Outcome: audit.OutcomeSuccess, User: "Alice", TokenID: "aaaaaaaaaaaa", Actor: "admin", Changed: []string{"name"}},
-		{Time: at(1), Type: audit.TypeAuthSucceeded, Outcome: audit.OutcomeSuccess, User: "alice", TokenID: "aaaaaaaaaaaa", ClientIP: "192.0.2.1", Scheme: "bearer", Method: "GET", Host: "api.example.com", Path: "/v1/x", Status: 200},
-		{Time: at(2), Type: audit.TypeAuthFailed, Outcome: audit.OutcomeFailure, Reason: "wrong_secret", User: "bob", ClientIP: "192.0.2.2", Status: 401},
-		{Time: at(3), Type: audit.TypeDenied, Outcome: audit.OutcomeDenied, Reason: "path", User: "ALICE", TokenID: "aaaaaaaaaaaa", ClientIP: "192.0.2.2", Rule: "/admin/*", Status: 403},
-		{Time: at(4), Type: audit.TypeAuthSucceeded, Outcome: audit.OutcomeSuccess, User: "bob", TokenID: "bbbbbbbbbbbb", ClientIP: "2001:db8::1"},
-		{Time: at(5), Type: audit.TypeWouldDeny, Outcome: audit.OutcomeReported, Reason: "client_ip", User: "bob", TokenID: "bbbbbbbbbbbb", ClientIP: "192.0.2.1"},
-		{Time: at(6), Type: audit.TypeGroupMemberAdded, Outcome: audit.OutcomeSuccess, User: "Carol", Group: "eng", Actor: "admin"},
-		{Time: at(7), Type: audit.TypeUserTokensRevoked, Outcome: audit.OutcomeSuccess, User: "bob", Count: 2, Actor: "admin"},
+	events := []event.Event{
+		{Time: at(0), Type: event.TypeTokenCreated, Outcome: event.OutcomeSuccess, User: "Alice", TokenID: "aaaaaaaaaaaa", Actor: "admin", Changed: []string{"name"}},
+		{Time: at(1), Type: event.TypeAuthSucceeded, Outcome: event.OutcomeSuccess, User: "alice", TokenID: "aaaaaaaaaaaa", ClientIP: "192.0.2.1", Scheme: "bearer", Method: "GET", Host: "api.example.com", Path: "/v1/x", Status: 200},
+		{Time: at(2), Type: event.TypeAuthFailed, Outcome: event.OutcomeFailure, Reason: "wrong_secret", User: "bob", ClientIP: "192.0.2.2", Status: 401},
+		{Time: at(3), Type: event.TypeDenied, Outcome: event.OutcomeDenied, Reason: "path", User: "ALICE", TokenID: "aaaaaaaaaaaa", ClientIP: "192.0.2.2", Rule: "/admin/*", Status: 403},
+		{Time: at(4), Type: event.TypeAuthSucceeded, Outcome: event.OutcomeSuccess, User: "bob", TokenID: "bbbbbbbbbbbb", ClientIP: "2001:db8::1"},
+		{Time: at(5), Type: event.TypeWouldDeny, Outcome: event.OutcomeReported, Reason: "client_ip", User: "bob", TokenID: "bbbbbbbbbbbb", ClientIP: "192.0.2.1"},
+		{Time: at(6), Type: event.TypeGroupMemberAdded, Outcome: event.OutcomeSuccess, User: "Carol", Group: "eng", Actor: "admin"},
+		{Time: at(7), Type: event.TypeUserTokensRevoked, Outcome: event.OutcomeSuccess, User: "bob", Count: 2, Actor: "admin"},
 		// Stored last but timed earlier (a late flush): order is by id.
-		{Time: at(-1), Type: audit.TypeAuthFailed, Outcome: audit.OutcomeFailure, Reason: "malformed", ClientIP: "192.0.2.3"},
+		{Time: at(-1), Type: event.TypeAuthFailed, Outcome: event.OutcomeFailure, Reason: "malformed", ClientIP: "192.0.2.3"},
 	}
 	mustAppend(t, s, events...)
 	stored := allEvents(t, s)
@@ -405,33 +406,33 @@ func TestQueryAudit(t *testing.T) {
 
 	tests := []struct {
 		name string
-		q    audit.Query
+		q    event.Query
 		want []int // indexes into the fixture, newest first
 	}{
-		{"all, by id not time", audit.Query{}, []int{8, 7, 6, 5, 4, 3, 2, 1, 0}},
-		{"token", audit.Query{TokenID: "aaaaaaaaaaaa"}, []int{3, 1, 0}},
-		{"unknown token", audit.Query{TokenID: "zzzzzzzzzzzz"}, []int{}},
-		{"user ignores case", audit.Query{User: "aLiCe"}, []int{3, 1, 0}},
-		{"client ip", audit.Query{ClientIP: "192.0.2.2"}, []int{3, 2}},
-		{"ipv6 client ip", audit.Query{ClientIP: "2001:db8::1"}, []int{4}},
-		{"one type", audit.Query{Types: []audit.Type{audit.TypeAuthSucceeded}}, []int{4, 1}},
-		{"types are or-ed", audit.Query{Types: []audit.Type{audit.TypeAuthFailed, audit.TypeDenied, audit.TypeWouldDeny}}, []int{8, 5, 3, 2}},
-		{"unknown type", audit.Query{Types: []audit.Type{"nope"}}, []int{}},
-		{"outcome", audit.Query{Outcome: audit.OutcomeFailure}, []int{8, 2}},
-		{"since is inclusive", audit.Query{Since: at(5)}, []int{7, 6, 5}},
-		{"until is exclusive", audit.Query{Until: at(1)}, []int{8, 0}},
-		{"since and until", audit.Query{Since: at(2), Until: at(5)}, []int{4, 3, 2}},
-		{"user and type", audit.Query{User: "BOB", Types: []audit.Type{audit.TypeAuthSucceeded, audit.TypeUserTokensRevoked}}, []int{7, 4}},
-		{"token and ip", audit.Query{TokenID: "aaaaaaaaaaaa", ClientIP: "192.0.2.1"}, []int{1}},
-		{"ip and outcome", audit.Query{ClientIP: "192.0.2.1", Outcome: audit.OutcomeReported}, []int{5}},
-		{"user, types and time", audit.Query{User: "alice", Types: []audit.Type{audit.TypeAuthSucceeded, audit.TypeDenied}, Since: at(2)}, []int{3}},
-		{"every filter", audit.Query{
-			TokenID: "bbbbbbbbbbbb", User: "Bob", ClientIP: "2001:db8::1", Outcome: audit.OutcomeSuccess,
-			Types: []audit.Type{audit.TypeAuthSucceeded}, Since: at(4), Until: at(5),
+		{"all, by id not time", event.Query{}, []int{8, 7, 6, 5, 4, 3, 2, 1, 0}},
+		{"token", event.Query{TokenID: "aaaaaaaaaaaa"}, []int{3, 1, 0}},
+		{"unknown token", event.Query{TokenID: "zzzzzzzzzzzz"}, []int{}},
+		{"user ignores case", event.Query{User: "aLiCe"}, []int{3, 1, 0}},
+		{"client ip", event.Query{ClientIP: "192.0.2.2"}, []int{3, 2}},
+		{"ipv6 client ip", event.Query{ClientIP: "2001:db8::1"}, []int{4}},
+		{"one type", event.Query{Types: []event.Type{event.TypeAuthSucceeded}}, []int{4, 1}},
+		{"types are or-ed", event.Query{Types: []event.Type{event.TypeAuthFailed, event.TypeDenied, event.TypeWouldDeny}}, []int{8, 5, 3, 2}},
+		{"unknown type", event.Query{Types: []event.Type{"nope"}}, []int{}},
+		{"outcome", event.Query{Outcome: event.OutcomeFailure}, []int{8, 2}},
+		{"since is inclusive", event.Query{Since: at(5)}, []int{7, 6, 5}},
+		{"until is exclusive", event.Query{Until: at(1)}, []int{8, 0}},
+		{"since and until", event.Query{Since: at(2), Until: at(5)}, []int{4, 3, 2}},
+		{"user and type", event.Query{User: "BOB", Types: []event.Type{event.TypeAuthSucceeded, event.TypeUserTokensRevoked}}, []int{7, 4}},
+		{"token and ip", event.Query{TokenID: "aaaaaaaaaaaa", ClientIP: "192.0.2.1"}, []int{1}},
+		{"ip and outcome", event.Query{ClientIP: "192.0.2.1", Outcome: event.OutcomeReported}, []int{5}},
+		{"user, types and time", event.Query{User: "alice", Types: []event.Type{event.TypeAuthSucceeded, event.TypeDenied}, Since: at(2)}, []int{3}},
+		{"every filter", event.Query{
+			TokenID: "bbbbbbbbbbbb", User: "Bob", ClientIP: "2001:db8::1", Outcome: event.OutcomeSuccess,
+			Types: []event.Type{event.TypeAuthSucceeded}, Since: at(4), Until: at(5),
 		}, []int{4}},
-		{"every filter, one off", audit.Query{
-			TokenID: "bbbbbbbbbbbb", User: "Bob", ClientIP: "2001:db8::1", Outcome: audit.OutcomeSuccess,
-			Types: []audit.Type{audit.TypeAuthSucceeded}, Since: at(4), Until: at(4),
+		{"every filter, one off", event.Query{
+			TokenID: "bbbbbbbbbbbb", User: "Bob", ClientIP: "2001:db8::1", Outcome: event.OutcomeSuccess,
+			Types: []event.Type{event.TypeAuthSucceeded}, Since: at(4), Until: at(4),
 		}, []int{}},
 	}
 	for _, tt := range tests {
@@ -443,7 +444,7 @@ func TestQueryAudit(t *testing.T) {
 			if page.Events == nil {
 				t.Fatal("Events is nil")
 			}
-			want := make([]audit.Event, len(tt.want))
+			want := make([]event.Event, len(tt.want))
 			for i, j := range tt.want {
 				want[i] = stored[j]
 			}
@@ -457,7 +458,7 @@ func TestQueryAudit(t *testing.T) {
 	}
 }
 
-func eventIDs(events []audit.Event) []int64 {
+func eventIDs(events []event.Event) []int64 {
 	ids := make([]int64, len(events))
 	for i, e := range events {
 		ids[i] = e.ID
@@ -471,7 +472,7 @@ func TestQueryAuditTimeBounds(t *testing.T) {
 	s, clock, _ := newTestStore(t)
 	t0 := millis(clock.Now())
 	ms := func(n float64) time.Time { return t0.Add(time.Duration(n * float64(time.Millisecond))) }
-	mustAppend(t, s, audit.Event{Time: ms(0), Type: "e0"}, audit.Event{Time: ms(1), Type: "e1"}, audit.Event{Time: ms(2), Type: "e2"})
+	mustAppend(t, s, event.Event{Time: ms(0), Type: "e0"}, event.Event{Time: ms(1), Type: "e1"}, event.Event{Time: ms(2), Type: "e2"})
 	tests := []struct {
 		name         string
 		since, until time.Time
@@ -490,7 +491,7 @@ func TestQueryAuditTimeBounds(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			page, err := s.QueryAudit(t.Context(), audit.Query{Since: tt.since, Until: tt.until})
+			page, err := s.QueryAudit(t.Context(), event.Query{Since: tt.since, Until: tt.until})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -508,9 +509,9 @@ func TestQueryAuditTimeBounds(t *testing.T) {
 // TestQueryAuditPages pages through more events than a page holds.
 func TestQueryAuditPages(t *testing.T) {
 	s, clock, _ := newTestStore(t)
-	events := make([]audit.Event, 250)
+	events := make([]event.Event, 250)
 	for i := range events {
-		events[i] = audit.Event{Time: clock.Now(), Type: audit.TypeAuthSucceeded, Outcome: audit.OutcomeSuccess, TokenID: "aaaaaaaaaaaa"}
+		events[i] = event.Event{Time: clock.Now(), Type: event.TypeAuthSucceeded, Outcome: event.OutcomeSuccess, TokenID: "aaaaaaaaaaaa"}
 		if i%5 == 0 {
 			events[i].TokenID = "bbbbbbbbbbbb" // 50 of them
 		}
@@ -520,15 +521,15 @@ func TestQueryAuditPages(t *testing.T) {
 
 	tests := []struct {
 		name      string
-		q         audit.Query
+		q         event.Query
 		wantPages []int
 	}{
-		{"three pages", audit.Query{Limit: 100}, []int{100, 100, 50}},
-		{"filtered, index order", audit.Query{Limit: 100, TokenID: "aaaaaaaaaaaa"}, []int{100, 100}},
-		{"filtered, table order", audit.Query{Limit: 100, Outcome: audit.OutcomeSuccess}, []int{100, 100, 50}},
-		{"small pages", audit.Query{Limit: 7, TokenID: "bbbbbbbbbbbb"}, []int{7, 7, 7, 7, 7, 7, 7, 1}},
-		{"one page exactly", audit.Query{Limit: 50, TokenID: "bbbbbbbbbbbb"}, []int{50}},
-		{"default limit", audit.Query{}, []int{audit.DefaultQueryLimit, audit.DefaultQueryLimit, 50}},
+		{"three pages", event.Query{Limit: 100}, []int{100, 100, 50}},
+		{"filtered, index order", event.Query{Limit: 100, TokenID: "aaaaaaaaaaaa"}, []int{100, 100}},
+		{"filtered, table order", event.Query{Limit: 100, Outcome: event.OutcomeSuccess}, []int{100, 100, 50}},
+		{"small pages", event.Query{Limit: 7, TokenID: "bbbbbbbbbbbb"}, []int{7, 7, 7, 7, 7, 7, 7, 1}},
+		{"one page exactly", event.Query{Limit: 50, TokenID: "bbbbbbbbbbbb"}, []int{50}},
+		{"default limit", event.Query{}, []int{event.DefaultQueryLimit, event.DefaultQueryLimit, 50}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -577,23 +578,23 @@ func TestQueryAuditPages(t *testing.T) {
 
 func TestQueryAuditLimits(t *testing.T) {
 	s, _, _ := newTestStore(t)
-	events := make([]audit.Event, audit.MaxQueryLimit+10)
+	events := make([]event.Event, event.MaxQueryLimit+10)
 	for i := range events {
-		events[i] = audit.Event{Type: audit.TypeAuthSucceeded}
+		events[i] = event.Event{Type: event.TypeAuthSucceeded}
 	}
 	mustAppend(t, s, events...)
 	tests := []struct {
 		limit, want int
 	}{
-		{0, audit.DefaultQueryLimit},
+		{0, event.DefaultQueryLimit},
 		{1, 1},
-		{audit.MaxQueryLimit, audit.MaxQueryLimit},
-		{audit.MaxQueryLimit + 1, audit.MaxQueryLimit},
-		{1 << 40, audit.MaxQueryLimit},
+		{event.MaxQueryLimit, event.MaxQueryLimit},
+		{event.MaxQueryLimit + 1, event.MaxQueryLimit},
+		{1 << 40, event.MaxQueryLimit},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.limit), func(t *testing.T) {
-			page, err := s.QueryAudit(t.Context(), audit.Query{Limit: tt.limit})
+			page, err := s.QueryAudit(t.Context(), event.Query{Limit: tt.limit})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -606,25 +607,25 @@ func TestQueryAuditLimits(t *testing.T) {
 
 func TestQueryAuditInvalid(t *testing.T) {
 	s, _, _ := newTestStore(t)
-	mustAppend(t, s, audit.Event{Type: audit.TypeAuthFailed})
+	mustAppend(t, s, event.Event{Type: event.TypeAuthFailed})
 	b64 := base64.RawURLEncoding.EncodeToString
 	str := func(s string) []byte { return []byte(s) }
 	tests := []struct {
 		name string
-		q    audit.Query
+		q    event.Query
 		want string // in the message
 	}{
-		{"cursor not base64", audit.Query{Cursor: "!!!"}, `cursor "!!!"`},
-		{"cursor padded", audit.Query{Cursor: base64.URLEncoding.EncodeToString(str("1234"))}, "cursor"},
-		{"cursor not a number", audit.Query{Cursor: b64(str("abc"))}, "cursor"},
-		{"cursor zero", audit.Query{Cursor: b64(str("0"))}, "cursor"},
-		{"cursor negative", audit.Query{Cursor: b64(str("-5"))}, "cursor"},
-		{"cursor with a leading zero", audit.Query{Cursor: b64(str("05"))}, "cursor"},
-		{"cursor with a plus", audit.Query{Cursor: b64(str("+5"))}, "cursor"},
-		{"cursor too big", audit.Query{Cursor: b64(str("99999999999999999999"))}, "cursor"},
-		{"cursor with a space", audit.Query{Cursor: b64(str("5 "))}, "cursor"},
-		{"cursor in standard base64", audit.Query{Cursor: "Pz8/"}, "cursor"},
-		{"negative limit", audit.Query{Limit: -1}, "limit -1"},
+		{"cursor not base64", event.Query{Cursor: "!!!"}, `cursor "!!!"`},
+		{"cursor padded", event.Query{Cursor: base64.URLEncoding.EncodeToString(str("1234"))}, "cursor"},
+		{"cursor not a number", event.Query{Cursor: b64(str("abc"))}, "cursor"},
+		{"cursor zero", event.Query{Cursor: b64(str("0"))}, "cursor"},
+		{"cursor negative", event.Query{Cursor: b64(str("-5"))}, "cursor"},
+		{"cursor with a leading zero", event.Query{Cursor: b64(str("05"))}, "cursor"},
+		{"cursor with a plus", event.Query{Cursor: b64(str("+5"))}, "cursor"},
+		{"cursor too big", event.Query{Cursor: b64(str("99999999999999999999"))}, "cursor"},
+		{"cursor with a space", event.Query{Cursor: b64(str("5 "))}, "cursor"},
+		{"cursor in standard base64", event.Query{Cursor: "Pz8/"}, "cursor"},
+		{"negative limit", event.Query{Limit: -1}, "limit -1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -638,7 +639,7 @@ func TestQueryAuditInvalid(t *testing.T) {
 		})
 	}
 	t.Run("a well-formed cursor past every event", func(t *testing.T) {
-		page, err := s.QueryAudit(t.Context(), audit.Query{Cursor: encodeCursor(1)})
+		page, err := s.QueryAudit(t.Context(), event.Query{Cursor: encodeCursor(1)})
 		if err != nil || len(page.Events) != 0 || page.NextCursor != "" {
 			t.Errorf("QueryAudit = %+v, %v; want an empty last page", page, err)
 		}
@@ -652,16 +653,16 @@ func TestQueryAuditPlans(t *testing.T) {
 	since := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	tests := []struct {
 		name string
-		q    audit.Query
+		q    event.Query
 		want string // in the plan
 	}{
-		{"no filter", audit.Query{}, "USING INTEGER PRIMARY KEY"},
-		{"time", audit.Query{Since: since, Until: since.Add(time.Hour)}, "USING INTEGER PRIMARY KEY"},
-		{"several types", audit.Query{Types: []audit.Type{"a", "b"}}, "USING INTEGER PRIMARY KEY"},
-		{"token", audit.Query{TokenID: "aaaaaaaaaaaa", User: "x", Types: []audit.Type{"a", "b"}}, "USING INDEX audit_events_token_id"},
-		{"client ip", audit.Query{ClientIP: "192.0.2.1", User: "x"}, "USING INDEX audit_events_client_ip"},
-		{"user", audit.Query{User: "x", Types: []audit.Type{"a"}}, "USING INDEX audit_events_user_key"},
-		{"one type", audit.Query{Types: []audit.Type{"a"}, Since: since}, "USING INDEX audit_events_type"},
+		{"no filter", event.Query{}, "USING INTEGER PRIMARY KEY"},
+		{"time", event.Query{Since: since, Until: since.Add(time.Hour)}, "USING INTEGER PRIMARY KEY"},
+		{"several types", event.Query{Types: []event.Type{"a", "b"}}, "USING INTEGER PRIMARY KEY"},
+		{"token", event.Query{TokenID: "aaaaaaaaaaaa", User: "x", Types: []event.Type{"a", "b"}}, "USING INDEX audit_events_token_id"},
+		{"client ip", event.Query{ClientIP: "192.0.2.1", User: "x"}, "USING INDEX audit_events_client_ip"},
+		{"user", event.Query{User: "x", Types: []event.Type{"a"}}, "USING INDEX audit_events_user_key"},
+		{"one type", event.Query{Types: []event.Type{"a"}, Since: since}, "USING INDEX audit_events_type"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -703,17 +704,17 @@ func TestPruneAudit(t *testing.T) {
 	// 50 old events (49 appended, 1 admin), each a second apart, then
 	// the cut-off, then 20 new ones.
 	for range 49 {
-		mustAppend(t, s, audit.Event{Type: audit.TypeAuthSucceeded}) // the clock's time
+		mustAppend(t, s, event.Event{Type: event.TypeAuthSucceeded}) // the clock's time
 		clock.Advance(time.Second)
 	}
-	if _, err := s.Update(ctx, tok.ID, Patch{Name: ptr("x")}, adminEvent(audit.TypeTokenUpdated)); err != nil {
+	if _, err := s.Update(ctx, tok.ID, Patch{Name: ptr("x")}, adminEvent(event.TypeTokenUpdated)); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(time.Second)
 	cutoff := clock.Now()
 	var newIDs []int64
 	for range 20 {
-		mustAppend(t, s, audit.Event{Type: audit.TypeAuthSucceeded})
+		mustAppend(t, s, event.Event{Type: event.TypeAuthSucceeded})
 		clock.Advance(time.Second)
 	}
 	for _, e := range allEvents(t, s)[:20] {
@@ -777,7 +778,7 @@ BEGIN SELECT RAISE(ABORT, 'prune refused'); END`)
 		if n, err := s.PruneAudit(ctx, clock.Now().Add(time.Hour)); err != nil || n != 6 {
 			t.Fatalf("PruneAudit = %d, %v; want 6", n, err)
 		}
-		mustAppend(t, s, audit.Event{Type: audit.TypeAuthFailed})
+		mustAppend(t, s, event.Event{Type: event.TypeAuthFailed})
 		if got := allEvents(t, s)[0].ID; got <= newIDs[0] {
 			t.Errorf("new event has id %d, not above the pruned %d", got, newIDs[0])
 		}
@@ -805,23 +806,23 @@ func TestAuditHoldsNoSecrets(t *testing.T) {
 		)
 	}
 	for i, user := range []string{"alice", "Bob"} {
-		tok, secret, err := s.Create(ctx, NewToken{User: user, Name: "ci", Description: "d"}, adminEvent(audit.TypeTokenCreated, "name", "description"))
+		tok, secret, err := s.Create(ctx, NewToken{User: user, Name: "ci", Description: "d"}, adminEvent(event.TypeTokenCreated, "name", "description"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		remember(secret)
 		for range 2 {
-			_, secret, err := s.Rotate(ctx, tok.ID, "acme", adminEvent(audit.TypeTokenRotated))
+			_, secret, err := s.Rotate(ctx, tok.ID, "acme", adminEvent(event.TypeTokenRotated))
 			if err != nil {
 				t.Fatal(err)
 			}
 			remember(secret)
 		}
-		if _, err := s.Update(ctx, tok.ID, Patch{Name: ptr(fmt.Sprint("n", i))}, adminEvent(audit.TypeTokenUpdated, "name")); err != nil {
+		if _, err := s.Update(ctx, tok.ID, Patch{Name: ptr(fmt.Sprint("n", i))}, adminEvent(event.TypeTokenUpdated, "name")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.RevokeUser(ctx, "alice", adminEvent(audit.TypeUserTokensRevoked)); err != nil {
+	if _, err := s.RevokeUser(ctx, "alice", adminEvent(event.TypeUserTokensRevoked)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -859,8 +860,8 @@ func TestAuditSummaryRoundTrip(t *testing.T) {
 	q := audit.NewQueue(audit.QueueConfig{Writer: s})
 	r := audit.NewRecorder(audit.RecorderConfig{Queue: q, Now: clock.Now,
 		DetailLimit: audit.DetailLimit{Events: 1, Window: time.Minute}})
-	refusal := func(ip, user string) audit.Event {
-		return audit.Event{Time: clock.Now(), Type: audit.TypeAuthFailed, Outcome: audit.OutcomeFailure,
+	refusal := func(ip, user string) event.Event {
+		return event.Event{Time: clock.Now(), Type: event.TypeAuthFailed, Outcome: event.OutcomeFailure,
 			Reason: "unknown_token", User: user, Scheme: "basic", ClientIP: ip, Method: "GET", Host: "h", Path: "/x", Status: 401}
 	}
 	for _, c := range []struct {
@@ -881,11 +882,11 @@ func TestAuditSummaryRoundTrip(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("stored %+v, want a detailed event and a summary", got)
 	}
-	want := audit.Event{
-		ID: got[0].ID, Time: end, Type: audit.TypeAuthFailed, Outcome: audit.OutcomeFailure, Reason: "unknown_token",
+	want := event.Event{
+		ID: got[0].ID, Time: end, Type: event.TypeAuthFailed, Outcome: event.OutcomeFailure, Reason: "unknown_token",
 		User: "admin", Scheme: "basic", ClientIP: "203.0.113.7", Method: "GET", Host: "h", Path: "/x", Status: 401, Count: 6,
-		TopClients: []audit.Tally{{Value: "203.0.113.7", Count: 3}, {Value: "2001:db8::9", Count: 2}, {Value: "198.51.100.1", Count: 1}},
-		TopUsers:   []audit.Tally{{Value: "admin", Count: 3}, {Value: "root", Count: 2}},
+		TopClients: []event.Tally{{Value: "203.0.113.7", Count: 3}, {Value: "2001:db8::9", Count: 2}, {Value: "198.51.100.1", Count: 1}},
+		TopUsers:   []event.Tally{{Value: "admin", Count: 3}, {Value: "root", Count: 2}},
 	}
 	if !reflect.DeepEqual(got[0], want) || !got[0].IsSummary() {
 		t.Errorf("summary read back as\n%+v, want\n%+v", got[0], want)
@@ -902,9 +903,9 @@ func TestAuditSummaryRoundTrip(t *testing.T) {
 		t.Errorf("columns hold\n%s\nwant\n%s", dump, wantDump)
 	}
 	t.Run("filters find the summary", func(t *testing.T) {
-		for _, q := range []audit.Query{{ClientIP: "203.0.113.7"}, {User: "ADMIN"}, {Types: []audit.Type{audit.TypeAuthFailed}, Outcome: audit.OutcomeFailure}} {
+		for _, q := range []event.Query{{ClientIP: "203.0.113.7"}, {User: "ADMIN"}, {Types: []event.Type{event.TypeAuthFailed}, Outcome: event.OutcomeFailure}} {
 			page, err := s.QueryAudit(ctx, q)
-			if err != nil || !slices.ContainsFunc(page.Events, audit.Event.IsSummary) {
+			if err != nil || !slices.ContainsFunc(page.Events, event.Event.IsSummary) {
 				t.Errorf("QueryAudit(%+v) = %+v, %v; want the summary", q, page.Events, err)
 			}
 		}
@@ -952,9 +953,9 @@ func TestMigrateAuditSummaries(t *testing.T) {
 		t.Errorf("audit_events: strict = %d, %v; want it still STRICT", strict, err)
 	}
 	got := allEvents(t, s)
-	want := []audit.Event{
-		{ID: 2, Time: fromMillis(2000), Type: audit.TypeUserTokensRevoked, Outcome: audit.OutcomeSuccess, User: "bob", Changed: []string{"revoked"}, Count: 3},
-		{ID: 1, Time: fromMillis(1000), Type: audit.TypeAuthFailed, Outcome: audit.OutcomeFailure, Reason: "revoked", User: "Alice", ClientIP: "192.0.2.1", Status: 401},
+	want := []event.Event{
+		{ID: 2, Time: fromMillis(2000), Type: event.TypeUserTokensRevoked, Outcome: event.OutcomeSuccess, User: "bob", Changed: []string{"revoked"}, Count: 3},
+		{ID: 1, Time: fromMillis(1000), Type: event.TypeAuthFailed, Outcome: event.OutcomeFailure, Reason: "revoked", User: "Alice", ClientIP: "192.0.2.1", Status: 401},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("old events read back as\n%+v, want\n%+v", got, want)
@@ -962,8 +963,8 @@ func TestMigrateAuditSummaries(t *testing.T) {
 	if got[0].IsSummary() || got[1].IsSummary() {
 		t.Error("an old event reads as a summary")
 	}
-	summary := audit.Event{Time: fromMillis(3000), Type: audit.TypeDenied, Outcome: audit.OutcomeDenied, Reason: "scope_denied",
-		User: "carol", Count: 7, TopUsers: []audit.Tally{{Value: "carol", Count: 7}}}
+	summary := event.Event{Time: fromMillis(3000), Type: event.TypeDenied, Outcome: event.OutcomeDenied, Reason: "scope_denied",
+		User: "carol", Count: 7, TopUsers: []event.Tally{{Value: "carol", Count: 7}}}
 	mustAppend(t, s, summary)
 	summary.ID = 3
 	if got := allEvents(t, s)[0]; !reflect.DeepEqual(got, summary) {
@@ -981,19 +982,19 @@ func TestTrimAudit(t *testing.T) {
 	// request type, with more admin events among them.
 	admin := func(name string) {
 		t.Helper()
-		if _, err := s.Update(ctx, tok.ID, Patch{Name: ptr(name)}, adminEvent(audit.TypeTokenUpdated, "name")); err != nil {
+		if _, err := s.Update(ctx, tok.ID, Patch{Name: ptr(name)}, adminEvent(event.TypeTokenUpdated, "name")); err != nil {
 			t.Fatal(err)
 		}
 	}
 	admin("first")
 	admin("second")
-	types := audit.RequestTypes()
+	types := event.RequestTypes()
 	var requestIDs []int64 // oldest first
 	for i := range 30 {
 		if i == 10 || i == 20 {
 			admin(fmt.Sprint("middle ", i))
 		}
-		mustAppend(t, s, audit.Event{Type: types[i%len(types)], Count: i % 3})
+		mustAppend(t, s, event.Event{Type: types[i%len(types)], Count: i % 3})
 		requestIDs = append(requestIDs, allEvents(t, s)[0].ID)
 		clock.Advance(time.Second)
 	}
@@ -1001,7 +1002,7 @@ func TestTrimAudit(t *testing.T) {
 		t.Helper()
 		var ids []int64
 		for _, e := range allEvents(t, s) {
-			if e.Type.Class() == audit.ClassAdmin {
+			if e.Type.Class() == event.ClassAdmin {
 				ids = append(ids, e.ID)
 			}
 		}
@@ -1015,7 +1016,7 @@ func TestTrimAudit(t *testing.T) {
 		t.Helper()
 		var ids []int64
 		for _, e := range allEvents(t, s) {
-			if e.Type.Class() != audit.ClassAdmin {
+			if e.Type.Class() != event.ClassAdmin {
 				ids = append(ids, e.ID)
 			}
 		}
@@ -1063,7 +1064,7 @@ func TestTrimAudit(t *testing.T) {
 	t.Run("through the pruner, with its count", func(t *testing.T) {
 		var newest []int64
 		for i := range 12 {
-			mustAppend(t, s, audit.Event{Type: types[i%len(types)]})
+			mustAppend(t, s, event.Event{Type: types[i%len(types)]})
 			newest = append(newest, allEvents(t, s)[0].ID)
 		}
 		p := &audit.Pruner{Writer: s, MaxEvents: 5, Now: clock.Now}
@@ -1082,3 +1083,10 @@ func TestTrimAudit(t *testing.T) {
 		}
 	})
 }
+
+// The audit sinks write to a Store (kept here, not in store code, so that
+// the store does not import package audit and, through it, zap).
+var (
+	_ audit.EventWriter = (*Store)(nil)
+	_ audit.UsageWriter = (*Store)(nil)
+)

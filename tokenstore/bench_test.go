@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/benchsizes"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/token"
@@ -143,10 +143,10 @@ func BenchmarkLookupIDParallel(b *testing.B) {
 // queue flushes them.
 func BenchmarkAppendAudit(b *testing.B) {
 	s := openStore(b, b.TempDir()+"/tokens.db", Options{PollInterval: -1})
-	events := make([]audit.Event, 100)
+	events := make([]event.Event, 100)
 	for i := range events {
-		events[i] = audit.Event{
-			Time: time.Now(), Type: audit.TypeAuthSucceeded, Outcome: audit.OutcomeSuccess,
+		events[i] = event.Event{
+			Time: time.Now(), Type: event.TypeAuthSucceeded, Outcome: event.OutcomeSuccess,
 			User: fmt.Sprintf("user%d", i%50), TokenID: "abcdefgh2345", Scheme: "bearer",
 			ClientIP: "192.0.2.1", Method: "GET", Host: "api.example.com", Path: "/v1/items/42", Status: 200,
 		}
@@ -168,11 +168,11 @@ func BenchmarkFlushUsage(b *testing.B) {
 		b.Fatal(err)
 	}
 	now := time.Now()
-	deltas := make([]audit.Usage, 100)
+	deltas := make([]event.Usage, 100)
 	for i := range deltas {
-		deltas[i] = audit.Usage{
+		deltas[i] = event.Usage{
 			TokenID: toks[i*7].ID, Count: 3, LastUsedAt: now, LastIP: fmt.Sprintf("192.0.2.%d", i),
-			RecentIPs: []audit.IPSeen{{IP: fmt.Sprintf("192.0.2.%d", i), LastSeen: now}, {IP: "198.51.100.1", LastSeen: now.Add(-time.Second)}},
+			RecentIPs: []event.IPSeen{{IP: fmt.Sprintf("192.0.2.%d", i), LastSeen: now}, {IP: "198.51.100.1", LastSeen: now.Add(-time.Second)}},
 		}
 	}
 	if err := s.FlushUsage(b.Context(), deltas); err != nil { // the rows exist from here on

@@ -27,7 +27,7 @@
 //
 // The same file keeps the audit trail (audit_events), what is known of each
 // token's use (token_usage) and whether a token's coming expiry has been
-// warned about. The write methods take an *audit.Event and store it in the
+// warned about. The write methods take an *event.Event and store it in the
 // transaction of the change it records, so the trail can't miss a change
 // or record one that did not happen; a call that changes nothing (revoking
 // a revoked token, adding an existing member) stores no event. Request

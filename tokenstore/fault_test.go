@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/faulttest"
 )
 
@@ -49,8 +49,8 @@ func auditByToken(t *testing.T, path string) map[string]int {
 	return counts
 }
 
-func createdEvent() *audit.Event {
-	return &audit.Event{Type: audit.TypeTokenCreated, Outcome: audit.OutcomeSuccess}
+func createdEvent() *event.Event {
+	return &event.Event{Type: event.TypeTokenCreated, Outcome: event.OutcomeSuccess}
 }
 
 // TestFaultLockedByAnotherProcess: while another process holds the write
@@ -162,7 +162,7 @@ func TestFaultDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { s.Close() }()
-	ev := func(typ audit.Type) *audit.Event { return &audit.Event{Type: typ, Outcome: audit.OutcomeSuccess} }
+	ev := func(typ event.Type) *event.Event { return &event.Event{Type: typ, Outcome: event.OutcomeSuccess} }
 	victim, victimSecret := mustCreate(t, s, NewToken{User: "bob", Name: "victim"})
 	wantEvents := map[string]int{}
 
@@ -170,7 +170,7 @@ func TestFaultDiskFull(t *testing.T) {
 	acked := map[string]string{victim.ID: victimSecret} // id: secret in force
 	var fullErr error
 	for i := 0; i < 1000 && fullErr == nil; i++ {
-		tok, secret, err := s.Create(ctx, NewToken{User: "alice", Name: fmt.Sprintf("t%d", i)}, ev(audit.TypeTokenCreated))
+		tok, secret, err := s.Create(ctx, NewToken{User: "alice", Name: fmt.Sprintf("t%d", i)}, ev(event.TypeTokenCreated))
 		if err != nil {
 			fullErr = err
 			break
@@ -183,7 +183,7 @@ func TestFaultDiskFull(t *testing.T) {
 	}
 	t.Logf("%d creates acknowledged, then: %v", len(acked)-1, fullErr)
 	before := dumpTable(t, path)
-	if _, _, err := s.Create(ctx, NewToken{User: "alice", Name: "again"}, ev(audit.TypeTokenCreated)); err == nil || !strings.Contains(err.Error(), "database or disk is full") {
+	if _, _, err := s.Create(ctx, NewToken{User: "alice", Name: "again"}, ev(event.TypeTokenCreated)); err == nil || !strings.Contains(err.Error(), "database or disk is full") {
 		t.Errorf("a second create on the full disk: %v", err)
 	}
 	if got := dumpTable(t, path); got != before {
@@ -205,7 +205,7 @@ func TestFaultDiskFull(t *testing.T) {
 		t.Logf("%s on the full disk: %v", what, err)
 		return err == nil
 	}
-	rotated, newSecret, err := s.Rotate(ctx, victim.ID, "", ev(audit.TypeTokenRotated))
+	rotated, newSecret, err := s.Rotate(ctx, victim.ID, "", ev(event.TypeTokenRotated))
 	if truthful("Rotate", err, func() bool { _, ok := s.Lookup(victimSecret); return !ok }) {
 		acked[victim.ID] = newSecret
 		wantEvents[victim.ID+" token_rotated"] = 1
@@ -213,7 +213,7 @@ func TestFaultDiskFull(t *testing.T) {
 			t.Error("the new secret of a rotation on the full disk is not found")
 		}
 	}
-	_, _, err = s.Revoke(ctx, victim.ID, ev(audit.TypeTokenRevoked))
+	_, _, err = s.Revoke(ctx, victim.ID, ev(event.TypeTokenRevoked))
 	victimRevoked := truthful("Revoke", err, func() bool { e, _ := s.Lookup(acked[victim.ID]); return e.Revoked })
 	if victimRevoked {
 		wantEvents[victim.ID+" token_revoked"] = 1
@@ -241,13 +241,13 @@ func TestFaultDiskFull(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	after, afterSecret, err := s.Create(ctx, NewToken{User: "alice", Name: "after"}, ev(audit.TypeTokenCreated))
+	after, afterSecret, err := s.Create(ctx, NewToken{User: "alice", Name: "after"}, ev(event.TypeTokenCreated))
 	if err != nil {
 		t.Fatalf("Create after space was freed: %v", err)
 	}
 	wantEvents[after.ID+" token_created"] = 1
 	if !victimRevoked {
-		if _, _, err := s.Revoke(ctx, victim.ID, ev(audit.TypeTokenRevoked)); err != nil {
+		if _, _, err := s.Revoke(ctx, victim.ID, ev(event.TypeTokenRevoked)); err != nil {
 			t.Errorf("Revoke after space was freed: %v", err)
 		}
 		wantEvents[victim.ID+" token_revoked"] = 1

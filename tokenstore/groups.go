@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/policy"
 )
 
@@ -53,7 +53,7 @@ const (
 // given) and Group filled in; if that fails, the user is not added. Once
 // added, *ev is the event as stored, ID included. If the user already was a
 // member, nothing changed: no event is stored and ev keeps ID 0.
-func (s *Store) AddMember(ctx context.Context, group, user string, ev *audit.Event) (Member, bool, error) {
+func (s *Store) AddMember(ctx context.Context, group, user string, ev *event.Event) (Member, bool, error) {
 	if err := validateMember(group, user); err != nil {
 		return Member{}, false, fmt.Errorf("adding member to group: %w", err)
 	}
@@ -67,7 +67,7 @@ func (s *Store) AddMember(ctx context.Context, group, user string, ev *audit.Eve
 	if err != nil {
 		return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
 	}
-	var stored audit.Event
+	var stored event.Event
 	if !found {
 		m = Member{Group: group, User: user, AddedAt: millis(s.now())}
 		if err := insertMemberRow(ctx, tx, m); err != nil {
@@ -92,7 +92,7 @@ func (s *Store) AddMember(ctx context.Context, group, user string, ev *audit.Eve
 // stored with the change as AddMember does, User being the spelling the
 // membership was stored with; if the user was no member, no event is
 // stored and ev keeps ID 0.
-func (s *Store) RemoveMember(ctx context.Context, group, user string, ev *audit.Event) (bool, error) {
+func (s *Store) RemoveMember(ctx context.Context, group, user string, ev *event.Event) (bool, error) {
 	if err := validateMember(group, user); err != nil {
 		return false, fmt.Errorf("removing member from group: %w", err)
 	}
@@ -106,7 +106,7 @@ func (s *Store) RemoveMember(ctx context.Context, group, user string, ev *audit.
 	if err != nil {
 		return false, fmt.Errorf("removing %q from group %s: %w", user, group, err)
 	}
-	var stored audit.Event
+	var stored event.Event
 	if removed {
 		if stored, err = insertChange(ctx, tx, ev, memberEvent(ev, m), s.now()); err != nil {
 			return false, fmt.Errorf("removing %q from group %s: %w", user, group, err)

@@ -23,7 +23,7 @@ import (
 type Entry struct {
 	ID string
 	// Key is ID read as a base-32 number (60 bits, token.Key), for maps
-	// kept per token such as policy.RateLimiter's: distinct ids that
+	// kept per token such as limit.RateLimiter's: distinct ids that
 	// token.Parse accepts have distinct keys. An id it refuses (a row
 	// written by other means) has Key 0, as does the id of twelve "a"s.
 	Key       uint64

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 )
 
 // TestRevokeReportsTheRevoker checks that of concurrent revokes of one
@@ -27,7 +27,7 @@ func TestRevokeReportsTheRevoker(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ev := &audit.Event{Type: audit.TypeTokenRevoked, Outcome: audit.OutcomeSuccess}
+			ev := &event.Event{Type: event.TypeTokenRevoked, Outcome: event.OutcomeSuccess}
 			got, revoked, err := s.Revoke(ctx, tok.ID, ev)
 			if err != nil {
 				t.Error(err)

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/token"
@@ -999,11 +999,11 @@ VALUES (?, 'Alice', 'alice', 'ci', '', ?, ?, 1000, 1000, ?, 1, '["10.0.0.0/8"]',
 		if got := expiringNames(t, s, clock.Now().Add(2*time.Hour)); !reflect.DeepEqual(got, []string{"ci"}) {
 			t.Errorf("ExpiringTokens = %q: an old token has not been warned about", got)
 		}
-		mustFlush(t, s, audit.Usage{TokenID: id, Count: 2, LastUsedAt: clock.Now(), LastIP: "10.1.2.3"})
+		mustFlush(t, s, event.Usage{TokenID: id, Count: 2, LastUsedAt: clock.Now(), LastIP: "10.1.2.3"})
 		if got, _ := s.Get(ctx, id); got.UseCount != 2 || got.LastUsedIP != "10.1.2.3" {
 			t.Errorf("usage after a flush: %+v", got)
 		}
-		ev := &audit.Event{Type: audit.TypeGroupMemberRemoved, Outcome: audit.OutcomeSuccess}
+		ev := &event.Event{Type: event.TypeGroupMemberRemoved, Outcome: event.OutcomeSuccess}
 		if _, err := s.RemoveMember(ctx, "eng", "ALICE", ev); err != nil {
 			t.Fatal(err)
 		}

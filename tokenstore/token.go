@@ -7,7 +7,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/token"
 )
@@ -54,7 +54,7 @@ type Token struct {
 	LastUsedAt time.Time
 	LastUsedIP string
 	UseCount   int64
-	RecentIPs  []audit.IPSeen // most recent first, at most audit.MaxRecentIPs; nil: none
+	RecentIPs  []event.IPSeen // most recent first, at most event.MaxRecentIPs; nil: none
 }
 
 // State returns the token's state at now. A token expires at ExpiresAt

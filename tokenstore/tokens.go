@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/token"
 )
 
@@ -110,7 +110,7 @@ func newRecord(nt NewToken, parsed rules, now time.Time) (record, string, error)
 // creation time), TokenID and User; if that fails, no token is created.
 // Once the token is stored, *ev is the event as stored, ID included. The
 // other write methods treat ev the same way.
-func (s *Store) Create(ctx context.Context, nt NewToken, ev *audit.Event) (Token, string, error) {
+func (s *Store) Create(ctx context.Context, nt NewToken, ev *event.Event) (Token, string, error) {
 	if nt.Prefix == "" {
 		nt.Prefix = token.DefaultPrefix
 	}
@@ -190,7 +190,7 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Token, error) {
 // A Patch that sets ExpiresAt, even to the same time, clears the expiry
 // warning mark (see ClaimExpiring): a renewed token warns again. ev is
 // stored with the change, as Create does.
-func (s *Store) Update(ctx context.Context, id string, p Patch, ev *audit.Event) (Token, error) {
+func (s *Store) Update(ctx context.Context, id string, p Patch, ev *event.Event) (Token, error) {
 	parsed, err := validatePatch(p)
 	if err != nil {
 		return Token{}, fmt.Errorf("updating token %q: %w", id, err)
@@ -244,7 +244,7 @@ func (s *Store) Update(ctx context.Context, id string, p Patch, ev *audit.Event)
 // false: no audit event is stored then, and ev is left as it was. Otherwise
 // ev is stored with the change, as Create does. Of concurrent calls for one
 // token, exactly one reports true.
-func (s *Store) Revoke(ctx context.Context, id string, ev *audit.Event) (Token, bool, error) {
+func (s *Store) Revoke(ctx context.Context, id string, ev *event.Event) (Token, bool, error) {
 	if !token.ValidID(id) {
 		return Token{}, false, fmt.Errorf("revoking token %q: %w", id, ErrNotFound)
 	}
@@ -285,7 +285,7 @@ func (s *Store) Revoke(ctx context.Context, id string, ev *audit.Event) (Token, 
 // User set to user as given, TokenID empty and Count the number of tokens
 // revoked, otherwise as Create does. When there was nothing to revoke,
 // nothing changed and, as with Revoke, no event is stored (ev keeps ID 0).
-func (s *Store) RevokeUser(ctx context.Context, user string, ev *audit.Event) ([]Token, error) {
+func (s *Store) RevokeUser(ctx context.Context, user string, ev *event.Event) ([]Token, error) {
 	if err := validateUser(user); err != nil {
 		return nil, fmt.Errorf("revoking tokens of user: %w", err)
 	}
@@ -326,7 +326,7 @@ func (s *Store) RevokeUser(ctx context.Context, user string, ev *audit.Event) ([
 // means token.DefaultPrefix. Rotating clears the expiry warning mark (see
 // ClaimExpiring), so the token warns again before it expires. ev is stored
 // with the change, as Create does.
-func (s *Store) Rotate(ctx context.Context, id, prefix string, ev *audit.Event) (Token, string, error) {
+func (s *Store) Rotate(ctx context.Context, id, prefix string, ev *event.Event) (Token, string, error) {
 	if prefix == "" {
 		prefix = token.DefaultPrefix
 	}

@@ -10,7 +10,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/token"
 )
 
@@ -32,11 +32,11 @@ use_count = excluded.use_count, recent_ips = excluded.recent_ips`
 // counts add up, the later of the stored and the delta's last use wins
 // (with its IP), whatever order deltas arrive in, and the recent IPs merge,
 // each IP once with the latest time it was seen, most recent first, at most
-// audit.MaxRecentIPs. A delta's LastIP counts as one of its recent IPs.
+// event.MaxRecentIPs. A delta's LastIP counts as one of its recent IPs.
 // Deltas for ids that name no token are skipped. A negative Count is
 // ErrInvalid, and nothing is stored. Usage does not bump a token's seq or
 // UpdatedAt. FlushUsage implements audit.UsageWriter.
-func (s *Store) FlushUsage(ctx context.Context, deltas []audit.Usage) error {
+func (s *Store) FlushUsage(ctx context.Context, deltas []event.Usage) error {
 	for _, d := range deltas {
 		if d.Count < 0 {
 			return fmt.Errorf("flushing token usage: %w: token %s: count %d is negative", ErrInvalid, d.TokenID, d.Count)
@@ -61,7 +61,7 @@ func (s *Store) FlushUsage(ctx context.Context, deltas []audit.Usage) error {
 
 // addUsages adds each delta to the stored usage of its token, if there is
 // such a token, through statements prepared once.
-func addUsages(ctx context.Context, tx *sql.Tx, deltas []audit.Usage) error {
+func addUsages(ctx context.Context, tx *sql.Tx, deltas []event.Usage) error {
 	sel, err := tx.PrepareContext(ctx, selectUsage)
 	if err != nil {
 		return err
@@ -82,7 +82,7 @@ func addUsages(ctx context.Context, tx *sql.Tx, deltas []audit.Usage) error {
 
 // addUsage adds d to the stored usage of its token, if there is such a
 // token, with the prepared selectUsage and upsertUsage.
-func addUsage(ctx context.Context, sel, upsert *sql.Stmt, d audit.Usage) error {
+func addUsage(ctx context.Context, sel, upsert *sql.Stmt, d event.Usage) error {
 	if !token.ValidID(d.TokenID) {
 		return nil // no such token
 	}
@@ -99,7 +99,7 @@ func addUsage(ctx context.Context, sel, upsert *sql.Stmt, d audit.Usage) error {
 	if err := cols.decode(&t); err != nil {
 		return err
 	}
-	u := mergeUsage(audit.Usage{LastUsedAt: t.LastUsedAt, LastIP: t.LastUsedIP, Count: t.UseCount, RecentIPs: t.RecentIPs}, d)
+	u := mergeUsage(event.Usage{LastUsedAt: t.LastUsedAt, LastIP: t.LastUsedIP, Count: t.UseCount, RecentIPs: t.RecentIPs}, d)
 	recent, err := encodeRecentIPs(u.RecentIPs)
 	if err != nil {
 		return err
@@ -110,17 +110,17 @@ func addUsage(ctx context.Context, sel, upsert *sql.Stmt, d audit.Usage) error {
 
 // mergeUsage returns the stored usage with the delta d added. Times are
 // kept to the millisecond, as stored.
-func mergeUsage(stored, d audit.Usage) audit.Usage {
+func mergeUsage(stored, d event.Usage) event.Usage {
 	u := stored
 	u.Count += d.Count
 	if last := millis(d.LastUsedAt); last.After(u.LastUsedAt) {
 		u.LastUsedAt, u.LastIP = last, d.LastIP
 	}
-	seen := make([]audit.IPSeen, 0, len(stored.RecentIPs)+len(d.RecentIPs)+1)
+	seen := make([]event.IPSeen, 0, len(stored.RecentIPs)+len(d.RecentIPs)+1)
 	seen = append(seen, stored.RecentIPs...)
 	seen = append(seen, d.RecentIPs...)
 	if d.LastIP != "" {
-		seen = append(seen, audit.IPSeen{IP: d.LastIP, LastSeen: d.LastUsedAt})
+		seen = append(seen, event.IPSeen{IP: d.LastIP, LastSeen: d.LastUsedAt})
 	}
 	u.RecentIPs = recentIPs(seen)
 	return u
@@ -128,9 +128,9 @@ func mergeUsage(stored, d audit.Usage) audit.Usage {
 
 // recentIPs returns the distinct IPs of seen, each with the latest time it
 // was seen (to the millisecond), most recent first (ties by IP, for a
-// stable order), at most audit.MaxRecentIPs of them; nil if there are none.
+// stable order), at most event.MaxRecentIPs of them; nil if there are none.
 // Entries without an IP are dropped.
-func recentIPs(seen []audit.IPSeen) []audit.IPSeen {
+func recentIPs(seen []event.IPSeen) []event.IPSeen {
 	latest := make(map[string]time.Time, len(seen))
 	for _, s := range seen {
 		if s.IP == "" {
@@ -144,27 +144,27 @@ func recentIPs(seen []audit.IPSeen) []audit.IPSeen {
 	if len(latest) == 0 {
 		return nil
 	}
-	out := make([]audit.IPSeen, 0, len(latest))
+	out := make([]event.IPSeen, 0, len(latest))
 	for ip, t := range latest {
-		out = append(out, audit.IPSeen{IP: ip, LastSeen: t})
+		out = append(out, event.IPSeen{IP: ip, LastSeen: t})
 	}
-	slices.SortFunc(out, func(a, b audit.IPSeen) int {
+	slices.SortFunc(out, func(a, b event.IPSeen) int {
 		if c := b.LastSeen.Compare(a.LastSeen); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.IP, b.IP)
 	})
-	return slices.Clip(out[:min(len(out), audit.MaxRecentIPs)])
+	return slices.Clip(out[:min(len(out), event.MaxRecentIPs)])
 }
 
-// ipSeenJSON is the stored form of an audit.IPSeen: the time in unix
+// ipSeenJSON is the stored form of an event.IPSeen: the time in unix
 // milliseconds, like every other time in the file.
 type ipSeenJSON struct {
 	IP       string `json:"ip"`
 	LastSeen int64  `json:"last_seen"`
 }
 
-func encodeRecentIPs(ips []audit.IPSeen) (string, error) {
+func encodeRecentIPs(ips []event.IPSeen) (string, error) {
 	stored := make([]ipSeenJSON, len(ips))
 	for i, s := range ips {
 		stored[i] = ipSeenJSON{IP: s.IP, LastSeen: s.LastSeen.UnixMilli()}
@@ -201,9 +201,9 @@ func (u usageColumns) decode(t *Token) error {
 	if len(stored) == 0 {
 		return nil
 	}
-	t.RecentIPs = make([]audit.IPSeen, len(stored))
+	t.RecentIPs = make([]event.IPSeen, len(stored))
 	for i, s := range stored {
-		t.RecentIPs[i] = audit.IPSeen{IP: s.IP, LastSeen: fromMillis(s.LastSeen)}
+		t.RecentIPs[i] = event.IPSeen{IP: s.IP, LastSeen: fromMillis(s.LastSeen)}
 	}
 	return nil
 }

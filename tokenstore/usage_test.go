@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/event"
 )
 
-func mustFlush(t *testing.T, s *Store, deltas ...audit.Usage) {
+func mustFlush(t *testing.T, s *Store, deltas ...event.Usage) {
 	t.Helper()
 	if err := s.FlushUsage(t.Context(), deltas); err != nil {
 		t.Fatalf("FlushUsage: %v", err)
@@ -21,13 +21,13 @@ func mustFlush(t *testing.T, s *Store, deltas ...audit.Usage) {
 }
 
 // usageOf returns the usage fields of a token as Get returns them.
-func usageOf(t *testing.T, s *Store, id string) audit.Usage {
+func usageOf(t *testing.T, s *Store, id string) event.Usage {
 	t.Helper()
 	tok, err := s.Get(t.Context(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return audit.Usage{TokenID: id, LastUsedAt: tok.LastUsedAt, LastIP: tok.LastUsedIP, Count: tok.UseCount, RecentIPs: tok.RecentIPs}
+	return event.Usage{TokenID: id, LastUsedAt: tok.LastUsedAt, LastIP: tok.LastUsedIP, Count: tok.UseCount, RecentIPs: tok.RecentIPs}
 }
 
 func TestFlushUsage(t *testing.T) {
@@ -37,61 +37,61 @@ func TestFlushUsage(t *testing.T) {
 	b, _ := mustCreate(t, s, NewToken{User: "bob", Name: "b"})
 	t0 := clock.Now()
 	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
-	seen := func(ip string, sec int) audit.IPSeen { return audit.IPSeen{IP: ip, LastSeen: millis(at(sec))} }
+	seen := func(ip string, sec int) event.IPSeen { return event.IPSeen{IP: ip, LastSeen: millis(at(sec))} }
 
 	t.Run("never used", func(t *testing.T) {
-		if got := usageOf(t, s, a.ID); !reflect.DeepEqual(got, audit.Usage{TokenID: a.ID}) {
+		if got := usageOf(t, s, a.ID); !reflect.DeepEqual(got, event.Usage{TokenID: a.ID}) {
 			t.Errorf("usage = %+v, want zero", got)
 		}
 	})
 
 	steps := []struct {
 		name   string
-		deltas []audit.Usage
-		want   audit.Usage // of token a
+		deltas []event.Usage
+		want   event.Usage // of token a
 	}{
 		{"first flush",
-			[]audit.Usage{{TokenID: a.ID, Count: 3, LastUsedAt: at(10), LastIP: "192.0.2.1",
-				RecentIPs: []audit.IPSeen{{IP: "192.0.2.1", LastSeen: at(10)}, {IP: "192.0.2.2", LastSeen: at(5)}}}},
-			audit.Usage{Count: 3, LastUsedAt: at(10), LastIP: "192.0.2.1",
-				RecentIPs: []audit.IPSeen{seen("192.0.2.1", 10), seen("192.0.2.2", 5)}}},
+			[]event.Usage{{TokenID: a.ID, Count: 3, LastUsedAt: at(10), LastIP: "192.0.2.1",
+				RecentIPs: []event.IPSeen{{IP: "192.0.2.1", LastSeen: at(10)}, {IP: "192.0.2.2", LastSeen: at(5)}}}},
+			event.Usage{Count: 3, LastUsedAt: at(10), LastIP: "192.0.2.1",
+				RecentIPs: []event.IPSeen{seen("192.0.2.1", 10), seen("192.0.2.2", 5)}}},
 		{"counts add, an older flush does not win",
-			[]audit.Usage{{TokenID: a.ID, Count: 2, LastUsedAt: at(7), LastIP: "192.0.2.3",
-				RecentIPs: []audit.IPSeen{{IP: "192.0.2.3", LastSeen: at(7)}, {IP: "192.0.2.1", LastSeen: at(1)}}}},
-			audit.Usage{Count: 5, LastUsedAt: at(10), LastIP: "192.0.2.1",
-				RecentIPs: []audit.IPSeen{seen("192.0.2.1", 10), seen("192.0.2.3", 7), seen("192.0.2.2", 5)}}},
+			[]event.Usage{{TokenID: a.ID, Count: 2, LastUsedAt: at(7), LastIP: "192.0.2.3",
+				RecentIPs: []event.IPSeen{{IP: "192.0.2.3", LastSeen: at(7)}, {IP: "192.0.2.1", LastSeen: at(1)}}}},
+			event.Usage{Count: 5, LastUsedAt: at(10), LastIP: "192.0.2.1",
+				RecentIPs: []event.IPSeen{seen("192.0.2.1", 10), seen("192.0.2.3", 7), seen("192.0.2.2", 5)}}},
 		{"a later use wins, an IP seen again moves up",
-			[]audit.Usage{{TokenID: a.ID, Count: 1, LastUsedAt: at(20), LastIP: "192.0.2.2",
-				RecentIPs: []audit.IPSeen{{IP: "192.0.2.2", LastSeen: at(20)}}}},
-			audit.Usage{Count: 6, LastUsedAt: at(20), LastIP: "192.0.2.2",
-				RecentIPs: []audit.IPSeen{seen("192.0.2.2", 20), seen("192.0.2.1", 10), seen("192.0.2.3", 7)}}},
+			[]event.Usage{{TokenID: a.ID, Count: 1, LastUsedAt: at(20), LastIP: "192.0.2.2",
+				RecentIPs: []event.IPSeen{{IP: "192.0.2.2", LastSeen: at(20)}}}},
+			event.Usage{Count: 6, LastUsedAt: at(20), LastIP: "192.0.2.2",
+				RecentIPs: []event.IPSeen{seen("192.0.2.2", 20), seen("192.0.2.1", 10), seen("192.0.2.3", 7)}}},
 		{"the last IP counts as recent",
-			[]audit.Usage{{TokenID: a.ID, Count: 1, LastUsedAt: at(21), LastIP: "2001:db8::1"}},
-			audit.Usage{Count: 7, LastUsedAt: at(21), LastIP: "2001:db8::1",
-				RecentIPs: []audit.IPSeen{seen("2001:db8::1", 21), seen("192.0.2.2", 20), seen("192.0.2.1", 10), seen("192.0.2.3", 7)}}},
+			[]event.Usage{{TokenID: a.ID, Count: 1, LastUsedAt: at(21), LastIP: "2001:db8::1"}},
+			event.Usage{Count: 7, LastUsedAt: at(21), LastIP: "2001:db8::1",
+				RecentIPs: []event.IPSeen{seen("2001:db8::1", 21), seen("192.0.2.2", 20), seen("192.0.2.1", 10), seen("192.0.2.3", 7)}}},
 		{"capped, most recent kept",
-			[]audit.Usage{{TokenID: a.ID, Count: 4, LastUsedAt: at(30), LastIP: "198.51.100.4",
-				RecentIPs: []audit.IPSeen{
+			[]event.Usage{{TokenID: a.ID, Count: 4, LastUsedAt: at(30), LastIP: "198.51.100.4",
+				RecentIPs: []event.IPSeen{
 					{IP: "198.51.100.4", LastSeen: at(30)}, {IP: "198.51.100.3", LastSeen: at(29)},
 					{IP: "198.51.100.2", LastSeen: at(28)}, {IP: "198.51.100.1", LastSeen: at(2)},
 				}}},
-			audit.Usage{Count: 11, LastUsedAt: at(30), LastIP: "198.51.100.4",
-				RecentIPs: []audit.IPSeen{seen("198.51.100.4", 30), seen("198.51.100.3", 29), seen("198.51.100.2", 28),
+			event.Usage{Count: 11, LastUsedAt: at(30), LastIP: "198.51.100.4",
+				RecentIPs: []event.IPSeen{seen("198.51.100.4", 30), seen("198.51.100.3", 29), seen("198.51.100.2", 28),
 					seen("2001:db8::1", 21), seen("192.0.2.2", 20)}}},
 		{"several deltas for one token in a flush, and unknown tokens",
-			[]audit.Usage{
+			[]event.Usage{
 				{TokenID: "zzzzzzzzzzzz", Count: 5, LastUsedAt: at(99), LastIP: "203.0.113.9"},
 				{TokenID: a.ID, Count: 1, LastUsedAt: at(31), LastIP: "198.51.100.3"},
 				{TokenID: "not an id", Count: 5, LastUsedAt: at(99)},
 				{TokenID: a.ID, Count: 2, LastUsedAt: at(30), LastIP: "198.51.100.9"},
 			},
-			audit.Usage{Count: 14, LastUsedAt: at(31), LastIP: "198.51.100.3",
-				RecentIPs: []audit.IPSeen{seen("198.51.100.3", 31), seen("198.51.100.4", 30), seen("198.51.100.9", 30),
+			event.Usage{Count: 14, LastUsedAt: at(31), LastIP: "198.51.100.3",
+				RecentIPs: []event.IPSeen{seen("198.51.100.3", 31), seen("198.51.100.4", 30), seen("198.51.100.9", 30),
 					seen("198.51.100.2", 28), seen("2001:db8::1", 21)}}},
 		{"nanoseconds are dropped, as for every stored time",
-			[]audit.Usage{{TokenID: a.ID, Count: 1, LastUsedAt: at(40).Add(123_456_789), LastIP: "198.51.100.3"}},
-			audit.Usage{Count: 15, LastUsedAt: millis(at(40).Add(123_456_789)), LastIP: "198.51.100.3",
-				RecentIPs: []audit.IPSeen{{IP: "198.51.100.3", LastSeen: millis(at(40).Add(123_456_789))}, seen("198.51.100.4", 30),
+			[]event.Usage{{TokenID: a.ID, Count: 1, LastUsedAt: at(40).Add(123_456_789), LastIP: "198.51.100.3"}},
+			event.Usage{Count: 15, LastUsedAt: millis(at(40).Add(123_456_789)), LastIP: "198.51.100.3",
+				RecentIPs: []event.IPSeen{{IP: "198.51.100.3", LastSeen: millis(at(40).Add(123_456_789))}, seen("198.51.100.4", 30),
 					seen("198.51.100.9", 30), seen("198.51.100.2", 28), seen("2001:db8::1", 21)}}},
 	}
 	for _, st := range steps {
@@ -106,7 +106,7 @@ func TestFlushUsage(t *testing.T) {
 	}
 
 	t.Run("other tokens untouched", func(t *testing.T) {
-		if got := usageOf(t, s, b.ID); !reflect.DeepEqual(got, audit.Usage{TokenID: b.ID}) {
+		if got := usageOf(t, s, b.ID); !reflect.DeepEqual(got, event.Usage{TokenID: b.ID}) {
 			t.Errorf("usage of b = %+v, want zero", got)
 		}
 		var n int
@@ -115,14 +115,14 @@ func TestFlushUsage(t *testing.T) {
 		}
 	})
 	t.Run("List shows usage", func(t *testing.T) {
-		mustFlush(t, s, audit.Usage{TokenID: b.ID, Count: 1, LastUsedAt: at(50), LastIP: "192.0.2.7"})
+		mustFlush(t, s, event.Usage{TokenID: b.ID, Count: 1, LastUsedAt: at(50), LastIP: "192.0.2.7"})
 		toks, err := s.List(ctx, Filter{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, tok := range toks {
 			want := usageOf(t, s, tok.ID)
-			got := audit.Usage{TokenID: tok.ID, LastUsedAt: tok.LastUsedAt, LastIP: tok.LastUsedIP, Count: tok.UseCount, RecentIPs: tok.RecentIPs}
+			got := event.Usage{TokenID: tok.ID, LastUsedAt: tok.LastUsedAt, LastIP: tok.LastUsedIP, Count: tok.UseCount, RecentIPs: tok.RecentIPs}
 			if !reflect.DeepEqual(got, want) || got.Count == 0 {
 				t.Errorf("List: %s usage %+v, want %+v", tok.Name, got, want)
 			}
@@ -132,7 +132,7 @@ func TestFlushUsage(t *testing.T) {
 		before, _ := s.Get(ctx, a.ID)
 		e, _ := s.Lookup(secret)
 		seq, _ := indexSeq(s, a.ID)
-		mustFlush(t, s, audit.Usage{TokenID: a.ID, Count: 1, LastUsedAt: at(60), LastIP: "192.0.2.1"})
+		mustFlush(t, s, event.Usage{TokenID: a.ID, Count: 1, LastUsedAt: at(60), LastIP: "192.0.2.1"})
 		after, _ := s.Get(ctx, a.ID)
 		if !after.UpdatedAt.Equal(before.UpdatedAt) {
 			t.Errorf("UpdatedAt moved from %v to %v", before.UpdatedAt, after.UpdatedAt)
@@ -156,7 +156,7 @@ func TestFlushUsage(t *testing.T) {
 			t.Fatal(err)
 		}
 		for name, tok := range map[string]Token{"Update": updated, "Revoke": revoked} {
-			got := audit.Usage{TokenID: tok.ID, LastUsedAt: tok.LastUsedAt, LastIP: tok.LastUsedIP, Count: tok.UseCount, RecentIPs: tok.RecentIPs}
+			got := event.Usage{TokenID: tok.ID, LastUsedAt: tok.LastUsedAt, LastIP: tok.LastUsedIP, Count: tok.UseCount, RecentIPs: tok.RecentIPs}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("%s returned usage %+v, want %+v", name, got, want)
 			}
@@ -171,7 +171,7 @@ func TestFlushUsageInvalid(t *testing.T) {
 	s, clock, path := newTestStore(t)
 	a, _ := mustCreate(t, s, NewToken{User: "alice", Name: "a"})
 	before := dumpQuery(t, path, `SELECT * FROM token_usage`)
-	err := s.FlushUsage(t.Context(), []audit.Usage{
+	err := s.FlushUsage(t.Context(), []event.Usage{
 		{TokenID: a.ID, Count: 1, LastUsedAt: clock.Now()},
 		{TokenID: a.ID, Count: -2, LastUsedAt: clock.Now()},
 	})
@@ -195,22 +195,22 @@ func TestFlushUsageInvalid(t *testing.T) {
 func TestRecentIPs(t *testing.T) {
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
-	ip := func(addr string, t time.Time) audit.IPSeen { return audit.IPSeen{IP: addr, LastSeen: t} }
+	ip := func(addr string, t time.Time) event.IPSeen { return event.IPSeen{IP: addr, LastSeen: t} }
 	tests := []struct {
 		name string
-		in   []audit.IPSeen
-		want []audit.IPSeen
+		in   []event.IPSeen
+		want []event.IPSeen
 	}{
 		{"none", nil, nil},
-		{"only empty IPs", []audit.IPSeen{{LastSeen: at(1)}}, nil},
-		{"latest of a duplicate wins", []audit.IPSeen{ip("a", at(1)), ip("b", at(2)), ip("a", at(3)), ip("a", at(0))},
-			[]audit.IPSeen{ip("a", at(3)), ip("b", at(2))}},
-		{"ties by IP", []audit.IPSeen{ip("c", at(1)), ip("a", at(1)), ip("b", at(1))},
-			[]audit.IPSeen{ip("a", at(1)), ip("b", at(1)), ip("c", at(1))}},
-		{"capped", []audit.IPSeen{ip("1", at(1)), ip("2", at(2)), ip("3", at(3)), ip("4", at(4)), ip("5", at(5)), ip("6", at(6)), ip("7", at(7))},
-			[]audit.IPSeen{ip("7", at(7)), ip("6", at(6)), ip("5", at(5)), ip("4", at(4)), ip("3", at(3))}},
-		{"milliseconds, UTC", []audit.IPSeen{ip("a", at(1).Add(1500*time.Microsecond).In(time.FixedZone("X", 3600)))},
-			[]audit.IPSeen{ip("a", at(1).Add(time.Millisecond))}},
+		{"only empty IPs", []event.IPSeen{{LastSeen: at(1)}}, nil},
+		{"latest of a duplicate wins", []event.IPSeen{ip("a", at(1)), ip("b", at(2)), ip("a", at(3)), ip("a", at(0))},
+			[]event.IPSeen{ip("a", at(3)), ip("b", at(2))}},
+		{"ties by IP", []event.IPSeen{ip("c", at(1)), ip("a", at(1)), ip("b", at(1))},
+			[]event.IPSeen{ip("a", at(1)), ip("b", at(1)), ip("c", at(1))}},
+		{"capped", []event.IPSeen{ip("1", at(1)), ip("2", at(2)), ip("3", at(3)), ip("4", at(4)), ip("5", at(5)), ip("6", at(6)), ip("7", at(7))},
+			[]event.IPSeen{ip("7", at(7)), ip("6", at(6)), ip("5", at(5)), ip("4", at(4)), ip("3", at(3))}},
+		{"milliseconds, UTC", []event.IPSeen{ip("a", at(1).Add(1500*time.Microsecond).In(time.FixedZone("X", 3600)))},
+			[]event.IPSeen{ip("a", at(1).Add(time.Millisecond))}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -218,8 +218,8 @@ func TestRecentIPs(t *testing.T) {
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("recentIPs = %+v, want %+v", got, tt.want)
 			}
-			if len(got) > audit.MaxRecentIPs {
-				t.Errorf("%d IPs, more than %d", len(got), audit.MaxRecentIPs)
+			if len(got) > event.MaxRecentIPs {
+				t.Errorf("%d IPs, more than %d", len(got), event.MaxRecentIPs)
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package policy
+package limit
 
 import (
 	"crypto/sha256"
@@ -330,31 +330,6 @@ func TestThrottleAllocs(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if n := testing.AllocsPerRun(1000, tt.f); n != 0 {
 				t.Errorf("%s allocates %v times, want 0", tt.name, n)
-			}
-		})
-	}
-}
-
-func TestShardLimits(t *testing.T) {
-	for _, total := range []int{1, 2, 3, 63, 64, 65, 100, 10_000, 100_000, 1_000_000} {
-		t.Run(strconv.Itoa(total), func(t *testing.T) {
-			limits := shardLimits(total)
-			n := len(limits)
-			if n&(n-1) != 0 || n > maxShards {
-				t.Errorf("%d shards, want a power of two <= %d", n, maxShards)
-			}
-			if total >= maxShards*minShardEntries && n != maxShards {
-				t.Errorf("%d shards, want %d", n, maxShards)
-			}
-			sum := 0
-			for _, l := range limits {
-				if l < 1 || l < minShardEntries && n > 1 {
-					t.Errorf("shard limit %d with %d shards", l, n)
-				}
-				sum += l
-			}
-			if sum != total {
-				t.Errorf("limits add up to %d, want %d", sum, total)
 			}
 		})
 	}

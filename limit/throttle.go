@@ -1,4 +1,4 @@
-package policy
+package limit
 
 import (
 	"encoding/binary"
@@ -15,10 +15,6 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/internal/keytable"
 )
-
-// ReasonThrottled: the client's address failed authentication too often
-// and is refused (429 with Retry-After) until its cool-down ends.
-const ReasonThrottled Reason = "throttled"
 
 // Defaults for a zero ThrottleConfig field.
 const (
@@ -499,39 +495,4 @@ func (e *throttleEntry) cheaperInRank(o *throttleEntry, r int) bool {
 		return e.failures < o.failures
 	}
 	return e.windowStart < o.windowStart
-}
-
-// addSat returns a+b (b >= 0), saturating at the largest int64.
-func addSat(a, b int64) int64 {
-	if a > math.MaxInt64-b {
-		return math.MaxInt64
-	}
-	return a + b
-}
-
-// maxShards bounds the number of shards of a Throttle or RateLimiter:
-// enough that requests on different cores rarely meet on one lock.
-// minShardEntries keeps small bounds in few shards, so that the clock
-// hand has a choice of victims.
-const (
-	maxShards       = 64
-	minShardEntries = 64
-)
-
-// shardLimits splits a bound of total entries over a power-of-two number
-// of shards, at most maxShards and each of at least minShardEntries
-// unless total is smaller; the limits add up to exactly total.
-func shardLimits(total int) []int {
-	n := maxShards
-	for n > 1 && total/n < minShardEntries {
-		n /= 2
-	}
-	limits := make([]int, n)
-	for i := range limits {
-		limits[i] = total / n
-		if i < total%n {
-			limits[i]++
-		}
-	}
-	return limits
 }
