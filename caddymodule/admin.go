@@ -21,8 +21,8 @@ import (
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
-	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
 func init() {
@@ -173,7 +173,7 @@ type tokenJSON struct {
 
 // tokenJSON shows a token with its usage: what the store has, plus what
 // the app has counted since the last flush.
-func (app *App) tokenJSON(t tokenstore.Token, now time.Time) tokenJSON {
+func (app *App) tokenJSON(t storage.Token, now time.Time) tokenJSON {
 	out := toJSON(t, now)
 	u := event.Usage{TokenID: t.ID, LastUsedAt: t.LastUsedAt, LastIP: t.LastUsedIP, Count: t.UseCount, RecentIPs: t.RecentIPs}
 	if app.auditState != nil {
@@ -192,7 +192,7 @@ func (app *App) tokenJSON(t tokenstore.Token, now time.Time) tokenJSON {
 	return out
 }
 
-func toJSON(t tokenstore.Token, now time.Time) tokenJSON {
+func toJSON(t storage.Token, now time.Time) tokenJSON {
 	opt := func(t time.Time) *time.Time {
 		if t.IsZero() {
 			return nil
@@ -325,7 +325,7 @@ func (a *adminAPI) create(w http.ResponseWriter, r *http.Request, app *App) erro
 		return err
 	}
 	ev := adminEvent(r, event.TypeTokenCreated)
-	tok, secret, err := app.store.Create(r.Context(), tokenstore.NewToken{
+	tok, secret, err := app.store.Create(r.Context(), storage.NewToken{
 		Prefix:      app.TokenPrefix,
 		User:        req.User,
 		Name:        req.Name,
@@ -356,9 +356,9 @@ func (a *adminAPI) list(w http.ResponseWriter, r *http.Request, app *App) error 
 			return badRequest(fmt.Errorf("unknown query parameter %q (filters are user and state)", key))
 		}
 	}
-	f := tokenstore.Filter{User: q.Get("user"), State: tokenstore.State(q.Get("state"))}
+	f := storage.Filter{User: q.Get("user"), State: storage.State(q.Get("state"))}
 	switch f.State {
-	case "", tokenstore.StateActive, tokenstore.StateExpired, tokenstore.StateRevoked:
+	case "", storage.StateActive, storage.StateExpired, storage.StateRevoked:
 	default:
 		return badRequest(fmt.Errorf("state %q: must be active, expired or revoked", f.State))
 	}
@@ -407,7 +407,7 @@ func (a *adminAPI) update(w http.ResponseWriter, r *http.Request, app *App, id s
 	// The patch carries only the fields the client sent; the store applies
 	// them to the token as it reads it inside its write transaction. Read
 	// here and written back, a field could undo a concurrent PATCH.
-	p := tokenstore.Patch{
+	p := storage.Patch{
 		Name: req.Name, Description: req.Description, AllowedIPs: req.AllowedIPs, RateLimit: req.RateLimit,
 		ReadOnly: req.ReadOnly, Methods: req.Methods, Paths: req.Paths, Hosts: req.Hosts,
 	}
@@ -504,7 +504,7 @@ func (a *adminAPI) revokeUser(w http.ResponseWriter, r *http.Request, app *App, 
 		return storeError("revoking tokens of user", err)
 	}
 	ev.User, ev.Count = user, len(toks)
-	app.adminDone(ev, tokenstore.Token{})
+	app.adminDone(ev, storage.Token{})
 	for _, t := range toks {
 		app.auditState.emit(app.auditState.ctx, eventRevoked, tokenEventData(t))
 	}
@@ -569,7 +569,7 @@ func (a *adminAPI) addMember(w http.ResponseWriter, r *http.Request, app *App, g
 	if added {
 		status = http.StatusCreated
 		ev.User, ev.Group = m.User, m.Group
-		app.adminDone(ev, tokenstore.Token{})
+		app.adminDone(ev, storage.Token{})
 	}
 	return writeJSON(w, status, memberJSON{Group: m.Group, User: m.User, AddedAt: m.AddedAt.UTC()})
 }
@@ -587,7 +587,7 @@ func (a *adminAPI) removeMember(w http.ResponseWriter, r *http.Request, app *App
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("user %q is not a member of group %q", user, group)}
 	}
 	ev.User, ev.Group = user, group
-	app.adminDone(ev, tokenstore.Token{})
+	app.adminDone(ev, storage.Token{})
 	return writeJSON(w, http.StatusOK, struct {
 		Group   string `json:"group"`
 		User    string `json:"user"`
@@ -613,7 +613,7 @@ func (app *App) inTx(ev *event.Event) *event.Event {
 
 // adminDone logs a completed admin change (the store has already written
 // it, if it is stored), filling in what the store would have.
-func (app *App) adminDone(ev *event.Event, tok tokenstore.Token) {
+func (app *App) adminDone(ev *event.Event, tok storage.Token) {
 	if ev.Time.IsZero() {
 		ev.Time = app.now()
 	}
@@ -627,7 +627,7 @@ func (app *App) adminDone(ev *event.Event, tok tokenstore.Token) {
 }
 
 // tokenEventData is the payload of a token's Caddy events.
-func tokenEventData(t tokenstore.Token) map[string]any {
+func tokenEventData(t storage.Token) map[string]any {
 	return map[string]any{"token_id": t.ID, "user": t.User, "name": t.Name, "expires_at": t.ExpiresAt}
 }
 
@@ -924,16 +924,16 @@ func bodyError(err error) error {
 // storeError maps the store's sentinel errors onto admin API errors.
 func storeError(op string, err error) error {
 	switch {
-	case errors.Is(err, tokenstore.ErrNotFound):
+	case errors.Is(err, storage.ErrNotFound):
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: err}
-	case errors.Is(err, tokenstore.ErrInvalid):
+	case errors.Is(err, storage.ErrInvalid):
 		return badRequest(err)
-	case errors.Is(err, tokenstore.ErrConflict):
+	case errors.Is(err, storage.ErrConflict):
 		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: err}
-	case errors.Is(err, tokenstore.ErrBusy): // transient: the change can be tried again
+	case errors.Is(err, storage.ErrBusy): // transient: the change can be tried again
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err}
 	}
-	if reason, ok := tokenstore.Unavailable(err); ok {
+	if reason, ok := storage.Unavailable(err); ok {
 		return caddy.APIError{
 			HTTPStatus: http.StatusServiceUnavailable,
 			Err:        fmt.Errorf("%s: the token store cannot write (%s); issued tokens keep working: %w", op, reason, err),

@@ -1,12 +1,9 @@
 package caddymodule
 
 import (
-	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,91 +32,6 @@ const (
 	MinStaleAfter = 5 * tokenstore.DefaultPollInterval
 )
 
-// stores holds one open token store per database file. It outlives config
-// reloads: Caddy provisions the new config before it cleans up the old one,
-// so the reference count never drops to zero on a reload and the database
-// is opened exactly once.
-var stores = caddy.NewUsagePool()
-
-// storeHandle lets a *tokenstore.Store live in a caddy.UsagePool.
-type storeHandle struct{ *tokenstore.Store }
-
-// Destruct closes the store when its last user is cleaned up.
-func (s storeHandle) Destruct() error { return s.Close() }
-
-// openStore opens the token store at the absolute path abs, with its
-// background trouble reported to the log (see storeReporter).
-func openStore(abs string) (*tokenstore.Store, error) {
-	rep := &storeReporter{database: abs, now: time.Now, logger: storeLogger}
-	return tokenstore.Open(context.Background(), abs, tokenstore.Options{
-		OnPollError:     rep.pollFailed,
-		OnPollRecovered: rep.pollRecovered,
-		OnWritable:      rep.writable,
-	})
-}
-
-// storeLogger is the logger of the store's background trouble: the
-// running config's, as the store outlives the config that opened it.
-func storeLogger() *zap.Logger {
-	if a := running.Load(); a != nil && a.logger != nil {
-		return a.logger
-	}
-	return caddy.Log().Named("api_tokens")
-}
-
-// pollLogEvery is how often, at most, a poller that keeps failing is
-// logged after its first failure.
-const pollLogEvery = time.Minute
-
-// storeReporter logs a token store's background trouble: a poller that
-// cannot read the database (its first failure at once, then at most once
-// every pollLogEvery, with the count so far and the error), its recovery, and
-// a writer that can write again after finding the file read-only.
-type storeReporter struct {
-	database string
-	now      func() time.Time
-	logger   func() *zap.Logger
-
-	mu       sync.Mutex
-	since    time.Time // the first failure of the current run; zero when polls succeed
-	failures int       // in the current run
-	lastLog  time.Time
-}
-
-func (r *storeReporter) pollFailed(err error) {
-	r.mu.Lock()
-	now := r.now()
-	r.failures++
-	if r.since.IsZero() {
-		r.since = now
-	} else if now.Sub(r.lastLog) < pollLogEvery {
-		r.mu.Unlock()
-		return
-	}
-	failures, since := r.failures, r.since
-	r.lastLog = now
-	r.mu.Unlock()
-	r.logger().Error("cannot read the token store: changes made by other processes are not applied",
-		zap.String("database", r.database),
-		zap.Int("failures", failures),
-		zap.Duration("failing_for", now.Sub(since)),
-		zap.Error(err))
-}
-
-func (r *storeReporter) pollRecovered(stale time.Duration, failures int) {
-	r.mu.Lock()
-	r.since, r.failures, r.lastLog = time.Time{}, 0, time.Time{}
-	r.mu.Unlock()
-	r.logger().Info("token store readable again: changes made by other processes apply",
-		zap.String("database", r.database),
-		zap.Duration("stale_for", stale),
-		zap.Int("failures", failures))
-}
-
-func (r *storeReporter) writable() {
-	r.logger().Info("token store writable again", zap.String("database", r.database))
-}
-
 // App is the api_tokens app: it owns the token store and the rules for
 // creating tokens. The api_token handler and the admin API
 // (admin.api.api_tokens) both work through it. A config that uses the
@@ -127,7 +39,14 @@ func (r *storeReporter) writable() {
 //
 // Caddyfile: the global option `api_tokens { … }`.
 type App struct {
-	// Path of the SQLite database file holding the tokens. It and its
+	// Where the tokens are kept: a module of the api_tokens.storage
+	// namespace, named by its `module` key. Only one of storage and
+	// database may be set. Default: `sqlite` (api_tokens.storage.sqlite)
+	// with database.
+	StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=api_tokens.storage inline_key=module"`
+
+	// Path of the SQLite database file holding the tokens: the shorthand
+	// for `"storage": {"module": "sqlite", "database": …}`. It and its
 	// directory are created if missing, readable by Caddy's user only.
 	// Default: `api_tokens/tokens.db` under Caddy's data directory.
 	Database string `json:"database,omitempty"`
@@ -173,9 +92,9 @@ type App struct {
 	// Default: 30s.
 	StaleAfter caddy.Duration `json:"stale_after,omitempty"`
 
-	store      *tokenstore.Store
-	storeKey   string
-	released   bool // Cleanup dropped the store reference
+	store      Storage
+	release    func() error // drops this config's reference to the store
+	released   bool         // Cleanup called release
 	audit      audit.Sink
 	auditState *auditState
 	// skipSuccess: the audit selection leaves successes out, so the gate
@@ -242,37 +161,38 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.perGroup[name] = policy.Validity{Default: time.Duration(g.DefaultValidity), Max: time.Duration(g.MaxValidity)}
 	}
 
-	path := a.Database
-	if path == "" {
-		path = filepath.Join(caddy.AppDataDir(), "api_tokens", "tokens.db")
-	}
-	abs, err := filepath.Abs(path)
+	opener, err := a.storageOpener(ctx)
 	if err != nil {
-		return fmt.Errorf("database %q: %w", path, err)
+		return err
 	}
-	v, _, err := stores.LoadOrNew(abs, func() (caddy.Destructor, error) {
-		s, err := openStore(abs)
-		if errors.Is(err, tokenstore.ErrNoCgo) {
-			return nil, errNoCgo
-		}
-		return storeHandle{s}, err
-	})
-	if err != nil {
-		return err // LoadOrNew removed the failed entry: no Delete
-	}
-	a.store = v.(storeHandle).Store
-	a.storeKey = abs
-	if a.store.ReadOnly() {
-		a.logger.Warn("token store opened read-only: tokens are checked, but creating, revoking and changing them fails "+
-			"until Caddy's user can write the database file, its -wal and -shm files and its directory "+
-			"(look for a read-only mount or an immutable file: lsattr, chattr -i); it is reopened by itself once it can",
-			zap.String("database", abs))
+	if a.store, a.release, err = opener.OpenStorage(ctx); err != nil {
+		return err
 	}
 	if err := a.provisionAudit(ctx); err != nil {
 		return err
 	}
 	a.audit = a.auditState.recorder
 	return nil
+}
+
+// storageOpener returns the storage module of the config: the one named by
+// storage, or sqlite with database.
+func (a *App) storageOpener(ctx caddy.Context) (StorageOpener, error) {
+	if a.StorageRaw == nil {
+		return &SQLiteStorage{Database: a.Database}, nil
+	}
+	if a.Database != "" {
+		return nil, fmt.Errorf("database %q and storage are both set: database is the shorthand for the sqlite storage's, set it there", a.Database)
+	}
+	mod, err := ctx.LoadModule(a, "StorageRaw")
+	if err != nil {
+		return nil, fmt.Errorf("loading storage module: %w", err)
+	}
+	opener, ok := mod.(StorageOpener)
+	if !ok {
+		return nil, fmt.Errorf("storage module %T is not a token store (api_tokens.storage)", mod)
+	}
+	return opener, nil
 }
 
 // Validate checks the app's options against each other.
@@ -303,11 +223,6 @@ func (a *App) Validate() error {
 	return nil
 }
 
-// errNoCgo explains how to rebuild when the SQLite driver is a stub.
-var errNoCgo = errors.New("api_tokens needs a cgo build for its SQLite store (github.com/mattn/go-sqlite3), " +
-	"but this Caddy was built with CGO_ENABLED=0: rebuild it with a C compiler installed and " +
-	"`CGO_ENABLED=1 xcaddy build --with github.com/apitoken/caddy-apitoken/caddymodule`")
-
 // Start runs the app's background work: the audit queue's writer, usage
 // flushes, audit retention and the expiry sweep.
 func (a *App) Start() error {
@@ -337,15 +252,14 @@ var running atomic.Pointer[App]
 // closed when no config uses it any more.
 func (a *App) Cleanup() error {
 	a.stopAudit() // in case Start ran but Stop did not
-	if a.store == nil || a.released {
+	if a.release == nil || a.released {
 		return nil
 	}
 	// a.store stays set: Caddy does not wait for the old config's requests
 	// before cleaning it up, and they may still look tokens up. The store
 	// itself stays open while the new config holds a reference.
 	a.released = true
-	_, err := stores.Delete(a.storeKey)
-	return err
+	return a.release()
 }
 
 // storeFreshness decides whether the gate may judge tokens at now on the

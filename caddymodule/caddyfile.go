@@ -306,6 +306,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //	{
 //	    api_tokens {
 //	        database         <path>
+//	        storage          <module> {
+//	            <module options>
+//	        }
 //	        default_validity <duration>
 //	        max_validity     <duration>|unlimited
 //	        token_prefix     <prefix>
@@ -326,7 +329,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //	    }
 //	}
 //
-// Durations take Caddy's units, including d for days (90d).
+// database is the shorthand for `storage sqlite { database <path> }`: only
+// one of the two may be given. Durations take Caddy's units, including d
+// for days (90d).
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume option name
 	if d.NextArg() {
@@ -360,6 +365,17 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			a.Audit = cfg
+			continue
+		case "storage":
+			if !d.NextArg() {
+				return d.Errf("storage needs a module name, e.g. sqlite")
+			}
+			name := d.Val()
+			unm, err := caddyfile.UnmarshalModule(d, "api_tokens.storage."+name)
+			if err != nil {
+				return err
+			}
+			a.StorageRaw = caddyconfig.JSONModuleObject(unm, "module", name, nil)
 			continue
 		}
 		var val string
@@ -399,6 +415,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized api_tokens option %q", opt)
 		}
+	}
+	if a.Database != "" && a.StorageRaw != nil {
+		return d.Errf("database %q and storage are both set: database is the shorthand for `storage sqlite { database <path> }`, use one", a.Database)
 	}
 	return nil
 }

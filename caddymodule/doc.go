@@ -3,5 +3,6 @@
 // directive and global option (caddyfile.go), the admin.api.api_tokens
 // routes (admin.go) and the `caddy api-token` command (command.go). It is
 // the only package of this module that imports Caddy; the decisions live in
-// policy, the storage in tokenstore and the audit events in audit.
+// policy, the storage behind the Storage interface (tokenstore on SQLite by
+// default) and the audit events in audit.
 package caddymodule

@@ -21,8 +21,8 @@ import (
 	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/limit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
-	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
 func init() {
@@ -563,7 +563,7 @@ type exchange struct {
 	ip       netip.Addr // clientIP parsed; ipOK false if it did not parse or is a trusted proxy's own address standing in for a client IP header it could not read (unreadChain)
 	ipOK     bool
 	cred     policy.Credential // its scheme and, for Basic, user: never the secret
-	entry    tokenstore.Entry  // the token, once looked up
+	entry    storage.Entry     // the token, once looked up
 }
 
 // identify sets the token's identity placeholders. One provider serves
@@ -573,7 +573,7 @@ type exchange struct {
 // provider is made once per token and kept in identities, so that
 // accepting a request allocates nothing: an allocation was measured at a
 // fifth of the gate's cost under load.
-func identify(r *http.Request, e *tokenstore.Entry) {
+func identify(r *http.Request, e *storage.Entry) {
 	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if !ok {
 		return
@@ -612,7 +612,7 @@ type identity struct {
 // strings equal e's (compared in full, so a renamed token or one given to
 // another owner gets a new one; the same strings, as the index hands
 // out, compare by pointer), else a new one that replaces it.
-func (c *identityCache) provider(e *tokenstore.Entry) caddy.ReplacerFunc {
+func (c *identityCache) provider(e *storage.Entry) caddy.ReplacerFunc {
 	slot := &c.slots[(e.Key*0x9e3779b97f4a7c15)>>(64-identityCacheBits)]
 	if p := slot.Load(); p != nil && p.id == e.ID && p.name == e.Name && p.user == e.User {
 		return p.provide
@@ -673,7 +673,7 @@ func (h *Handler) protects(t requestPaths) bool {
 
 // authorize runs the checks a valid token must pass and returns every
 // refusal in order (only the first matters unless report_only).
-func (h *Handler) authorize(r *http.Request, t *requestPaths, e tokenstore.Entry, ip netip.Addr, ipOK bool, now time.Time) []refusal {
+func (h *Handler) authorize(r *http.Request, t *requestPaths, e storage.Entry, ip netip.Addr, ipOK bool, now time.Time) []refusal {
 	var out []refusal
 	forbid := func(reason policy.Reason) {
 		out = append(out, refusal{status: http.StatusForbidden, reason: reason})

@@ -13,7 +13,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/policy"
-	"github.com/apitoken/caddy-apitoken/tokenstore"
+	"github.com/apitoken/caddy-apitoken/storage"
 )
 
 // counterKey names one child of the request counter.
@@ -130,7 +130,7 @@ func (a *App) registerMetrics(ctx caddy.Context) {
 // the changes other processes make: its failures (since the store was
 // opened, which outlives reloads) and the age of the view the gate judges
 // tokens on, which past stale_after makes it answer 503.
-func storeCollectors(store *tokenstore.Store, now func() time.Time) []prometheus.Collector {
+func storeCollectors(store StoreHealth, now func() time.Time) []prometheus.Collector {
 	const ns, sub = "caddy", "api_tokens"
 	return []prometheus.Collector{
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -147,7 +147,7 @@ func storeCollectors(store *tokenstore.Store, now func() time.Time) []prometheus
 // tokenStateCollector reports the token counts by state at scrape time,
 // from the store's in-memory index.
 type tokenStateCollector struct {
-	store *tokenstore.Store
+	store StoreHealth
 	now   func() time.Time
 	desc  *prometheus.Desc
 }
@@ -156,7 +156,7 @@ func (c *tokenStateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.des
 
 func (c *tokenStateCollector) Collect(ch chan<- prometheus.Metric) {
 	counts := c.store.CountByState(c.now())
-	for _, s := range []tokenstore.State{tokenstore.StateActive, tokenstore.StateExpired, tokenstore.StateRevoked} {
+	for _, s := range []storage.State{storage.StateActive, storage.StateExpired, storage.StateRevoked} {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[s]), string(s))
 	}
 }

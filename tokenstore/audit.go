@@ -79,7 +79,8 @@ LIMIT ?10`
 // fields are stored as given (validating them is the caller's business),
 // but for ClientIP, stored unmapped (event.UnmapIP).
 // AppendAudit implements audit.EventWriter.
-func (s *Store) AppendAudit(ctx context.Context, events []event.Event) error {
+func (s *Store) AppendAudit(ctx context.Context, events []event.Event) (err error) {
+	defer classify(&err)
 	if len(events) == 0 {
 		return nil
 	}
@@ -103,7 +104,8 @@ func (s *Store) AppendAudit(ctx context.Context, events []event.Event) error {
 // fails part way, the chunks already deleted stay deleted, and the count
 // returned with the error says how many events that was. PruneAudit
 // implements audit.EventWriter.
-func (s *Store) PruneAudit(ctx context.Context, before time.Time) (int64, error) {
+func (s *Store) PruneAudit(ctx context.Context, before time.Time) (_ int64, err error) {
+	defer classify(&err)
 	n, err := s.deleteInChunks(ctx, pruneEvents, ceilMillis(before))
 	if err != nil {
 		return n, fmt.Errorf("pruning audit events before %s: %w", before.UTC().Format(time.RFC3339Nano), err)
@@ -165,12 +167,13 @@ var requestTypesJSON = func() string {
 // to the newest event beyond the bound as it was when the call began;
 // the count returned with an error says how many events went before it.
 // A negative keep is ErrInvalid. TrimAudit implements audit.EventWriter.
-func (s *Store) TrimAudit(ctx context.Context, keep int) (int64, error) {
+func (s *Store) TrimAudit(ctx context.Context, keep int) (_ int64, err error) {
+	defer classify(&err)
 	if keep < 0 {
 		return 0, fmt.Errorf("trimming audit events: %w: keep %d is negative", ErrInvalid, keep)
 	}
 	var cutoff int64
-	err := s.reader.QueryRowContext(ctx, selectTrimCutoff, requestTypesJSON, keep).Scan(&cutoff)
+	err = s.reader.QueryRowContext(ctx, selectTrimCutoff, requestTypesJSON, keep).Scan(&cutoff)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil // at most keep request events
 	}
@@ -193,7 +196,8 @@ func (s *Store) TrimAudit(ctx context.Context, keep int) (int64, error) {
 // no page returned is ErrInvalid. The strings of Types and Outcome are
 // matched as given: checking them against the known values is the caller's
 // business. Events is never nil.
-func (s *Store) QueryAudit(ctx context.Context, q event.Query) (event.Page, error) {
+func (s *Store) QueryAudit(ctx context.Context, q event.Query) (_ event.Page, err error) {
+	defer classify(&err)
 	limit, beforeID, err := pageBounds(q)
 	if err != nil {
 		return event.Page{}, fmt.Errorf("querying audit events: %w", err)

@@ -28,7 +28,8 @@ import (
 // memory, rules compiled, until it commits: split very large loads (over a
 // few hundred thousand tokens) into several calls. Every poller on the
 // file, this Store's own included, reads the batch's rows once.
-func (s *Store) CreateBatch(ctx context.Context, nts []NewToken) ([]Token, []string, error) {
+func (s *Store) CreateBatch(ctx context.Context, nts []NewToken) (_ []Token, _ []string, err error) {
+	defer classify(&err)
 	if len(nts) == 0 {
 		return []Token{}, []string{}, nil
 	}

@@ -27,7 +27,8 @@ ORDER BY t.expires_at, t.rowid`
 //
 // The mark belongs to the token's current expiry: Update with ExpiresAt set
 // and Rotate clear it, so a renewed token is warned about again.
-func (s *Store) ExpiringTokens(ctx context.Context, before time.Time) ([]Token, error) {
+func (s *Store) ExpiringTokens(ctx context.Context, before time.Time) (_ []Token, err error) {
+	defer classify(&err)
 	tx, err := s.reader.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("listing expiring tokens: %w", err)
@@ -53,7 +54,8 @@ func (s *Store) ExpiringTokens(ctx context.Context, before time.Time) ([]Token, 
 //
 // Marking bumps neither the tokens' seq nor their UpdatedAt: the mark is
 // bookkeeping, not a change to the token.
-func (s *Store) ClaimExpiring(ctx context.Context, before time.Time) ([]Token, error) {
+func (s *Store) ClaimExpiring(ctx context.Context, before time.Time) (_ []Token, err error) {
+	defer classify(&err)
 	tx, err := s.beginWrite(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("claiming expiry warnings: %w", err)

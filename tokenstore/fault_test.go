@@ -24,6 +24,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/faulttest"
+	"github.com/apitoken/caddy-apitoken/storage"
 )
 
 // auditByToken counts the stored audit events per token id and type.
@@ -371,7 +372,9 @@ func TestFaultOpenedReadOnly(t *testing.T) {
 				t.Errorf("Lookup on a read-only file: %+v %v", e, ok)
 			}
 			_, _, err := s.Revoke(ctx, tok.ID, nil)
-			if reason, ok := Unavailable(err); !ok || reason != "the database is read-only" {
+			// storage.Unavailable: the store wraps it, so that callers
+			// need not know SQLite's codes.
+			if reason, ok := storage.Unavailable(err); !ok || reason != "the database is read-only" {
 				t.Errorf("Revoke on a read-only file: %v (%q), want the database is read-only", err, reason)
 			}
 			if _, _, err := s.AddMember(ctx, "ops", "alice", nil); err == nil {

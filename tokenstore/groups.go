@@ -7,24 +7,10 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/policy"
 )
-
-// Member is one user's membership of a group.
-type Member struct {
-	Group   string
-	User    string    // as first given; users compare case-insensitively
-	AddedAt time.Time // UTC, millisecond precision
-}
-
-// GroupInfo describes a group that has members.
-type GroupInfo struct {
-	Name    string
-	Members int
-}
 
 // SQL for group_members.
 const (
@@ -53,7 +39,8 @@ const (
 // given) and Group filled in; if that fails, the user is not added. Once
 // added, *ev is the event as stored, ID included. If the user already was a
 // member, nothing changed: no event is stored and ev keeps ID 0.
-func (s *Store) AddMember(ctx context.Context, group, user string, ev *event.Event) (Member, bool, error) {
+func (s *Store) AddMember(ctx context.Context, group, user string, ev *event.Event) (_ Member, _ bool, err error) {
+	defer classify(&err)
 	if err := validateMember(group, user); err != nil {
 		return Member{}, false, fmt.Errorf("adding member to group: %w", err)
 	}
@@ -92,7 +79,8 @@ func (s *Store) AddMember(ctx context.Context, group, user string, ev *event.Eve
 // stored with the change as AddMember does, User being the spelling the
 // membership was stored with; if the user was no member, no event is
 // stored and ev keeps ID 0.
-func (s *Store) RemoveMember(ctx context.Context, group, user string, ev *event.Event) (bool, error) {
+func (s *Store) RemoveMember(ctx context.Context, group, user string, ev *event.Event) (_ bool, err error) {
+	defer classify(&err)
 	if err := validateMember(group, user); err != nil {
 		return false, fmt.Errorf("removing member from group: %w", err)
 	}
@@ -123,7 +111,8 @@ func (s *Store) RemoveMember(ctx context.Context, group, user string, ev *event.
 
 // Members returns the members of group sorted by user, ignoring case. The
 // slice is empty, never nil, for a group without members.
-func (s *Store) Members(ctx context.Context, group string) ([]Member, error) {
+func (s *Store) Members(ctx context.Context, group string) (_ []Member, err error) {
+	defer classify(&err)
 	if err := policy.ValidGroupName(group); err != nil {
 		return nil, fmt.Errorf("listing group members: %w: %w", ErrInvalid, err)
 	}
@@ -141,7 +130,8 @@ func (s *Store) Members(ctx context.Context, group string) ([]Member, error) {
 
 // Groups returns the groups that have members, sorted by name. The slice is
 // never nil.
-func (s *Store) Groups(ctx context.Context) ([]GroupInfo, error) {
+func (s *Store) Groups(ctx context.Context) (_ []GroupInfo, err error) {
+	defer classify(&err)
 	tx, err := s.reader.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("listing groups: %w", err)

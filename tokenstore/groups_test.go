@@ -95,7 +95,7 @@ func TestMembers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []GroupInfo{{"admins", 1}, {"eng", 3}, {"ops", 1}}
+		want := []GroupInfo{{Name: "admins", Members: 1}, {Name: "eng", Members: 3}, {Name: "ops", Members: 1}}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("Groups = %+v, want %+v", got, want)
 		}
@@ -145,7 +145,7 @@ func TestMembers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := []GroupInfo{{"eng", 2}}; !reflect.DeepEqual(got, want) {
+		if want := []GroupInfo{{Name: "eng", Members: 2}}; !reflect.DeepEqual(got, want) {
 			t.Errorf("Groups = %+v, want %+v", got, want)
 		}
 	})

@@ -6,42 +6,12 @@ import (
 	"database/sql"
 	"encoding/binary"
 	"fmt"
-	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/internal/keytable"
-	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/token"
 )
-
-// Entry is what Lookup knows about a token: enough for the gateway to decide,
-// nothing secret. The rules are parsed once, when the token's row is written
-// or read, and shared by every Entry for that version of the row, and by
-// those of every other token with the same rules: callers must not modify
-// AllowedIPs or the scope.
-type Entry struct {
-	ID string
-	// Key is ID read as a base-32 number (60 bits, token.Key), for maps
-	// kept per token such as limit.RateLimiter's: distinct ids that
-	// token.Parse accepts have distinct keys. An id it refuses (a row
-	// written by other means) has Key 0, as does the id of twelve "a"s.
-	Key       uint64
-	User      string
-	UserKey   string // strings.ToLower(User), for policy.Holders.Check and GroupsOf
-	Name      string
-	ExpiresAt time.Time // zero: never expires
-	Revoked   bool
-
-	AllowedIPs []netip.Prefix        // nil: any client address (policy.CheckIP)
-	Scope      *policy.CompiledScope // nil: unrestricted
-	RateLimit  policy.Rate           // zero: none set, the gate's default applies
-}
-
-// State returns the entry's state at now, as Token.State does.
-func (e Entry) State(now time.Time) State {
-	return state(e.Revoked, e.ExpiresAt, now)
-}
 
 // The index keeps every token, revoked ones included, for Lookup. It is laid
 // out for traffic spread over many tokens, where each token's own data is a

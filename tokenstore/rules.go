@@ -153,8 +153,8 @@ func parsePatchRules(p Patch) (rules, error) {
 			return rules{}, fmt.Errorf("%w: allowed_ips: %w", ErrInvalid, err)
 		}
 	}
-	if p.setsScope() {
-		if r.scope, r.compiled.scope, err = parseScope(p.applyScope(policy.Scope{})); err != nil {
+	if setsScope(p) {
+		if r.scope, r.compiled.scope, err = parseScope(applyScope(p, policy.Scope{})); err != nil {
 			return rules{}, fmt.Errorf("%w: scope: %w", ErrInvalid, err)
 		}
 	}
@@ -179,8 +179,8 @@ func (rec *record) patchRules(p Patch, r rules) error {
 	if p.AllowedIPs != nil {
 		rec.AllowedIPs, rec.rules.prefixes = r.allowedIPs, r.prefixes
 	}
-	if p.setsScope() {
-		scope, compiled, err := parseScope(p.applyScope(rec.Scope))
+	if setsScope(p) {
+		scope, compiled, err := parseScope(applyScope(p, rec.Scope))
 		if err != nil {
 			return fmt.Errorf("%w: scope: %w", ErrInvalid, err)
 		}

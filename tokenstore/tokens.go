@@ -110,7 +110,8 @@ func newRecord(nt NewToken, parsed rules, now time.Time) (record, string, error)
 // creation time), TokenID and User; if that fails, no token is created.
 // Once the token is stored, *ev is the event as stored, ID included. The
 // other write methods treat ev the same way.
-func (s *Store) Create(ctx context.Context, nt NewToken, ev *event.Event) (Token, string, error) {
+func (s *Store) Create(ctx context.Context, nt NewToken, ev *event.Event) (_ Token, _ string, err error) {
+	defer classify(&err)
 	if nt.Prefix == "" {
 		nt.Prefix = token.DefaultPrefix
 	}
@@ -148,7 +149,8 @@ func (s *Store) Create(ctx context.Context, nt NewToken, ev *event.Event) (Token
 }
 
 // Get returns the token with the given id, or ErrNotFound.
-func (s *Store) Get(ctx context.Context, id string) (Token, error) {
+func (s *Store) Get(ctx context.Context, id string) (_ Token, err error) {
+	defer classify(&err)
 	if !token.ValidID(id) {
 		return Token{}, fmt.Errorf("getting token %q: %w", id, ErrNotFound)
 	}
@@ -165,7 +167,8 @@ func (s *Store) Get(ctx context.Context, id string) (Token, error) {
 }
 
 // List returns the tokens that match f, newest first. The slice is never nil.
-func (s *Store) List(ctx context.Context, f Filter) ([]Token, error) {
+func (s *Store) List(ctx context.Context, f Filter) (_ []Token, err error) {
+	defer classify(&err)
 	if err := validateFilter(f); err != nil {
 		return nil, fmt.Errorf("listing tokens: %w", err)
 	}
@@ -190,7 +193,8 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Token, error) {
 // A Patch that sets ExpiresAt, even to the same time, clears the expiry
 // warning mark (see ClaimExpiring): a renewed token warns again. ev is
 // stored with the change, as Create does.
-func (s *Store) Update(ctx context.Context, id string, p Patch, ev *event.Event) (Token, error) {
+func (s *Store) Update(ctx context.Context, id string, p Patch, ev *event.Event) (_ Token, err error) {
+	defer classify(&err)
 	parsed, err := validatePatch(p)
 	if err != nil {
 		return Token{}, fmt.Errorf("updating token %q: %w", id, err)
@@ -244,7 +248,8 @@ func (s *Store) Update(ctx context.Context, id string, p Patch, ev *event.Event)
 // false: no audit event is stored then, and ev is left as it was. Otherwise
 // ev is stored with the change, as Create does. Of concurrent calls for one
 // token, exactly one reports true.
-func (s *Store) Revoke(ctx context.Context, id string, ev *event.Event) (Token, bool, error) {
+func (s *Store) Revoke(ctx context.Context, id string, ev *event.Event) (_ Token, _ bool, err error) {
+	defer classify(&err)
 	if !token.ValidID(id) {
 		return Token{}, false, fmt.Errorf("revoking token %q: %w", id, ErrNotFound)
 	}
@@ -285,7 +290,8 @@ func (s *Store) Revoke(ctx context.Context, id string, ev *event.Event) (Token, 
 // User set to user as given, TokenID empty and Count the number of tokens
 // revoked, otherwise as Create does. When there was nothing to revoke,
 // nothing changed and, as with Revoke, no event is stored (ev keeps ID 0).
-func (s *Store) RevokeUser(ctx context.Context, user string, ev *event.Event) ([]Token, error) {
+func (s *Store) RevokeUser(ctx context.Context, user string, ev *event.Event) (_ []Token, err error) {
+	defer classify(&err)
 	if err := validateUser(user); err != nil {
 		return nil, fmt.Errorf("revoking tokens of user: %w", err)
 	}
@@ -326,7 +332,8 @@ func (s *Store) RevokeUser(ctx context.Context, user string, ev *event.Event) ([
 // means token.DefaultPrefix. Rotating clears the expiry warning mark (see
 // ClaimExpiring), so the token warns again before it expires. ev is stored
 // with the change, as Create does.
-func (s *Store) Rotate(ctx context.Context, id, prefix string, ev *event.Event) (Token, string, error) {
+func (s *Store) Rotate(ctx context.Context, id, prefix string, ev *event.Event) (_ Token, _ string, err error) {
+	defer classify(&err)
 	if prefix == "" {
 		prefix = token.DefaultPrefix
 	}

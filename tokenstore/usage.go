@@ -36,7 +36,8 @@ use_count = excluded.use_count, recent_ips = excluded.recent_ips`
 // Deltas for ids that name no token are skipped. A negative Count is
 // ErrInvalid, and nothing is stored. Usage does not bump a token's seq or
 // UpdatedAt. FlushUsage implements audit.UsageWriter.
-func (s *Store) FlushUsage(ctx context.Context, deltas []event.Usage) error {
+func (s *Store) FlushUsage(ctx context.Context, deltas []event.Usage) (err error) {
+	defer classify(&err)
 	for _, d := range deltas {
 		if d.Count < 0 {
 			return fmt.Errorf("flushing token usage: %w: token %s: count %d is negative", ErrInvalid, d.TokenID, d.Count)

@@ -29,14 +29,16 @@ type rule struct {
 const caddy = "github.com/caddyserver/caddy"
 
 // rules, keyed by the package's path in the module, are the layers the
-// README describes: the decisions, the limits and the audit event types
-// depend on nothing outside the standard library; the store keeps zap
-// out (and the audit sinks, which bring it). On top of its own rule every
+// README describes: the decisions, the limits, the audit event types and
+// the records every token store shares (storage, which reaches no
+// backend) depend on nothing outside the standard library; the store keeps
+// zap out (and the audit sinks, which bring it). On top of its own rule every
 // package but mayImportCaddy must not reach Caddy.
 var rules = map[string]rule{
 	"policy":     {stdlibOnly: true},
 	"event":      {stdlibOnly: true},
 	"limit":      {stdlibOnly: true},
+	"storage":    {stdlibOnly: true, forbidden: []string{module + "/tokenstore"}},
 	"tokenstore": {forbidden: []string{"go.uber.org/zap", module + "/audit", module + "/caddymodule"}},
 	"audit":      {forbidden: []string{module + "/caddymodule", module + "/tokenstore"}},
 }
