@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/policy"
@@ -378,7 +379,7 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("realm %q: must not contain quotes, backslashes or line breaks", h.Realm)
 	}
 	if h.Header != "" {
-		if !validHeaderName(h.Header) {
+		if !httpguts.ValidHeaderFieldName(h.Header) {
 			return fmt.Errorf("header %q: not a valid header field name", h.Header)
 		}
 		if strings.EqualFold(h.Header, "Authorization") {
@@ -386,7 +387,7 @@ func (h *Handler) Validate() error {
 		}
 	}
 	if h.UserHeader != "" {
-		if !validHeaderName(h.UserHeader) {
+		if !httpguts.ValidHeaderFieldName(h.UserHeader) {
 			return fmt.Errorf("user_header %q: not a valid header field name", h.UserHeader)
 		}
 		if strings.EqualFold(h.UserHeader, "Authorization") || strings.EqualFold(h.UserHeader, h.Header) {
@@ -1356,20 +1357,6 @@ func hostOnly(hostport string) string {
 		return host
 	}
 	return hostport
-}
-
-// validHeaderName reports whether s is an RFC 9110 field name (a token).
-func validHeaderName(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return s != ""
 }
 
 // Interface guards
