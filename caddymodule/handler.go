@@ -20,6 +20,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/apitoken/caddy-apitoken/audit"
+	"github.com/apitoken/caddy-apitoken/internal/keytable"
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
@@ -612,7 +613,7 @@ type identity struct {
 // another owner gets a new one; the same strings, as the index hands
 // out, compare by pointer), else a new one that replaces it.
 func (c *identityCache) provider(e *tokenstore.Entry) caddy.ReplacerFunc {
-	slot := &c.slots[(e.Key*0x9e3779b97f4a7c15)>>(64-identityCacheBits)]
+	slot := &c.slots[keytable.Hash(e.Key)>>(64-identityCacheBits)]
 	if p := slot.Load(); p != nil && p.id == e.ID && p.name == e.Name && p.user == e.User {
 		return p.provide
 	}
