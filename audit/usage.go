@@ -79,10 +79,10 @@ func NewUsageTracker(maxTokens int) *UsageTracker {
 	return &UsageTracker{max: int64(maxTokens), kick: make(chan struct{}, 1)}
 }
 
-// shard returns the index of key's shard: the top bits of key times 2^64/φ
-// (Fibonacci hashing), so that keys counting up spread too.
+// shard returns the index of key's shard: the top bits of its hash, so
+// that keys counting up spread too.
 func shard(key uint64) int {
-	return int((key * 0x9e3779b97f4a7c15) >> (64 - usageShardBits))
+	return int(keytable.Hash(key) >> (64 - usageShardBits))
 }
 
 // Used records one use at now of the token tokenID, which key stands for

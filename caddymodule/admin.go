@@ -8,15 +8,15 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"reflect"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
-	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/event"
@@ -649,225 +649,59 @@ func pathParts(r *http.Request, prefix string) ([]string, error) {
 	return parts, nil
 }
 
-// maxJSONDepth bounds the nesting of an admin request body. Its object
-// holds strings, booleans and lists of strings: two levels.
-const maxJSONDepth = 16
-
 // decodeBody reads one JSON object into v, strictly. The body is read
 // whole first, so that its size is judged before its content: over
-// maxBodyBytes is 413, however it starts. Then each of these is a 400
-// naming the problem: not UTF-8, a byte order mark, a lone surrogate
-// escape (encoding/json would turn these three into U+FFFD silently), not
-// one JSON object, data after it, nesting deeper than maxJSONDepth, a key
-// that is not exactly the name of a field of v (encoding/json would also
-// take "User" or "uſer" for "user"), a key given twice, a null value, or
-// a value of the wrong type.
+// maxBodyBytes is 413, however it starts. Then it is decoded by
+// go-json-experiment/json (the proposed encoding/json/v2), whose defaults
+// already refuse what encoding/json lets through: invalid UTF-8 and lone
+// surrogate escapes (v1 turns them into U+FFFD silently), a key that is
+// not exactly a field's name (v1 also takes "User" or "uſer" for
+// "user"), a key given twice (v1 takes the last), and data after the
+// object. RejectUnknownMembers refuses unknown fields. What it lacks is
+// added here: an empty body and a byte order mark get their own message,
+// and a null anywhere is refused (refuseNull). Each problem is a 400
+// naming the field and the byte offset (bodyError).
 //
-// Duplicate keys are refused, although encoding/json, and Caddy's own
-// admin API, take the last one: a proxy, log or review tool that reads the
-// first would see another request than the one applied, e.g. another
-// owner for the token. Nulls are refused because in a PATCH they would
-// read as "leave unchanged" to encoding/json and as "clear" to many
-// clients: omit a field to leave it, give [] or "" to clear it.
+// Duplicate keys are refused, although Caddy's own admin API takes the
+// last one: a proxy, log or review tool that reads the first would see
+// another request than the one applied, e.g. another owner for the
+// token. Nulls are refused because in a PATCH they would read as "leave
+// unchanged" to the decoder and as "clear" to many clients: omit a field
+// to leave it, give [] or "" to clear it.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		return bodyError(err)
 	}
-	fields := make(map[string]bool)
-	jsonFields(reflect.TypeOf(v).Elem(), fields)
-	if err := checkBody(body, fields); err != nil {
-		return err
+	if len(bytes.TrimLeft(body, " \t\r\n")) == 0 {
+		return badRequest(errors.New("request body is empty: a JSON object is required"))
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return bodyError(err)
-	}
-	return nil
-}
-
-// checkBody checks what encoding/json lets through, as decodeBody says,
-// and answers a 400 for the first problem.
-func checkBody(body []byte, fields map[string]bool) error {
 	if bytes.HasPrefix(body, []byte("\xef\xbb\xbf")) {
 		return badRequest(errors.New("request body starts with a UTF-8 byte order mark: send the JSON without it"))
 	}
-	if !utf8.Valid(body) {
-		return badRequest(fmt.Errorf("request body is not valid UTF-8 (at byte %d)", invalidUTF8At(body)))
-	}
-	if at, ok := loneSurrogate(body); !ok {
-		return badRequest(fmt.Errorf("request body has a lone UTF-16 surrogate escape (%s at byte %d): strings must be valid Unicode", body[at:at+6], at))
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	tok, err := dec.Token()
-	if err != nil {
+	if err := jsonv2.Unmarshal(body, v, jsonv2.RejectUnknownMembers(true), refuseNull); err != nil {
 		return bodyError(err)
-	}
-	if tok != json.Delim('{') {
-		return badRequest(fmt.Errorf("request body must be a JSON object, got %s", jsonKind(tok)))
-	}
-	seen := make(map[string]bool)
-	for dec.More() {
-		tok, err := nextToken(dec)
-		if err != nil {
-			return bodyError(err)
-		}
-		key, _ := tok.(string)
-		switch {
-		case !fields[key]:
-			return badRequest(fmt.Errorf("unknown field %.64q", key))
-		case seen[key]:
-			return badRequest(fmt.Errorf("duplicate key %.64q: give each field once", key))
-		}
-		seen[key] = true
-		if err := checkValue(dec, key); err != nil {
-			return err
-		}
-	}
-	if _, err := nextToken(dec); err != nil { // the closing brace
-		return bodyError(err)
-	}
-	end := dec.InputOffset()
-	if _, err := dec.Token(); err != io.EOF {
-		return badRequest(fmt.Errorf("unexpected data after the JSON object, which ends at byte %d", end))
 	}
 	return nil
 }
 
-// checkValue reads the value of field key from dec, refusing nulls in it
-// and nesting deeper than maxJSONDepth.
-func checkValue(dec *json.Decoder, key string) error {
-	depth := 1 // the body's object
-	for {
-		tok, err := nextToken(dec)
-		if err != nil {
-			return bodyError(err)
-		}
-		switch tok {
-		case nil:
-			return badRequest(fmt.Errorf("field %q: null is not allowed (omit the field to leave it unset, or give [] or \"\" to clear it)", key))
-		case json.Delim('['), json.Delim('{'):
-			if depth++; depth > maxJSONDepth {
-				return badRequest(fmt.Errorf("field %q: JSON nested deeper than %d levels", key, maxJSONDepth))
-			}
-		case json.Delim(']'), json.Delim('}'):
-			depth--
-		}
-		if depth == 1 {
-			return nil
-		}
-	}
-}
+// errNull is the error refuseNull reports for a JSON null.
+var errNull = errors.New("null is not allowed")
 
-// nextToken is dec.Token inside the body's object, where the end of the
-// input is never the end of the body.
-func nextToken(dec *json.Decoder) (json.Token, error) {
-	tok, err := dec.Token()
-	if err == io.EOF {
-		err = io.ErrUnexpectedEOF
+// refuseNull makes the decoder refuse a JSON null wherever it appears
+// (the library would store a zero value); every other value is left to
+// the default decoding.
+var refuseNull = jsonv2.WithUnmarshalers(jsonv2.UnmarshalFromFunc(func(dec *jsontext.Decoder, _ any) error {
+	if dec.PeekKind() == 'n' {
+		return errNull
 	}
-	return tok, err
-}
+	return errors.ErrUnsupported
+}))
 
-// jsonFields adds the JSON names of the fields of struct type t to names,
-// with those of embedded structs, as encoding/json sees them.
-func jsonFields(t reflect.Type, names map[string]bool) {
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		switch {
-		case f.Anonymous && f.Type.Kind() == reflect.Struct && name == "":
-			jsonFields(f.Type, names)
-		case !f.IsExported() || name == "-":
-		case name == "":
-			names[f.Name] = true
-		default:
-			names[name] = true
-		}
-	}
-}
-
-// jsonKind names the JSON value that starts with tok.
-func jsonKind(tok json.Token) string {
-	switch tok.(type) {
-	case nil:
-		return "null"
-	case bool:
-		return "a boolean"
-	case float64, json.Number:
-		return "a number"
-	case string:
-		return "a string"
-	}
-	return "an array"
-}
-
-// invalidUTF8At returns the offset of the first byte of b that is not
-// part of valid UTF-8.
-func invalidUTF8At(b []byte) int {
-	for i := 0; i < len(b); {
-		r, size := utf8.DecodeRune(b[i:])
-		if r == utf8.RuneError && size == 1 {
-			return i
-		}
-		i += size
-	}
-	return len(b)
-}
-
-// loneSurrogate looks through the strings of a JSON text for a \u escape
-// of a UTF-16 surrogate that is not half of a pair, which encoding/json
-// would decode as U+FFFD, and returns its offset and false if it finds one.
-// Malformed escapes are left to the JSON parser.
-func loneSurrogate(b []byte) (int, bool) {
-	inString := false
-	for i := 0; i < len(b); i++ {
-		switch {
-		case b[i] == '"':
-			inString = !inString
-		case !inString || b[i] != '\\':
-		case i+1 < len(b) && b[i+1] == 'u':
-			r, ok := hex4(b, i+2)
-			switch {
-			case !ok || !utf16.IsSurrogate(r):
-			case r >= 0xdc00: // a low half first
-				return i, false
-			default: // a high half: the low one must follow
-				low, ok := hex4(b, i+8)
-				if i+7 >= len(b) || b[i+6] != '\\' || b[i+7] != 'u' || !ok || low < 0xdc00 || low > 0xdfff {
-					return i, false
-				}
-				i += 6
-			}
-			i += 5
-		default:
-			i++ // an escaped quote or backslash
-		}
-	}
-	return 0, true
-}
-
-// hex4 reads four hex digits at b[i:], if there are.
-func hex4(b []byte, i int) (rune, bool) {
-	if i+4 > len(b) {
-		return 0, false
-	}
-	var r rune
-	for _, c := range b[i : i+4] {
-		switch {
-		case '0' <= c && c <= '9':
-			r = r<<4 | rune(c-'0')
-		case 'a' <= c && c <= 'f':
-			r = r<<4 | rune(c-'a'+10)
-		case 'A' <= c && c <= 'F':
-			r = r<<4 | rune(c-'A'+10)
-		default:
-			return 0, false
-		}
-	}
-	return r, true
+// jsonKinds names the kinds of JSON value.
+var jsonKinds = map[jsontext.Kind]string{
+	'n': "null", 'f': "boolean", 't': "boolean", '"': "string", '0': "number", '{': "object", '[': "array",
 }
 
 // checkDescription refuses control characters in a description, but for
@@ -895,30 +729,74 @@ func decodeEmptyBody(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// bodyError turns a JSON decoding error into a 400 (or 413) naming what is
-// wrong.
+// bodyError turns an error reading or decoding a body into a 400 (or 413)
+// naming what is wrong and where: the field (the first token of the
+// error's JSON pointer, with the full pointer if the problem is deeper)
+// and the byte offset.
 func bodyError(err error) error {
 	var maxErr *http.MaxBytesError
-	var typeErr *json.UnmarshalTypeError
-	var synErr *json.SyntaxError
+	var semErr *jsonv2.SemanticError
+	var synErr *jsontext.SyntacticError
 	switch {
 	case errors.As(err, &maxErr):
 		return caddy.APIError{HTTPStatus: http.StatusRequestEntityTooLarge,
 			Err: fmt.Errorf("request body larger than %d bytes", maxErr.Limit)}
-	case errors.Is(err, io.EOF):
-		return badRequest(errors.New("request body is empty: a JSON object is required"))
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return badRequest(errors.New("malformed JSON: unexpected end of input"))
-	case errors.As(err, &typeErr):
-		return badRequest(fmt.Errorf("field %q: expected %s, got JSON %s", typeErr.Field, typeErr.Type, typeErr.Value))
+	case errors.As(err, &semErr):
+		field := jsonField(semErr.JSONPointer)
+		switch {
+		case semErr.Err == jsonv2.ErrUnknownName:
+			return badRequest(fmt.Errorf("unknown field %.64q", semErr.JSONPointer.LastToken()))
+		case semErr.JSONPointer == "" && semErr.Err == errNull:
+			return badRequest(errors.New("request body must be a JSON object, got null"))
+		case semErr.JSONPointer == "":
+			return badRequest(fmt.Errorf("request body must be a JSON object, got %s", article(jsonKinds[semErr.JSONKind])))
+		case semErr.Err == errNull:
+			return badRequest(fmt.Errorf("field %s: null is not allowed (omit the field to leave it unset, or give [] or \"\" to clear it)", field))
+		case semErr.GoType != nil && semErr.Err == nil:
+			return badRequest(fmt.Errorf("field %s: expected %s, got JSON %s", field, semErr.GoType, jsonKinds[semErr.JSONKind]))
+		}
+		return badRequest(fmt.Errorf("field %s: %v", field, semErr.Err))
 	case errors.As(err, &synErr):
-		return badRequest(fmt.Errorf("malformed JSON at byte %d: %v", synErr.Offset, synErr))
+		switch {
+		case synErr.Err == jsontext.ErrDuplicateName:
+			return badRequest(fmt.Errorf("duplicate key %.64q: give each field once", synErr.JSONPointer.LastToken()))
+		case errors.Is(synErr.Err, io.ErrUnexpectedEOF):
+			return badRequest(errors.New("malformed JSON: unexpected end of input"))
+		case synErr.JSONPointer != "":
+			return badRequest(fmt.Errorf("malformed JSON in field %s: %v (at byte %d)", jsonField(synErr.JSONPointer), synErr.Err, synErr.ByteOffset))
+		}
+		return badRequest(fmt.Errorf("malformed JSON at byte %d: %v", synErr.ByteOffset, synErr.Err))
 	}
-	msg := err.Error()
-	if field, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-		return badRequest(fmt.Errorf("unknown field %s", field))
+	return badRequest(fmt.Errorf("malformed JSON: %v", err))
+}
+
+// jsonField names the top-level field a JSON pointer is in, quoted, with
+// the whole pointer (cut to 64 bytes) when it points deeper.
+func jsonField(p jsontext.Pointer) string {
+	top, rest := "", ""
+	for tok := range p.Tokens() {
+		if top == "" {
+			top = tok
+		} else {
+			rest = string(p)
+			break
+		}
 	}
-	return badRequest(fmt.Errorf("malformed JSON: %s", strings.TrimPrefix(msg, "json: ")))
+	if rest == "" {
+		return fmt.Sprintf("%.64q", top)
+	}
+	return fmt.Sprintf("%.64q (at %.64q)", top, rest)
+}
+
+// article puts "a" or "an" before a noun.
+func article(noun string) string {
+	if noun == "null" {
+		return noun
+	}
+	if strings.ContainsRune("aeiou", rune(noun[0])) {
+		return "an " + noun
+	}
+	return "a " + noun
 }
 
 // storeError maps the store's sentinel errors onto admin API errors.

@@ -435,7 +435,7 @@ func TestAdminAPI(t *testing.T) {
 			{"empty body", "POST", "/api_tokens/tokens", ``, 400, "request body is empty"},
 			{"unknown field", "POST", "/api_tokens/tokens", `{"user":"x","name":"n","scopes":[]}`, 400, `unknown field \"scopes\"`},
 			{"wrong type", "POST", "/api_tokens/tokens", `{"user":1,"name":"n"}`, 400, `field \"user\"`},
-			{"trailing data", "POST", "/api_tokens/tokens", `{"user":"x","name":"n"} {}`, 400, "unexpected data"},
+			{"trailing data", "POST", "/api_tokens/tokens", `{"user":"x","name":"n"} {}`, 400, "after top-level value"},
 			{"empty user", "POST", "/api_tokens/tokens", `{"user":"","name":"n"}`, 400, "user"},
 			{"user with colon", "POST", "/api_tokens/tokens", `{"user":"a:b","name":"n"}`, 400, "user"},
 			{"empty name", "POST", "/api_tokens/tokens", `{"user":"x","name":""}`, 400, "name"},

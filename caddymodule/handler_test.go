@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/apitoken/caddy-apitoken/event"
+	"github.com/apitoken/caddy-apitoken/internal/keytable"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/limit"
 	"github.com/apitoken/caddy-apitoken/policy"
@@ -474,7 +475,7 @@ func TestIdentityPlaceholders(t *testing.T) {
 // get their own identity, whichever came last.
 func TestIdentityCacheCollision(t *testing.T) {
 	c := new(identityCache)
-	slotOf := func(key uint64) uint64 { return (key * 0x9e3779b97f4a7c15) >> (64 - identityCacheBits) }
+	slotOf := func(key uint64) uint64 { return keytable.Hash(key) >> (64 - identityCacheBits) }
 	a := tokenstore.Entry{Key: 12345, ID: "aaaaaaaaaaab", Name: "one", User: "alice"}
 	b := tokenstore.Entry{Key: a.Key + 1, ID: "aaaaaaaaaaac", Name: "two", User: "bob"}
 	for slotOf(b.Key) != slotOf(a.Key) {

@@ -71,7 +71,7 @@ func NewRateLimiter(maxKeys int) *RateLimiter {
 // shard returns key's shard. Fibonacci hashing spreads any keys, random
 // or counted up, over the shards by the key's bits.
 func (l *RateLimiter) shard(key uint64) *rateShard {
-	return &l.shards[(key*0x9e3779b97f4a7c15)>>l.shift&uint64(len(l.shards)-1)]
+	return &l.shards[keytable.Hash(key)>>l.shift&uint64(len(l.shards)-1)]
 }
 
 // Allow reports whether a request for key at now fits the rate r and, if

@@ -124,6 +124,19 @@ func SplitAuthorization(v string) (Scheme, string, error) {
 const basicBufferLen = 512
 
 // BasicBuffer is room for a decoded Basic credential, for DecodeBasic.
+//
+// Contract: the user and secret strings DecodeBasic returns are views of
+// the buffer, not copies (unsafe.String). They are valid only until the
+// buffer is next written, cleared or handed to anyone else (put back in a
+// pool); whoever holds the buffer owns them, and must copy
+// (strings.Clone) any part it keeps longer, and must not let them reach
+// anything that outlives its use of the buffer: a log field, an audit
+// event, a map, another goroutine. The secret is in the buffer: clear
+// what DecodeBasic wrote before the buffer is reused or dropped.
+// DecodeBasic with a stack buffer in one function's frame is the simple
+// safe case (ParseAuthorization); a pooled buffer is what the gate uses,
+// as an allocation per request costs it more
+// (BenchmarkServeHTTP/tokens=1000/valid_basic).
 type BasicBuffer [basicBufferLen]byte
 
 // DecodeBasic decodes the parameter of a Basic credential as

@@ -305,25 +305,6 @@ func TestExpiresInMillis(t *testing.T) {
 	}
 }
 
-func TestEqualHash(t *testing.T) {
-	var a [32]byte
-	for i := range a {
-		a[i] = byte(i*37 + 1)
-	}
-	if !equalHash(&a, &a) {
-		t.Error("a hash differs from itself")
-	}
-	for i := range a {
-		for _, bit := range []byte{1, 0x80} {
-			b := a
-			b[i] ^= bit
-			if equalHash(&a, &b) {
-				t.Errorf("hashes differing in byte %d (bit %#x) compare equal", i, bit)
-			}
-		}
-	}
-}
-
 // TestRulesShareAllowedIPs: interning must not let a caller's append to
 // one token's AllowedIPs reach another's.
 func TestRulesShareAllowedIPs(t *testing.T) {

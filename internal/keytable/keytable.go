@@ -61,11 +61,18 @@ func slotsFor(n int) int {
 	return size
 }
 
-// home returns the slot at which key's probe starts. Fibonacci hashing
-// (key times 2^64/φ, top bits) spreads keys that count up as well as
-// random ones.
+// Hash is the multiplicative (Fibonacci) hash of key: key times 2^64/φ.
+// Its top bits, Hash(key) >> (64 - bits), pick one of 2^bits slots or
+// shards, spreading keys that count up as well as random ones; its low
+// bits are poor. Every table and sharded structure keyed by a uint64
+// uses it.
+func Hash(key uint64) uint64 {
+	return key * 0x9e3779b97f4a7c15
+}
+
+// home returns the slot at which key's probe starts.
 func (t *Table[V]) home(key uint64) int {
-	return int((key * 0x9e3779b97f4a7c15) >> t.shift)
+	return int(Hash(key) >> t.shift)
 }
 
 // find returns the index of key's slot, or of the empty slot where it
