@@ -29,8 +29,7 @@ const DefaultRateLimiterMaxKeys = 1_000_000
 // as never seen, so forgetting it loses nothing), else the one closest to
 // idle, which then gets a fresh burst. A key takes 16 bytes in its shard's
 // table, which is between three eighths and three quarters full, and 8 in
-// the list of keys: 42 bytes in all, measured at a million (46 with Go
-// maps), so a full default limiter holds some 42 MB. The bound is for
+// the list of keys, so a full default limiter holds a few tens of MB. The bound is for
 // safety: call Allow only for authenticated tokens, so that clients cannot
 // make up keys.
 type RateLimiter struct {

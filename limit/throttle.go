@@ -95,9 +95,9 @@ type ThrottleConfig struct {
 // oldest on a tie), and only if every inspected entry is blocked, the one
 // whose cool-down ends first. To unblock a client by eviction an attacker
 // must therefore first get a shard's worth of other networks blocked,
-// MaxFailures failures each. An entry takes 84 bytes including the index,
-// before and after long churn (measured at the default bound; 77 to 112
-// with Go maps), so the default bound costs under 10 MB.
+// MaxFailures failures each. An entry and its place in the index take
+// under a hundred bytes, before and after long churn, so the default bound
+// costs under 10 MB.
 type Throttle struct {
 	maxFailures int32 // per address and user; < 0: disabled
 	maxPerAddr  int32 // per address
@@ -399,8 +399,8 @@ func (s *throttleShard) insert(k throttleKey, now, window int64) int32 {
 		return i
 	}
 	// The clock hand inspects entries from s.hand on, stopping at the
-	// first of rank 0. It wraps by comparison rather than %: a division
-	// per entry was a fifth of the cost of a new client in a flood.
+	// first of rank 0. It wraps by comparison rather than %, which would
+	// divide once per entry inspected (BenchmarkThrottleFailFlood).
 	victim, vrank := s.hand, s.entries[s.hand].rank(now, window)
 	i, scanned := s.hand, 1
 	for ; vrank != 0 && scanned < min(throttleScan, len(s.entries)); scanned++ {
