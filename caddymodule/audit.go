@@ -14,6 +14,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/event"
+	"github.com/apitoken/caddy-apitoken/storage"
 )
 
 // AuditConfig configures the audit trail of the api_tokens app.
@@ -264,6 +265,45 @@ func (st *auditState) emit(ctx caddy.Context, name string, data map[string]any) 
 	if st != nil && st.events != nil && st.events.ShouldEmit(name) {
 		st.events.Emit(ctx, name, data)
 	}
+}
+
+// emit sends the Caddy event name with data, if a handler subscribes to
+// it; for changes made outside a request (the admin API).
+func (a *App) emit(name string, data map[string]any) {
+	a.auditState.emit(a.auditState.ctx, name, data)
+}
+
+// pendingUsage returns the use of the token with this key counted since
+// the last flush, which the store does not have yet.
+func (a *App) pendingUsage(key uint64) (event.Usage, bool) {
+	if a.auditState == nil {
+		return event.Usage{}, false
+	}
+	return a.auditState.usage.Pending(key)
+}
+
+// inTx returns ev for the store to write in the change's transaction, or
+// nil if admin events are not stored.
+func (app *App) inTx(ev *event.Event) *event.Event {
+	if app.auditState.recorder.StoresAdmin() {
+		return ev
+	}
+	return nil
+}
+
+// adminDone logs a completed admin change (the store has already written
+// it, if it is stored), filling in what the store would have.
+func (app *App) adminDone(ev *event.Event, tok storage.Token) {
+	if ev.Time.IsZero() {
+		ev.Time = app.now()
+	}
+	if ev.TokenID == "" {
+		ev.TokenID = tok.ID
+	}
+	if ev.User == "" {
+		ev.User = tok.User
+	}
+	app.auditState.recorder.Admin(*ev)
 }
 
 // used notes a successful use of a token (its Entry.Key and ID) from the
