@@ -49,10 +49,12 @@ type Token struct {
 // State returns the token's state at now. A token expires at ExpiresAt
 // exactly: from that instant on it is StateExpired.
 func (t Token) State(now time.Time) State {
-	return state(!t.RevokedAt.IsZero(), t.ExpiresAt, now)
+	return StateAt(!t.RevokedAt.IsZero(), t.ExpiresAt, now)
 }
 
-func state(revoked bool, expiresAt, now time.Time) State {
+// StateAt is the state at now of a token that is revoked or not and
+// expires at expiresAt (never if zero).
+func StateAt(revoked bool, expiresAt, now time.Time) State {
 	switch {
 	case revoked:
 		return StateRevoked
@@ -133,7 +135,7 @@ type Entry struct {
 
 // State returns the entry's state at now, as Token.State does.
 func (e Entry) State(now time.Time) State {
-	return state(e.Revoked, e.ExpiresAt, now)
+	return StateAt(e.Revoked, e.ExpiresAt, now)
 }
 
 // Member is one user's membership of a group.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/internal/keytable"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 )
 
@@ -210,7 +211,7 @@ func (s *Store) CountByState(now time.Time) map[State]int {
 	defer ix.mu.RUnlock()
 	for pos := range ix.n {
 		e, _ := ix.at(pos)
-		counts[state(e.shared.Revoked, fromMillis(e.expires), now)]++
+		counts[storage.StateAt(e.shared.Revoked, fromMillis(e.expires), now)]++
 	}
 	return counts
 }
