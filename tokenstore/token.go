@@ -3,7 +3,6 @@ package tokenstore
 import (
 	"fmt"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -17,18 +16,6 @@ const (
 	maxNameLen        = 128
 	maxDescriptionLen = 1024
 )
-
-// state is a token's state at now (see storage.Token.State).
-func state(revoked bool, expiresAt, now time.Time) State {
-	switch {
-	case revoked:
-		return StateRevoked
-	case !expiresAt.IsZero() && !now.Before(expiresAt):
-		return StateExpired
-	default:
-		return StateActive
-	}
-}
 
 // setsScope reports whether p changes any of the scope's fields.
 func setsScope(p Patch) bool {

@@ -1,0 +1,51 @@
+package tokenindex
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// TestEntryLayout: an entry is one cache line, and chunks keep every entry
+// on one.
+func TestEntryLayout(t *testing.T) {
+	if size := reflect.TypeFor[entry]().Size(); size != 64 {
+		t.Errorf("entry is %d bytes, want 64", size)
+	}
+	var ix Index
+	for i := range 3 * chunkLen / 2 {
+		id := fmt.Sprintf("%012d", i) // digits 0, 1, 8 and 9 make ids without a key
+		if i%2 == 0 {
+			id = strings.Map(func(r rune) rune { return rune("abcdefghijklmnopqrstuvwxyz234567"[r-'0']) }, id)
+		}
+		ix.Apply(Change{ID: id, User: "u", Name: "n", Version: 1})
+	}
+	for _, c := range ix.chunks {
+		if addr := reflect.ValueOf(&c.entries[0]).Pointer(); addr%64 != 0 {
+			t.Errorf("chunk entries start at %#x, not on a cache line", addr)
+		}
+	}
+	if ix.n != 3*chunkLen/2 || len(ix.chunks) != 2 {
+		t.Errorf("%d entries in %d chunks", ix.n, len(ix.chunks))
+	}
+}
+
+func TestEqualHash(t *testing.T) {
+	var a [32]byte
+	for i := range a {
+		a[i] = byte(i*37 + 1)
+	}
+	if !equalHash(&a, &a) {
+		t.Error("a hash differs from itself")
+	}
+	for i := range a {
+		for _, bit := range []byte{1, 0x80} {
+			b := a
+			b[i] ^= bit
+			if equalHash(&a, &b) {
+				t.Errorf("hashes differing in byte %d (bit %#x) compare equal", i, bit)
+			}
+		}
+	}
+}
