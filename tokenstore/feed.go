@@ -59,7 +59,7 @@ func (f *feed) read(ctx context.Context, since tokenindex.Version, all bool) (to
 		var top int64
 		if err := f.conn.QueryRowContext(ctx, selectMaxSeq).Scan(&top); err != nil {
 			f.close()
-			return tokenindex.Batch{}, fmt.Errorf("reading the highest seq: %w", err)
+			return tokenindex.Batch{}, err // as changedRecords's: the SQLite message names the table
 		}
 		if tokenindex.Version(top) < since {
 			return tokenindex.Batch{}, fmt.Errorf("seq %d is below %d: %w", top, since, tokenindex.ErrResync)

@@ -41,9 +41,10 @@ var rules = map[string]rule{
 	"storage": {stdlibOnly: true, forbidden: []string{module + "/tokenstore"}},
 	// The in-memory index and its change feed serve every backend: they
 	// reach none, nor the Caddy glue.
-	"tokenindex": {stdlibOnly: true, forbidden: []string{module + "/tokenstore", module + "/caddymodule", module + "/audit"}},
-	"tokenstore": {forbidden: []string{"go.uber.org/zap", module + "/audit", module + "/caddymodule"}},
-	"audit":      {forbidden: []string{module + "/caddymodule", module + "/tokenstore"}},
+	"tokenindex":          {stdlibOnly: true, forbidden: []string{module + "/tokenstore", module + "/caddymodule", module + "/audit"}},
+	"tokenindex/feedtest": {stdlibOnly: true, forbidden: []string{module + "/tokenstore", module + "/caddymodule", module + "/audit"}},
+	"tokenstore":          {forbidden: []string{"go.uber.org/zap", module + "/audit", module + "/caddymodule"}},
+	"audit":               {forbidden: []string{module + "/caddymodule", module + "/tokenstore"}},
 }
 
 // mayImportCaddy are the packages exempt from the Caddy rule.
