@@ -3,6 +3,7 @@ package tokenindex
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -47,5 +48,29 @@ func TestEqualHash(t *testing.T) {
 				t.Errorf("hashes differing in byte %d (bit %#x) compare equal", i, bit)
 			}
 		}
+	}
+}
+
+// TestMembersReload: a load that returns nil keeps the memberships (a
+// feed batch whose memberships did not change); a map replaces them.
+func TestMembersReload(t *testing.T) {
+	var m Members
+	if err := m.Commit(func() error { return nil }, "alice", "eng", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Reload(func() (map[string][]string, error) { return nil, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GroupsOf("alice"); !slices.Equal(got, []string{"eng"}) {
+		t.Errorf("after a nil reload: %q, want [eng]", got)
+	}
+	if err := m.Reload(func() (map[string][]string, error) { return map[string][]string{"bob": {"ops"}}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GroupsOf("alice"); got != nil {
+		t.Errorf("alice after a reload without her: %q", got)
+	}
+	if got := m.GroupsOf("bob"); !slices.Equal(got, []string{"ops"}) {
+		t.Errorf("bob: %q, want [ops]", got)
 	}
 }

@@ -295,7 +295,7 @@ func TestIndexOddIDs(t *testing.T) {
 	checkInterned(t, &s.index)
 }
 
-// TestLookupExport: LookupID builds its Entry as entry.export does.
+// TestLookupExport: LookupID builds its Entry as tokenindex.Index.Get does.
 func TestLookupExport(t *testing.T) {
 	s, clock, _ := newTestStore(t)
 	tok, secret := mustCreate(t, s, NewToken{User: "Alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour), RateLimit: "5/1s"})
