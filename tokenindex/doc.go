@@ -40,8 +40,8 @@
 //     every since < v, until a newer change to the same token replaces it
 //     (changes to one token may be coalesced into the newest).
 //   - Changes returns ErrResync when it cannot serve since (the history was
-//     truncated, the database was replaced by an older copy); it never
-//     silently skips.
+//     truncated, the database was replaced by an older copy, since is above
+//     every committed version); it never silently skips.
 //   - Group memberships carry no version: a Batch whose Members is not nil
 //     holds every membership, and replaces them all.
 //
