@@ -87,6 +87,6 @@ func (s *Store) CreateBatch(ctx context.Context, nts []NewToken) (_ []Token, _ [
 	if err := tx.Commit(); err != nil {
 		return nil, nil, fmt.Errorf("creating %d tokens: %w", len(nts), err)
 	}
-	s.index.apply(recs...)
+	s.index.Apply(changes(recs)...)
 	return tokens(recs), secrets, nil
 }

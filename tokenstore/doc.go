@@ -40,13 +40,15 @@
 //
 // # The hot path
 //
-// Open loads every token, revoked ones included, into an in-memory index,
+// Open loads every token, revoked ones included, into an in-memory index
+// (package tokenindex, which every backend shares),
 // with its rules parsed once (prefixes, compiled scope, rate) and shared by
 // every token with the same rules, and every group membership into a second
 // one. Lookup and GroupsOf answer from those indexes only: no database
 // access, no allocation, and for Lookup a constant-time hash comparison
 // whose cost does not depend on whether the id exists. Writes made through
 // a Store update its indexes as soon as they commit; writes made by other
-// processes sharing the file are picked up by a poller that watches PRAGMA
-// data_version (Options.PollInterval).
+// processes sharing the file are picked up by a tokenindex.Follower over
+// the store's feed, which watches PRAGMA data_version and reads the rows
+// whose seq is above the last it saw (Options.PollInterval).
 package tokenstore

@@ -237,7 +237,7 @@ func TestCountByState(t *testing.T) {
 	t.Run("tokens of other processes once polled", func(t *testing.T) {
 		other := openStore(t, path, Options{PollInterval: -1})
 		mustCreate(t, other, NewToken{User: "bob", Name: "ci"})
-		p := &poller{store: s}
+		p := newPoller(s, Options{})
 		defer p.close()
 		if err := p.poll(ctx); err != nil {
 			t.Fatal(err)

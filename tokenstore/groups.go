@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 
 	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/policy"
@@ -64,7 +63,7 @@ func (s *Store) AddMember(ctx context.Context, group, user string, ev *event.Eve
 			return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
 		}
 	}
-	if err := s.members.commit(tx, key, group, true); err != nil {
+	if err := s.members.Commit(tx.Commit, key, group, true); err != nil {
 		return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
 	}
 	if !found {
@@ -100,7 +99,7 @@ func (s *Store) RemoveMember(ctx context.Context, group, user string, ev *event.
 			return false, fmt.Errorf("removing %q from group %s: %w", user, group, err)
 		}
 	}
-	if err := s.members.commit(tx, key, group, false); err != nil {
+	if err := s.members.Commit(tx.Commit, key, group, false); err != nil {
 		return false, fmt.Errorf("removing %q from group %s: %w", user, group, err)
 	}
 	if removed {
@@ -151,7 +150,7 @@ func (s *Store) Groups(ctx context.Context) (_ []GroupInfo, err error) {
 // method returns; changes made by other processes, once the poller has seen
 // them.
 func (s *Store) GroupsOf(userKey string) []string {
-	return s.members.groupsOf(userKey)
+	return s.members.GroupsOf(userKey)
 }
 
 func validateMember(group, user string) error {
@@ -259,83 +258,4 @@ func scanMember(row interface{ Scan(...any) error }) (Member, error) {
 	}
 	m.AddedAt = fromMillis(added)
 	return m, nil
-}
-
-// memberIndex maps a user key to the sorted names of the user's groups, for
-// GroupsOf. A published slice is never changed: every change builds a new
-// one (copy-on-write), so readers can keep what they got without copying.
-//
-// The index must not let a removed membership come back. Two kinds of
-// change reach it: a write method's commit followed by its update of one
-// user's list, and the poller's reload, a read of the whole table followed
-// by a swap of the map. If a reload read the table before a removal
-// committed and swapped after the removal had updated the index, the stale
-// snapshot would bring the membership back until the next poll; and two
-// write methods could apply their updates in the opposite order of their
-// commits. So sync is held across each of those pairs: every commit with its
-// update, every read with its swap. The index then always equals the table
-// as of some moment, give or take commits by other processes not yet
-// polled, and the lock is never held while waiting for the write lock
-// (only while committing an already written transaction).
-type memberIndex struct {
-	sync sync.Mutex   // orders the changes; see above
-	mu   sync.RWMutex // guards m
-	m    map[string][]string
-}
-
-// groupsOf returns the groups of the user with key; see Store.GroupsOf.
-func (ix *memberIndex) groupsOf(key string) []string {
-	ix.mu.RLock()
-	defer ix.mu.RUnlock()
-	return ix.m[key]
-}
-
-// commit commits tx, which made the user with key a member of group or not,
-// and then makes the index say the same.
-func (ix *memberIndex) commit(tx *sql.Tx, key, group string, member bool) error {
-	ix.sync.Lock()
-	defer ix.sync.Unlock()
-	if err := tx.Commit(); err != nil {
-		return err
-	}
-	ix.set(key, group, member)
-	return nil
-}
-
-// set makes the user with key a member of group or not, building a new
-// slice for that user.
-func (ix *memberIndex) set(key, group string, member bool) {
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	cur := ix.m[key]
-	i, found := slices.BinarySearch(cur, group)
-	switch {
-	case member && !found:
-		next := make([]string, 0, len(cur)+1)
-		next = append(next, cur[:i]...)
-		next = append(next, group)
-		next = append(next, cur[i:]...)
-		ix.m[key] = next
-	case !member && found && len(cur) == 1:
-		delete(ix.m, key)
-	case !member && found:
-		next := make([]string, 0, len(cur)-1)
-		next = append(next, cur[:i]...)
-		next = append(next, cur[i+1:]...)
-		ix.m[key] = next
-	}
-}
-
-// reload replaces the whole index with what load reads from the table.
-func (ix *memberIndex) reload(load func() (map[string][]string, error)) error {
-	ix.sync.Lock()
-	defer ix.sync.Unlock()
-	m, err := load()
-	if err != nil {
-		return err
-	}
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	ix.m = m
-	return nil
 }

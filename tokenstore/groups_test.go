@@ -359,7 +359,7 @@ func TestMemberReloadCannotResurrect(t *testing.T) {
 	raw := rawDB(t, path)
 
 	removed := make(chan error, 1)
-	err = s.members.reload(func() (map[string][]string, error) {
+	err = s.members.Reload(func() (map[string][]string, error) {
 		snap, err := loadMemberships(ctx, conn)
 		if err != nil {
 			return nil, err

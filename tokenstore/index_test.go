@@ -16,6 +16,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/policy"
 	"github.com/apitoken/caddy-apitoken/token"
+	"github.com/apitoken/caddy-apitoken/tokenindex"
 )
 
 // assemble builds the token "<prefix>_<id><secret>" with its checksum, as
@@ -56,26 +57,14 @@ func unknownIDToken(t testing.TB, s *Store) string {
 // indexSeq returns the seq of the version of the token that the index
 // holds, if it holds one.
 func indexSeq(s *Store, id string) (int64, bool) {
-	s.index.mu.RLock()
-	defer s.index.mu.RUnlock()
-	pos, ok := s.index.find(id)
-	if !ok {
-		return 0, false
-	}
-	_, seq := s.index.at(pos)
-	return *seq, true
+	_, v, ok := s.index.Get(id)
+	return int64(v), ok
 }
 
 // indexEntry returns what the index holds for id, without a secret.
-func indexEntry(ix *index, id string) (Entry, bool) {
-	ix.mu.RLock()
-	defer ix.mu.RUnlock()
-	pos, ok := ix.find(id)
-	if !ok {
-		return Entry{}, false
-	}
-	e, _ := ix.at(pos)
-	return e.export(), true
+func indexEntry(ix *tokenindex.Index, id string) (Entry, bool) {
+	e, _, ok := ix.Get(id)
+	return e, ok
 }
 
 func TestLookup(t *testing.T) {
@@ -377,7 +366,7 @@ func TestLookupDuringWrites(t *testing.T) {
 // that produced a newer version of it has applied that; the older one must
 // not win.
 func TestIndexApplyOrder(t *testing.T) {
-	var ix index
+	var ix tokenindex.Index
 	rec := func(seq int64, revoked bool) record {
 		r := record{Token: Token{ID: "abcdefgh2345", User: "alice", Name: fmt.Sprint("v", seq)}, seq: seq}
 		if revoked {
@@ -399,7 +388,7 @@ func TestIndexApplyOrder(t *testing.T) {
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
-			ix.apply(st.apply)
+			ix.Apply(st.apply.change())
 			e, _ := indexEntry(&ix, "abcdefgh2345")
 			if e.Name != st.wantName || e.Revoked != st.wantRevoked {
 				t.Errorf("entry = %s revoked=%v, want %s revoked=%v", e.Name, e.Revoked, st.wantName, st.wantRevoked)

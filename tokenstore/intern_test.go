@@ -6,50 +6,22 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/tokenindex"
 )
 
-// checkInterned checks the index's reference counts against its entries:
-// each shared value is counted once per entry pointing to it, each rule set
-// once per shared value, and the tables hold exactly the values in use.
-func checkInterned(t *testing.T, ix *index) (nShared, nRules int) {
+// checkInterned checks the index's reference counts (see
+// tokenindex.Index.Check).
+func checkInterned(t *testing.T, ix *tokenindex.Index) (nShared, nRules int) {
 	t.Helper()
-	ix.mu.RLock()
-	defer ix.mu.RUnlock()
-	refs := make(map[*shared]int)
-	for pos := range ix.n {
-		e, _ := ix.at(pos)
-		refs[e.shared]++
+	nShared, nRules, err := ix.Check()
+	if err != nil {
+		t.Error(err)
 	}
-	ruleRefs := make(map[*ruleSet]int)
-	for sh, n := range refs {
-		if sh.refs != n {
-			t.Errorf("shared value of %q has refs %d, want %d", sh.User, sh.refs, n)
-		}
-		if ix.shared[sh.key] != sh {
-			t.Errorf("shared value of %q in use but not in the table", sh.User)
-		}
-		ruleRefs[sh.key.rules]++
-	}
-	if len(ix.shared) != len(refs) {
-		t.Errorf("%d shared values in the table, %d in use", len(ix.shared), len(refs))
-	}
-	for rs, n := range ruleRefs {
-		if rs.refs != n {
-			t.Errorf("rule set has refs %d, want %d", rs.refs, n)
-		}
-		if ix.rules[rs.key] != rs {
-			t.Error("rule set in use but not in the table")
-		}
-	}
-	if len(ix.rules) != len(ruleRefs) {
-		t.Errorf("%d rule sets in the table, %d in use", len(ix.rules), len(ruleRefs))
-	}
-	return len(ix.shared), len(ix.rules)
+	return nShared, nRules
 }
 
 func TestInterning(t *testing.T) {
@@ -198,17 +170,18 @@ func TestRulesKey(t *testing.T) {
 		}
 		var rec record
 		rec.setRules(r)
-		return string(appendRulesKey(nil, &rec))
+		c := rec.change()
+		return tokenindex.RulesKey(&c)
 	}
 	// Scopes too odd for parseRules, to check that an item can't move
 	// from one list to the next.
 	rawScope := func(sc policy.Scope) string {
-		rec := record{Token: Token{Scope: sc}, rules: compiled{scope: new(policy.CompiledScope)}}
-		return string(appendRulesKey(nil, &rec))
+		c := record{Token: Token{Scope: sc}, rules: compiled{scope: new(policy.CompiledScope)}}.change()
+		return tokenindex.RulesKey(&c)
 	}
 	rawPrefix := func(p string) string {
-		rec := record{rules: compiled{prefixes: []netip.Prefix{netip.MustParsePrefix(p)}}}
-		return string(appendRulesKey(nil, &rec))
+		c := record{rules: compiled{prefixes: []netip.Prefix{netip.MustParsePrefix(p)}}}.change()
+		return tokenindex.RulesKey(&c)
 	}
 	get := policy.Scope{Methods: []string{"GET"}}
 	base := key([]string{"10.0.0.0/8"}, get, "5/1s")
@@ -256,30 +229,6 @@ func TestRulesKey(t *testing.T) {
 	}
 }
 
-// TestEntryLayout: an entry is one cache line, and chunks keep every entry
-// on one.
-func TestEntryLayout(t *testing.T) {
-	if size := reflect.TypeFor[entry]().Size(); size != 64 {
-		t.Errorf("entry is %d bytes, want 64", size)
-	}
-	var ix index
-	for i := range 3 * chunkLen / 2 {
-		id := fmt.Sprintf("%012d", i) // digits 0, 1, 8 and 9 make odd ids (TestIndexOddIDs)
-		if i%2 == 0 {
-			id = strings.Map(func(r rune) rune { return rune("abcdefghijklmnopqrstuvwxyz234567"[r-'0']) }, id)
-		}
-		ix.apply(record{Token: Token{ID: id, User: "u", Name: "n"}, seq: 1})
-	}
-	for _, c := range ix.chunks {
-		if addr := reflect.ValueOf(&c.entries[0]).Pointer(); addr%64 != 0 {
-			t.Errorf("chunk entries start at %#x, not on a cache line", addr)
-		}
-	}
-	if ix.n != 3*chunkLen/2 || len(ix.chunks) != 2 {
-		t.Errorf("%d entries in %d chunks", ix.n, len(ix.chunks))
-	}
-}
-
 // TestExpiresInMillis: ExpiresAt survives the index's milliseconds,
 // the zero time included.
 func TestExpiresInMillis(t *testing.T) {
@@ -293,10 +242,10 @@ func TestExpiresInMillis(t *testing.T) {
 			t.Errorf("%v comes back as %v", at, got)
 		}
 	}
-	var ix index
+	var ix tokenindex.Index
 	exp := millis(time.Date(2030, 1, 2, 3, 4, 5, 6_000_000, time.UTC))
-	ix.apply(record{Token: Token{ID: "abcdefgh2345", Name: "n", ExpiresAt: exp}, seq: 1},
-		record{Token: Token{ID: "abcdefgh2346", Name: "n"}, seq: 1})
+	ix.Apply(record{Token: Token{ID: "abcdefgh2345", Name: "n", ExpiresAt: exp}, seq: 1}.change(),
+		record{Token: Token{ID: "abcdefgh2346", Name: "n"}, seq: 1}.change())
 	if e, _ := indexEntry(&ix, "abcdefgh2345"); e.ExpiresAt != exp {
 		t.Errorf("ExpiresAt = %v, want %v", e.ExpiresAt, exp)
 	}
@@ -328,11 +277,11 @@ func TestRulesShareAllowedIPs(t *testing.T) {
 func TestIndexOddIDs(t *testing.T) {
 	s := &Store{}
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	s.index.apply(
-		record{Token: Token{ID: "ABCDEFGH2345", User: "a", Name: "odd"}, seq: 1},
-		record{Token: Token{ID: "abcdefgh2345", User: "a", Name: "valid"}, seq: 1},
+	s.index.Apply(
+		record{Token: Token{ID: "ABCDEFGH2345", User: "a", Name: "odd"}, seq: 1}.change(),
+		record{Token: Token{ID: "abcdefgh2345", User: "a", Name: "valid"}, seq: 1}.change(),
 	)
-	s.index.apply(record{Token: Token{ID: "ABCDEFGH2345", User: "a", Name: "odd", RevokedAt: now}, seq: 2})
+	s.index.Apply(record{Token: Token{ID: "ABCDEFGH2345", User: "a", Name: "odd", RevokedAt: now}, seq: 2}.change())
 	want := map[State]int{StateActive: 1, StateExpired: 0, StateRevoked: 1}
 	if got := s.CountByState(now); !reflect.DeepEqual(got, want) {
 		t.Errorf("CountByState = %v, want %v", got, want)
@@ -346,7 +295,7 @@ func TestIndexOddIDs(t *testing.T) {
 	checkInterned(t, &s.index)
 }
 
-// TestLookupExport: LookupID builds its Entry as entry.export does.
+// TestLookupExport: LookupID builds its Entry as tokenindex.Index.Get does.
 func TestLookupExport(t *testing.T) {
 	s, clock, _ := newTestStore(t)
 	tok, secret := mustCreate(t, s, NewToken{User: "Alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour), RateLimit: "5/1s"})

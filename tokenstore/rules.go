@@ -21,8 +21,8 @@ const (
 
 // compiled is a token's rules parsed for the gate. It is built once per
 // version of a row, when the row is written or read; the index keeps one
-// per distinct rule set (see interned), shared read-only by every Entry that
-// Lookup returns with those rules.
+// per distinct rule set (see tokenindex.RulesKey), shared read-only by
+// every Entry that Lookup returns with those rules.
 type compiled struct {
 	prefixes []netip.Prefix        // nil: any client address
 	scope    *policy.CompiledScope // nil: unrestricted

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/apitoken/caddy-apitoken/tokenindex"
+
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
 )
 
@@ -62,8 +64,8 @@ type Store struct {
 	writer *sql.DB // one connection, BEGIN IMMEDIATE: every write goes here
 	reader *sql.DB // query-only pool for Get, List and the poller
 
-	index   index
-	members memberIndex
+	index   tokenindex.Index
+	members tokenindex.Members
 
 	pruneChunkSize int // events PruneAudit deletes per transaction
 
@@ -122,7 +124,6 @@ func open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 		path:        path,
 		now:         opts.Now,
 		busyTimeout: opts.BusyTimeout,
-		members:     memberIndex{m: make(map[string][]string)},
 		onWritable:  opts.OnWritable,
 
 		pruneChunkSize: defaultPruneChunk,
@@ -165,7 +166,7 @@ func open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 	// One connection is held by the poller.
 	s.reader.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)) + 1)
 
-	p := &poller{store: s, onError: opts.OnPollError, onRecovered: opts.OnPollRecovered}
+	p := newPoller(s, opts)
 	if err := p.poll(ctx); err != nil {
 		return nil, fmt.Errorf("loading tokens: %w", err)
 	}

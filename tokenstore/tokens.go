@@ -143,7 +143,7 @@ func (s *Store) Create(ctx context.Context, nt NewToken, ev *event.Event) (_ Tok
 	if err := tx.Commit(); err != nil {
 		return Token{}, "", fmt.Errorf("creating token: %w", err)
 	}
-	s.index.apply(rec)
+	s.index.Apply(rec.change())
 	changeDone(ev, stored)
 	return rec.Token, secret, nil
 }
@@ -238,7 +238,7 @@ func (s *Store) Update(ctx context.Context, id string, p Patch, ev *event.Event)
 	if err := tx.Commit(); err != nil {
 		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
 	}
-	s.index.apply(rec)
+	s.index.Apply(rec.change())
 	changeDone(ev, stored)
 	return rec.Token, nil
 }
@@ -277,7 +277,7 @@ func (s *Store) Revoke(ctx context.Context, id string, ev *event.Event) (_ Token
 	if err := tx.Commit(); err != nil {
 		return Token{}, false, fmt.Errorf("revoking token %s: %w", id, err)
 	}
-	s.index.apply(rec)
+	s.index.Apply(rec.change())
 	changeDone(ev, stored)
 	return rec.Token, true, nil
 }
@@ -321,7 +321,7 @@ func (s *Store) RevokeUser(ctx context.Context, user string, ev *event.Event) (_
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("revoking tokens of user %q: %w", user, err)
 	}
-	s.index.apply(recs...)
+	s.index.Apply(changes(recs)...)
 	changeDone(ev, stored)
 	return tokens(recs), nil
 }
@@ -374,7 +374,7 @@ func (s *Store) Rotate(ctx context.Context, id, prefix string, ev *event.Event) 
 	if err := tx.Commit(); err != nil {
 		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
 	}
-	s.index.apply(rec)
+	s.index.Apply(rec.change())
 	changeDone(ev, stored)
 	return rec.Token, secret, nil
 }

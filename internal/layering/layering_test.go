@@ -35,12 +35,16 @@ const caddy = "github.com/caddyserver/caddy"
 // zap out (and the audit sinks, which bring it). On top of its own rule every
 // package but mayImportCaddy must not reach Caddy.
 var rules = map[string]rule{
-	"policy":     {stdlibOnly: true},
-	"event":      {stdlibOnly: true},
-	"limit":      {stdlibOnly: true},
-	"storage":    {stdlibOnly: true, forbidden: []string{module + "/tokenstore"}},
-	"tokenstore": {forbidden: []string{"go.uber.org/zap", module + "/audit", module + "/caddymodule"}},
-	"audit":      {forbidden: []string{module + "/caddymodule", module + "/tokenstore"}},
+	"policy":  {stdlibOnly: true},
+	"event":   {stdlibOnly: true},
+	"limit":   {stdlibOnly: true},
+	"storage": {stdlibOnly: true, forbidden: []string{module + "/tokenstore"}},
+	// The in-memory index and its change feed serve every backend: they
+	// reach none, nor the Caddy glue.
+	"tokenindex":          {stdlibOnly: true, forbidden: []string{module + "/tokenstore", module + "/caddymodule", module + "/audit"}},
+	"tokenindex/feedtest": {stdlibOnly: true, forbidden: []string{module + "/tokenstore", module + "/caddymodule", module + "/audit"}},
+	"tokenstore":          {forbidden: []string{"go.uber.org/zap", module + "/audit", module + "/caddymodule"}},
+	"audit":               {forbidden: []string{module + "/caddymodule", module + "/tokenstore"}},
 }
 
 // mayImportCaddy are the packages exempt from the Caddy rule.

@@ -1,8 +1,12 @@
-package tokenstore
+package tokenindex
 
 import (
 	"encoding/binary"
 	"net/netip"
+	"strings"
+
+	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 )
 
 // Tokens with the same owner and rules share one value for them in the
@@ -18,7 +22,7 @@ import (
 // rules have in common: an Entry without ID, Name and ExpiresAt. It never
 // changes once made, but for refs.
 type shared struct {
-	Entry
+	storage.Entry
 	key  sharedKey
 	refs int // index entries pointing here
 }
@@ -32,9 +36,11 @@ type sharedKey struct {
 // ruleSet is one compiled rule set, shared by every shared value whose
 // rules compile the same.
 type ruleSet struct {
-	compiled
-	key  string // its key in interned.rules; see appendRulesKey
-	refs int    // shared values pointing here
+	prefixes []netip.Prefix
+	scope    *policy.CompiledScope
+	rate     policy.Rate
+	key      string // its key in interned.rules; see appendRulesKey
+	refs     int    // shared values pointing here
 }
 
 // interned holds the index's shared values and rule sets.
@@ -44,26 +50,26 @@ type interned struct {
 	keyBuf []byte // scratch for rule keys
 }
 
-// intern returns the shared value for r's owner, revocation and rules,
+// intern returns the shared value for c's owner, revocation and rules,
 // counting one more reference to it; release takes it back.
-func (in *interned) intern(r *record) *shared {
+func (in *interned) intern(c *Change) *shared {
 	if in.shared == nil {
 		in.shared = make(map[sharedKey]*shared)
 		in.rules = make(map[string]*ruleSet)
 	}
-	in.keyBuf = appendRulesKey(in.keyBuf[:0], r)
+	in.keyBuf = appendRulesKey(in.keyBuf[:0], c)
 	rs := in.rules[string(in.keyBuf)]
 	if rs == nil {
-		rs = &ruleSet{compiled: r.rules, key: string(in.keyBuf)}
+		rs = &ruleSet{prefixes: c.AllowedIPs, scope: c.CompiledScope, rate: c.RateLimit, key: string(in.keyBuf)}
 		in.rules[rs.key] = rs
 	}
-	k := sharedKey{user: r.User, revoked: !r.RevokedAt.IsZero(), rules: rs}
+	k := sharedKey{user: c.User, revoked: c.Revoked, rules: rs}
 	sh := in.shared[k]
 	if sh == nil {
 		sh = &shared{
-			Entry: Entry{
-				User:       r.User,
-				UserKey:    userKey(r.User),
+			Entry: storage.Entry{
+				User:       c.User,
+				UserKey:    strings.ToLower(c.User),
 				Revoked:    k.revoked,
 				AllowedIPs: rs.prefixes,
 				Scope:      rs.scope,
@@ -93,19 +99,19 @@ func (in *interned) release(sh *shared) {
 	}
 }
 
-// appendRulesKey appends a key for r's compiled rules: two records with the
+// appendRulesKey appends a key for c's compiled rules: two changes with the
 // same key have rules that compile to the same values. The prefixes and the
 // rate are encoded from their compiled form; the scope from its canonical
 // form, which policy.CompileScope turns into the compiled one (it depends on
 // nothing else). Every list is counted and every string length-prefixed, so
 // no two rule sets encode alike.
-func appendRulesKey(b []byte, r *record) []byte {
-	b = binary.AppendUvarint(b, uint64(len(r.rules.prefixes)))
-	for _, p := range r.rules.prefixes {
+func appendRulesKey(b []byte, c *Change) []byte {
+	b = binary.AppendUvarint(b, uint64(len(c.AllowedIPs)))
+	for _, p := range c.AllowedIPs {
 		b = appendPrefix(b, p)
 	}
-	sc := r.Scope
-	b = append(b, boolByte(r.rules.scope != nil), boolByte(sc.ReadOnly))
+	sc := c.Scope
+	b = append(b, boolByte(c.CompiledScope != nil), boolByte(sc.ReadOnly))
 	for _, list := range [][]string{sc.Methods, sc.Paths, sc.Hosts} {
 		b = binary.AppendUvarint(b, uint64(len(list)))
 		for _, s := range list {
@@ -113,8 +119,8 @@ func appendRulesKey(b []byte, r *record) []byte {
 			b = append(b, s...)
 		}
 	}
-	b = binary.AppendVarint(b, int64(r.rules.rate.Events))
-	return binary.AppendVarint(b, int64(r.rules.rate.Per))
+	b = binary.AppendVarint(b, int64(c.RateLimit.Events))
+	return binary.AppendVarint(b, int64(c.RateLimit.Per))
 }
 
 // appendPrefix appends p in a fixed 18 bytes: the address as 16 bytes, then
@@ -131,3 +137,8 @@ func boolByte(v bool) byte {
 	}
 	return 0
 }
+
+// RulesKey returns the key under which the index shares c's compiled
+// rules: changes with the same key get one copy of them, so two changes
+// whose rules differ must have different keys (tokenstore's TestRulesKey).
+func RulesKey(c *Change) string { return string(appendRulesKey(nil, c)) }
