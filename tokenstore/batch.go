@@ -57,8 +57,9 @@ func (s *Store) CreateBatch(ctx context.Context, nts []NewToken) (_ []Token, _ [
 		return nil, nil, fmt.Errorf("creating %d tokens: %w", len(nts), err)
 	}
 	defer tx.Rollback()
-	// One seq for the whole batch: it commits as one, and the poller reads
-	// every row above the highest seq it has seen.
+	// A seq of its own for each row, each above every other row's, as
+	// the triggers of 0006_tokens_seq_trigger.sql expect of the store's
+	// writes (a shared one would look like a copied seq, and be bumped).
 	seq, err := nextSeq(ctx, tx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating %d tokens: %w", len(nts), err)
@@ -70,7 +71,7 @@ func (s *Store) CreateBatch(ctx context.Context, nts []NewToken) (_ []Token, _ [
 	defer stmt.Close()
 	for i := range recs {
 		rec := &recs[i]
-		rec.seq = seq
+		rec.seq = seq + int64(i)
 		allowedIPs, scope, err := encodeRules(*rec)
 		if err != nil {
 			return nil, nil, fmt.Errorf("creating %d tokens: item %d: %w", len(nts), i, err)

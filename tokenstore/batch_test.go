@@ -171,7 +171,7 @@ func TestCreateBatchAllOrNothing(t *testing.T) {
 }
 
 // TestCreateBatchSeenByPoller checks that another store sharing the file
-// picks up a whole batch, though its rows share one seq.
+// picks up a whole batch, written in one transaction.
 func TestCreateBatchSeenByPoller(t *testing.T) {
 	path := testDBPath(t)
 	watcher := openStore(t, path, Options{PollInterval: 5 * time.Millisecond})
@@ -194,7 +194,7 @@ func TestCreateBatchSeenByPoller(t *testing.T) {
 		}
 		return true
 	})
-	// A later single write is still seen: the batch's seq did not confuse
+	// A later single write is still seen: the batch's seqs did not confuse
 	// the poller's high-water mark.
 	_, secret := mustCreate(t, writer, NewToken{User: "alice", Name: "after"})
 	waitFor(t, "a later token is known", func() bool {
