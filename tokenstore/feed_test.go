@@ -5,6 +5,7 @@ package tokenstore
 import (
 	"context"
 	"database/sql"
+	"slices"
 	"testing"
 	"time"
 
@@ -111,6 +112,16 @@ FROM tokens WHERE id = ?`, id, id, id, b.ID)
 		if _, ok := indexEntry(&s.index, id); !ok {
 			t.Errorf("%s inserted by SQL is not in the index", id)
 		}
+	}
+
+	// Memberships carry no seq: every poll that sees a commit reloads them.
+	exec(`INSERT INTO group_members VALUES ('ops', 'carol', 'Carol', 1000)`)
+	if got := s.GroupsOf("carol"); !slices.Equal(got, []string{"ops"}) {
+		t.Errorf("after an INSERT by SQL: GroupsOf(carol) = %v, want [ops]", got)
+	}
+	exec(`DELETE FROM group_members WHERE user_key = 'carol'`)
+	if got := s.GroupsOf("carol"); len(got) != 0 {
+		t.Errorf("after a DELETE by SQL: GroupsOf(carol) = %v, want none", got)
 	}
 }
 
