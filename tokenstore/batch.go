@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 )
 
@@ -28,10 +29,10 @@ import (
 // memory, rules compiled, until it commits: split very large loads (over a
 // few hundred thousand tokens) into several calls. Every poller on the
 // file, this Store's own included, reads the batch's rows once.
-func (s *Store) CreateBatch(ctx context.Context, nts []NewToken) (_ []Token, _ []string, err error) {
+func (s *Store) CreateBatch(ctx context.Context, nts []storage.NewToken) (_ []storage.Token, _ []string, err error) {
 	defer classify(&err)
 	if len(nts) == 0 {
-		return []Token{}, []string{}, nil
+		return []storage.Token{}, []string{}, nil
 	}
 	recs := make([]record, len(nts))
 	secrets := make([]string, len(nts))

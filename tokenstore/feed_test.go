@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/event"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/tokenindex"
 	"github.com/apitoken/caddy-apitoken/tokenindex/feedtest"
 )
@@ -40,12 +41,12 @@ func (c closingFeed) Snapshot(ctx context.Context) (tokenindex.Batch, error) {
 }
 
 func (b sqliteBackend) Create(ctx context.Context, user, name string) (string, string, error) {
-	tok, secret, err := b.s.Create(ctx, NewToken{User: user, Name: name}, nil)
+	tok, secret, err := b.s.Create(ctx, storage.NewToken{User: user, Name: name}, nil)
 	return tok.ID, secret, err
 }
 
 func (b sqliteBackend) Rename(ctx context.Context, id, name string) error {
-	_, err := b.s.Update(ctx, id, Patch{Name: &name}, nil)
+	_, err := b.s.Update(ctx, id, storage.Patch{Name: &name}, nil)
 	return err
 }
 
@@ -75,8 +76,8 @@ func TestRawSQLReachesIndex(t *testing.T) {
 	ctx := t.Context()
 	s, clock, path := newTestStore(t)
 	raw := rawDB(t, path)
-	a, secretA := mustCreate(t, s, NewToken{User: "alice", Name: "a"})
-	b, secretB := mustCreate(t, s, NewToken{User: "bob", Name: "b"}) // holds the highest seq
+	a, secretA := mustCreate(t, s, storage.NewToken{User: "alice", Name: "a"})
+	b, secretB := mustCreate(t, s, storage.NewToken{User: "bob", Name: "b"}) // holds the highest seq
 	p := newPoller(s, Options{})
 	defer p.close()
 	if err := p.poll(ctx); err != nil { // the first poll loads every row
@@ -93,12 +94,12 @@ func TestRawSQLReachesIndex(t *testing.T) {
 	}
 
 	for _, tok := range []struct {
-		Token
+		storage.Token
 		secret string
 	}{{a, secretA}, {b, secretB}} {
 		exec(`UPDATE tokens SET revoked_at = ? WHERE id = ?`, clock.Now().UnixMilli(), tok.ID)
 		e, ok := s.LookupID(tok.ID, tok.secret)
-		if !ok || e.State(clock.Now()) != StateRevoked {
+		if !ok || e.State(clock.Now()) != storage.StateRevoked {
 			t.Errorf("%s revoked by SQL: LookupID = %+v, %v; want it revoked", tok.Name, e, ok)
 		}
 	}
@@ -164,16 +165,16 @@ func TestOwnWritesKeepTheirSeq(t *testing.T) {
 		}
 	}
 	expires := clock.Now().Add(time.Hour)
-	a, _ := mustCreate(t, s, NewToken{User: "alice", Name: "a", ExpiresAt: expires})
+	a, _ := mustCreate(t, s, storage.NewToken{User: "alice", Name: "a", ExpiresAt: expires})
 	check("Create", 1)
-	mustCreate(t, s, NewToken{User: "alice", Name: "b"})
+	mustCreate(t, s, storage.NewToken{User: "alice", Name: "b"})
 	check("Create", 1)
-	if _, _, err := s.CreateBatch(ctx, []NewToken{{User: "bob", Name: "x"}, {User: "bob", Name: "y"}, {User: "bob", Name: "z"}}); err != nil {
+	if _, _, err := s.CreateBatch(ctx, []storage.NewToken{{User: "bob", Name: "x"}, {User: "bob", Name: "y"}, {User: "bob", Name: "z"}}); err != nil {
 		t.Fatal(err)
 	}
 	check("CreateBatch", 3)
 	name := "renamed"
-	if _, err := s.Update(ctx, a.ID, Patch{Name: &name}, nil); err != nil {
+	if _, err := s.Update(ctx, a.ID, storage.Patch{Name: &name}, nil); err != nil {
 		t.Fatal(err)
 	}
 	check("Update", 1)
