@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitoken/caddy-apitoken/tokenstore"
+	"github.com/apitoken/caddy-apitoken/storage"
 )
 
 // jsonList returns a JSON array of n strings made by item.
@@ -30,7 +30,7 @@ func jsonList(n int, item func(i int) string) string {
 // problem, quickly, and write nothing: no token, no change, no audit event.
 func TestAdminAbuse(t *testing.T) {
 	fx := newAdminFixture(t, t.TempDir())
-	target, _, err := fx.store.Create(context.Background(), tokenstore.NewToken{
+	target, _, err := fx.store.Create(context.Background(), storage.NewToken{
 		User: "alice", Name: "target", ExpiresAt: fx.clock.Now().Add(24 * time.Hour),
 	}, nil)
 	if err != nil {

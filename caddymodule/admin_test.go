@@ -14,7 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 
-	"github.com/apitoken/caddy-apitoken/tokenstore"
+	"github.com/apitoken/caddy-apitoken/storage"
 )
 
 // TestAdminUpdateConcurrentFields sends concurrent PATCHes of the same
@@ -159,7 +159,7 @@ func TestExpiryWarningOnce(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, _, err := a.store.Create(t.Context(), tokenstore.NewToken{User: "alice", Name: tt.name,
+			tok, _, err := a.store.Create(t.Context(), storage.NewToken{User: "alice", Name: tt.name,
 				ExpiresAt: a.clock.Now().Add(time.Hour)}, nil)
 			if err != nil {
 				t.Fatal(err)

@@ -26,8 +26,8 @@ import (
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
-	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
 
 func init() {
@@ -460,7 +460,7 @@ func TestAuditDetailLimit(t *testing.T) {
 		}
 	})
 
-	revoked, revokedSecret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "old"}, nil)
+	revoked, revokedSecret, err := st.Create(ctx, storage.NewToken{Prefix: "caddytok", User: "alice", Name: "old"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/limit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
@@ -149,11 +150,11 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	start := time.Now()
-	nts := make([]tokenstore.NewToken, 0, benchBatch)
+	nts := make([]storage.NewToken, 0, benchBatch)
 	for lo := 0; lo < n; lo += benchBatch {
 		nts = nts[:0]
 		for i := lo; i < min(lo+benchBatch, n); i++ {
-			nts = append(nts, tokenstore.NewToken{
+			nts = append(nts, storage.NewToken{
 				Prefix: "caddytok", User: "user" + strconv.Itoa(i%benchUsers), Name: "t" + strconv.Itoa(i),
 				ExpiresAt:  clock.Now().Add(24 * time.Hour),
 				AllowedIPs: []string{"198.51.100.0/24"},
@@ -191,7 +192,7 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 	}
 	g.wrong = mistype(g.secret)
 
-	create := func(nt tokenstore.NewToken) (tokenstore.Token, string) {
+	create := func(nt storage.NewToken) (storage.Token, string) {
 		tb.Helper()
 		nt.Prefix = "caddytok"
 		nt.AllowedIPs = []string{"198.51.100.0/24"}
@@ -201,9 +202,9 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 		}
 		return tok, secret
 	}
-	_, g.outsider = create(tokenstore.NewToken{User: "outsider", Name: "x", ExpiresAt: clock.Now().Add(time.Hour)})
-	_, g.expired = create(tokenstore.NewToken{User: "user0", Name: "expired", ExpiresAt: clock.Now().Add(-time.Hour)})
-	limited, limitedSecret := create(tokenstore.NewToken{User: "user0", Name: "limited", ExpiresAt: clock.Now().Add(time.Hour), RateLimit: "1/1h"})
+	_, g.outsider = create(storage.NewToken{User: "outsider", Name: "x", ExpiresAt: clock.Now().Add(time.Hour)})
+	_, g.expired = create(storage.NewToken{User: "user0", Name: "expired", ExpiresAt: clock.Now().Add(-time.Hour)})
+	limited, limitedSecret := create(storage.NewToken{User: "user0", Name: "limited", ExpiresAt: clock.Now().Add(time.Hour), RateLimit: "1/1h"})
 	le, found := st.LookupID(limited.ID, limitedSecret)
 	if !found {
 		tb.Fatal("the limited token is not in the index")
@@ -212,11 +213,11 @@ func newBenchGate(tb testing.TB, n int) *benchGate {
 		tb.Fatal("the limited token's one request is already used up")
 	}
 	g.limited = limitedSecret
-	_, g.readOnly = create(tokenstore.NewToken{User: "user0", Name: "read-only", ExpiresAt: clock.Now().Add(time.Hour),
+	_, g.readOnly = create(storage.NewToken{User: "user0", Name: "read-only", ExpiresAt: clock.Now().Add(time.Hour),
 		Scope: policy.Scope{ReadOnly: true}})
-	_, g.hostBound = create(tokenstore.NewToken{User: "user0", Name: "host-bound", ExpiresAt: clock.Now().Add(time.Hour),
+	_, g.hostBound = create(storage.NewToken{User: "user0", Name: "host-bound", ExpiresAt: clock.Now().Add(time.Hour),
 		Scope: policy.Scope{Hosts: []string{"jira.example.com"}}})
-	revoked, secret := create(tokenstore.NewToken{User: "user0", Name: "revoked", ExpiresAt: clock.Now().Add(time.Hour)})
+	revoked, secret := create(storage.NewToken{User: "user0", Name: "revoked", ExpiresAt: clock.Now().Add(time.Hour)})
 	if _, _, err := st.Revoke(ctx, revoked.ID, nil); err != nil {
 		tb.Fatal(err)
 	}

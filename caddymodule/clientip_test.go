@@ -16,7 +16,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/apitoken/caddy-apitoken/policy"
-	"github.com/apitoken/caddy-apitoken/tokenstore"
+	"github.com/apitoken/caddy-apitoken/storage"
 )
 
 func TestUnreadChain(t *testing.T) {
@@ -79,7 +79,7 @@ func TestHandlerWarnsSpoofableClientIP(t *testing.T) {
 			if h.allowIPs, err = policy.ParsePrefixes([]string{"10.0.0.0/8"}); err != nil {
 				t.Fatal(err)
 			}
-			_, secret, err := st.Create(context.Background(), tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
+			_, secret, err := st.Create(context.Background(), storage.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

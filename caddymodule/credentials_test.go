@@ -16,6 +16,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/limit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
@@ -65,7 +66,7 @@ func credentialHandler(t *testing.T) (h *Handler, secret string, sink *captureSi
 	h.StripCredentials = true
 	h.Header, h.headerKey = "X-Api-Token", "X-Api-Token"
 	h.Query = "api_token"
-	_, secret, err := st.Create(context.Background(), tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
+	_, secret, err := st.Create(context.Background(), storage.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +265,7 @@ func TestHandlerStripsEveryCarrier(t *testing.T) {
 // is never kept as the user name.
 func TestHandlerTokenAsUser(t *testing.T) {
 	h, secret, sink, st := credentialHandler(t)
-	revoked, revokedSecret, err := st.Create(context.Background(), tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "old"}, nil)
+	revoked, revokedSecret, err := st.Create(context.Background(), storage.NewToken{Prefix: "caddytok", User: "alice", Name: "old"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 
 	"github.com/apitoken/caddy-apitoken/internal/faulttest"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
@@ -1231,7 +1232,7 @@ func TestFaultStartsReadOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, secret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci"}, nil)
+	tok, secret, err := st.Create(ctx, storage.NewToken{Prefix: "caddytok", User: "alice", Name: "ci"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

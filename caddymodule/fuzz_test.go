@@ -22,6 +22,7 @@ import (
 	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
@@ -115,14 +116,14 @@ func (f *adminFixture) update(id string, body []byte) adminResult {
 // storeState is everything an admin call could write: the tokens as
 // listed, with their rules and usage, and the newest audit event.
 type storeState struct {
-	tokens    []tokenstore.Token
+	tokens    []storage.Token
 	lastEvent int64
 }
 
 func (f *adminFixture) state(tb testing.TB) storeState {
 	tb.Helper()
 	ctx := context.Background()
-	toks, err := f.store.List(ctx, tokenstore.Filter{})
+	toks, err := f.store.List(ctx, storage.Filter{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -283,7 +284,7 @@ func FuzzAdminUpdateBody(f *testing.F) {
 	var target string
 	setup := func(tb testing.TB, fx *adminFixture) {
 		tb.Helper()
-		tok, _, err := fx.store.Create(context.Background(), tokenstore.NewToken{
+		tok, _, err := fx.store.Create(context.Background(), storage.NewToken{
 			User: "alice", Name: "target", ExpiresAt: fx.clock.Now().Add(24 * time.Hour),
 		}, nil)
 		if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/limit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
@@ -96,11 +97,11 @@ func serveFrom(t *testing.T, h *Handler, req *http.Request, clientIP string) (*h
 func TestHandlerReasons(t *testing.T) {
 	h, st, clock, sink := testHandler(t)
 	ctx := context.Background()
-	tok, secret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
+	tok, secret, err := st.Create(ctx, storage.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked, revokedSecret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "old"}, nil)
+	revoked, revokedSecret, err := st.Create(ctx, storage.NewToken{Prefix: "caddytok", User: "alice", Name: "old"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,11 +205,11 @@ func TestHandlerBearerChallenge(t *testing.T) {
 func TestHandlerChallengeDescriptions(t *testing.T) {
 	h, st, clock, _ := testHandler(t)
 	ctx := context.Background()
-	_, expiring, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "soon", ExpiresAt: clock.Now().Add(time.Minute)}, nil)
+	_, expiring, err := st.Create(ctx, storage.NewToken{Prefix: "caddytok", User: "alice", Name: "soon", ExpiresAt: clock.Now().Add(time.Minute)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked, revokedSecret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "old"}, nil)
+	revoked, revokedSecret, err := st.Create(ctx, storage.NewToken{Prefix: "caddytok", User: "alice", Name: "old"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +359,7 @@ func TestHandlerUserHeaderStripped(t *testing.T) {
 	h.UserHeader, h.userHeaderKey = "X-Remote-User", "X-Remote-User"
 	h.Header, h.headerKey = "X-Api-Token", "X-Api-Token"
 	h.Query = "api_token"
-	_, secret, err := st.Create(context.Background(), tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
+	_, secret, err := st.Create(context.Background(), storage.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +409,7 @@ func TestHandlerUserHeaderStripped(t *testing.T) {
 // buffer the pool hands out after a request is all zeros.
 func TestHandlerBasicBufferCleared(t *testing.T) {
 	h, st, clock, _ := testHandler(t)
-	_, secret, err := st.Create(context.Background(), tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
+	_, secret, err := st.Create(context.Background(), storage.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -433,7 +434,7 @@ func TestHandlerBasicBufferCleared(t *testing.T) {
 func TestIdentityPlaceholders(t *testing.T) {
 	h, st, _, _ := testHandler(t)
 	ctx := context.Background()
-	tok, secret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci"}, nil)
+	tok, secret, err := st.Create(ctx, storage.NewToken{Prefix: "caddytok", User: "alice", Name: "ci"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -460,7 +461,7 @@ func TestIdentityPlaceholders(t *testing.T) {
 		t.Fatalf("second request: placeholders %q", got)
 	}
 	name := "deploy"
-	if _, err := st.Update(ctx, tok.ID, tokenstore.Patch{Name: &name}, nil); err != nil {
+	if _, err := st.Update(ctx, tok.ID, storage.Patch{Name: &name}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := placeholders(request()), "alice "+tok.ID+" deploy"; got != want {
@@ -476,8 +477,8 @@ func TestIdentityPlaceholders(t *testing.T) {
 func TestIdentityCacheCollision(t *testing.T) {
 	c := new(identityCache)
 	slotOf := func(key uint64) uint64 { return keytable.Hash(key) >> (64 - identityCacheBits) }
-	a := tokenstore.Entry{Key: 12345, ID: "aaaaaaaaaaab", Name: "one", User: "alice"}
-	b := tokenstore.Entry{Key: a.Key + 1, ID: "aaaaaaaaaaac", Name: "two", User: "bob"}
+	a := storage.Entry{Key: 12345, ID: "aaaaaaaaaaab", Name: "one", User: "alice"}
+	b := storage.Entry{Key: a.Key + 1, ID: "aaaaaaaaaaac", Name: "two", User: "bob"}
 	for slotOf(b.Key) != slotOf(a.Key) {
 		b.Key++
 	}
@@ -489,7 +490,7 @@ func TestIdentityCacheCollision(t *testing.T) {
 		return v.(string)
 	}
 	for round := range 3 {
-		for _, e := range []tokenstore.Entry{a, b} {
+		for _, e := range []storage.Entry{a, b} {
 			f := c.provider(&e)
 			got := get(f, "http.auth.user.id") + " " + get(f, "http.auth.user.token_id") + " " + get(f, "http.auth.user.token_name")
 			if want := e.User + " " + e.ID + " " + e.Name; got != want {
@@ -522,7 +523,7 @@ func TestHandlerThrottleKeys(t *testing.T) {
 		t.Run("client_ip="+clientIP, func(t *testing.T) {
 			h, st, clock, _ := testHandler(t)
 			h.throttle = limit.NewThrottle(limit.ThrottleConfig{MaxFailures: 2})
-			_, secret, err := st.Create(context.Background(), tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
+			_, secret, err := st.Create(context.Background(), storage.NewToken{Prefix: "caddytok", User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
@@ -242,11 +243,11 @@ func auditAPI(t *testing.T, h *Handler, query string) string {
 func TestAuditClaimedUser(t *testing.T) {
 	h, st, logs, stop := auditHandler(t)
 	ctx := context.Background()
-	_, alice, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci"}, nil)
+	_, alice, err := st.Create(ctx, storage.NewToken{Prefix: "caddytok", User: "alice", Name: "ci"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, bob, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "bob", Name: "ci"}, nil)
+	_, bob, err := st.Create(ctx, storage.NewToken{Prefix: "caddytok", User: "bob", Name: "ci"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenstore"
 )
@@ -146,7 +147,7 @@ func TestGateFailsClosedWhenStale(t *testing.T) {
 	h := &Handler{Realm: "test", Passwords: PasswordsBlock, app: app, logger: zap.NewNop()}
 	h.buildChallenges()
 	ctx := context.Background()
-	_, secret, err := st.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "alice", Name: "ci"}, nil)
+	_, secret, err := st.Create(ctx, storage.NewToken{Prefix: "caddytok", User: "alice", Name: "ci"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +215,7 @@ func TestGateFailsClosedWhenStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	_, otherSecret, err := other.Create(ctx, tokenstore.NewToken{Prefix: "caddytok", User: "bob", Name: "elsewhere"}, nil)
+	_, otherSecret, err := other.Create(ctx, storage.NewToken{Prefix: "caddytok", User: "bob", Name: "elsewhere"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 const DefaultRateLimiterMaxKeys = 1_000_000
 
 // RateLimiter enforces a policy.Rate per key (a number standing for a
-// token, such as tokenstore.Entry.Key) with the generic cell rate
+// token, such as storage.Entry.Key) with the generic cell rate
 // algorithm: each key holds one theoretical arrival time (TAT), the
 // time at which it would be idle again. A request at now is allowed if
 // TAT - Per + Per/Events <= now, which lets an idle key send a burst of

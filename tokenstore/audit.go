@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/event"
+	"github.com/apitoken/caddy-apitoken/storage"
 )
 
 // defaultPruneChunk is how many events PruneAudit deletes per transaction,
@@ -259,7 +260,7 @@ func changeDone(ev *event.Event, stored event.Event) {
 
 // tokenEvent returns *ev completed for a change to tok, or the zero Event if
 // ev is nil.
-func tokenEvent(ev *event.Event, tok Token) event.Event {
+func tokenEvent(ev *event.Event, tok storage.Token) event.Event {
 	if ev == nil {
 		return event.Event{}
 	}
@@ -281,7 +282,7 @@ func userEvent(ev *event.Event, user string, n int) event.Event {
 
 // memberEvent returns *ev completed for a change to the membership m, or the
 // zero Event if ev is nil.
-func memberEvent(ev *event.Event, m Member) event.Event {
+func memberEvent(ev *event.Event, m storage.Member) event.Event {
 	if ev == nil {
 		return event.Event{}
 	}

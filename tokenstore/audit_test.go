@@ -17,6 +17,7 @@ import (
 	"github.com/apitoken/caddy-apitoken/audit"
 	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 )
 
@@ -63,10 +64,10 @@ func mustAppend(t testing.TB, s *Store, events ...event.Event) {
 func TestChangeEvents(t *testing.T) {
 	s, clock, path := newTestStore(t)
 	ctx := t.Context()
-	tok, _ := mustCreate(t, s, NewToken{User: "Alice", Name: "ci"})
-	victim, _ := mustCreate(t, s, NewToken{User: "Alice", Name: "old"})
-	mustCreate(t, s, NewToken{User: "bob", Name: "b1"})
-	mustCreate(t, s, NewToken{User: "Bob", Name: "b2"})
+	tok, _ := mustCreate(t, s, storage.NewToken{User: "Alice", Name: "ci"})
+	victim, _ := mustCreate(t, s, storage.NewToken{User: "Alice", Name: "old"})
+	mustCreate(t, s, storage.NewToken{User: "bob", Name: "b1"})
+	mustCreate(t, s, storage.NewToken{User: "Bob", Name: "b2"})
 	callerTime := time.Date(2029, 5, 6, 7, 8, 9, 123_456_789, time.UTC)
 
 	tests := []struct {
@@ -77,17 +78,17 @@ func TestChangeEvents(t *testing.T) {
 		run func(ev *event.Event) (event.Event, error)
 	}{
 		{"create", adminEvent(event.TypeTokenCreated), func(ev *event.Event) (event.Event, error) {
-			created, _, err := s.Create(ctx, NewToken{User: "Carol", Name: "new"}, ev)
+			created, _, err := s.Create(ctx, storage.NewToken{User: "Carol", Name: "new"}, ev)
 			return event.Event{TokenID: created.ID, User: "Carol"}, err
 		}},
 		{"update", adminEvent(event.TypeTokenUpdated, "name", "expires_at"), func(ev *event.Event) (event.Event, error) {
-			_, err := s.Update(ctx, tok.ID, Patch{Name: ptr("renamed"), ExpiresAt: ptr(clock.Now().Add(time.Hour))}, ev)
+			_, err := s.Update(ctx, tok.ID, storage.Patch{Name: ptr("renamed"), ExpiresAt: ptr(clock.Now().Add(time.Hour))}, ev)
 			return event.Event{TokenID: tok.ID, User: "Alice"}, err
 		}},
 		{"update: the store's facts win, the caller's time stays",
 			&event.Event{Type: event.TypeTokenUpdated, Outcome: event.OutcomeSuccess, TokenID: "wrong", User: "mallory", Time: callerTime},
 			func(ev *event.Event) (event.Event, error) {
-				_, err := s.Update(ctx, tok.ID, Patch{Description: ptr("d")}, ev)
+				_, err := s.Update(ctx, tok.ID, storage.Patch{Description: ptr("d")}, ev)
 				return event.Event{TokenID: tok.ID, User: "Alice", Time: millis(callerTime)}, err
 			}},
 		{"rotate", adminEvent(event.TypeTokenRotated), func(ev *event.Event) (event.Event, error) {
@@ -146,8 +147,8 @@ func TestChangeEvents(t *testing.T) {
 func TestNoChangeNoEvent(t *testing.T) {
 	s, _, path := newTestStore(t)
 	ctx := t.Context()
-	tok, _ := mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
-	revoked, _ := mustCreate(t, s, NewToken{User: "alice", Name: "old"})
+	tok, _ := mustCreate(t, s, storage.NewToken{User: "alice", Name: "ci"})
+	revoked, _ := mustCreate(t, s, storage.NewToken{User: "alice", Name: "old"})
 	if _, _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -175,15 +176,15 @@ func TestNoChangeNoEvent(t *testing.T) {
 			return err
 		}, nil},
 		{"create conflict", func(ev *event.Event) error {
-			_, _, err := s.Create(ctx, NewToken{User: "alice", Name: "ci"}, ev)
+			_, _, err := s.Create(ctx, storage.NewToken{User: "alice", Name: "ci"}, ev)
 			return err
 		}, ErrConflict},
 		{"create invalid", func(ev *event.Event) error {
-			_, _, err := s.Create(ctx, NewToken{User: "a:b", Name: "ci"}, ev)
+			_, _, err := s.Create(ctx, storage.NewToken{User: "a:b", Name: "ci"}, ev)
 			return err
 		}, ErrInvalid},
 		{"update revoked", func(ev *event.Event) error {
-			_, err := s.Update(ctx, revoked.ID, Patch{Name: ptr("x")}, ev)
+			_, err := s.Update(ctx, revoked.ID, storage.Patch{Name: ptr("x")}, ev)
 			return err
 		}, ErrConflict},
 		{"rotate unknown", func(ev *event.Event) error {
@@ -213,12 +214,12 @@ func TestNoChangeNoEvent(t *testing.T) {
 	}
 
 	t.Run("nil event", func(t *testing.T) {
-		other, _, err := s.Create(ctx, NewToken{User: "bob", Name: "ci"}, nil)
+		other, _, err := s.Create(ctx, storage.NewToken{User: "bob", Name: "ci"}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		calls := []func() error{
-			func() error { _, err := s.Update(ctx, tok.ID, Patch{Name: ptr("x")}, nil); return err },
+			func() error { _, err := s.Update(ctx, tok.ID, storage.Patch{Name: ptr("x")}, nil); return err },
 			func() error { _, _, err := s.Rotate(ctx, tok.ID, "", nil); return err },
 			func() error { _, _, err := s.Revoke(ctx, tok.ID, nil); return err },
 			func() error { _, err := s.RevokeUser(ctx, "bob", nil); return err },
@@ -262,8 +263,8 @@ BEGIN SELECT RAISE(ABORT, 'audit insert refused'); END`)
 func TestChangeEventAtomic(t *testing.T) {
 	s, clock, path := newTestStore(t)
 	ctx := t.Context()
-	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)})
-	mustCreate(t, s, NewToken{User: "bob", Name: "ci"})
+	tok, secret := mustCreate(t, s, storage.NewToken{User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)})
+	mustCreate(t, s, storage.NewToken{User: "bob", Name: "ci"})
 	mustAddMember(t, s, "eng", "alice")
 	restore := failAuditInserts(t, path)
 
@@ -280,14 +281,14 @@ func TestChangeEventAtomic(t *testing.T) {
 		run  func(ev *event.Event) error
 	}{
 		{"create", func(ev *event.Event) error {
-			_, secret, err := s.Create(ctx, NewToken{User: "carol", Name: "new"}, ev)
+			_, secret, err := s.Create(ctx, storage.NewToken{User: "carol", Name: "new"}, ev)
 			if err != nil && secret != "" {
 				t.Error("Create returned a secret with an error")
 			}
 			return err
 		}},
 		{"update", func(ev *event.Event) error {
-			_, err := s.Update(ctx, tok.ID, Patch{Name: ptr("renamed"), ExpiresAt: new(time.Time)}, ev)
+			_, err := s.Update(ctx, tok.ID, storage.Patch{Name: ptr("renamed"), ExpiresAt: new(time.Time)}, ev)
 			return err
 		}},
 		{"rotate", func(ev *event.Event) error {
@@ -699,7 +700,7 @@ func TestPruneAudit(t *testing.T) {
 	s, clock, path := newTestStore(t)
 	ctx := t.Context()
 	s.pruneChunkSize = 7
-	tok, _ := mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
+	tok, _ := mustCreate(t, s, storage.NewToken{User: "alice", Name: "ci"})
 
 	// 50 old events (49 appended, 1 admin), each a second apart, then
 	// the cut-off, then 20 new ones.
@@ -707,7 +708,7 @@ func TestPruneAudit(t *testing.T) {
 		mustAppend(t, s, event.Event{Type: event.TypeAuthSucceeded}) // the clock's time
 		clock.Advance(time.Second)
 	}
-	if _, err := s.Update(ctx, tok.ID, Patch{Name: ptr("x")}, adminEvent(event.TypeTokenUpdated)); err != nil {
+	if _, err := s.Update(ctx, tok.ID, storage.Patch{Name: ptr("x")}, adminEvent(event.TypeTokenUpdated)); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(time.Second)
@@ -806,7 +807,7 @@ func TestAuditHoldsNoSecrets(t *testing.T) {
 		)
 	}
 	for i, user := range []string{"alice", "Bob"} {
-		tok, secret, err := s.Create(ctx, NewToken{User: user, Name: "ci", Description: "d"}, adminEvent(event.TypeTokenCreated, "name", "description"))
+		tok, secret, err := s.Create(ctx, storage.NewToken{User: user, Name: "ci", Description: "d"}, adminEvent(event.TypeTokenCreated, "name", "description"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -818,7 +819,7 @@ func TestAuditHoldsNoSecrets(t *testing.T) {
 			}
 			remember(secret)
 		}
-		if _, err := s.Update(ctx, tok.ID, Patch{Name: ptr(fmt.Sprint("n", i))}, adminEvent(event.TypeTokenUpdated, "name")); err != nil {
+		if _, err := s.Update(ctx, tok.ID, storage.Patch{Name: ptr(fmt.Sprint("n", i))}, adminEvent(event.TypeTokenUpdated, "name")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -976,13 +977,13 @@ func TestTrimAudit(t *testing.T) {
 	s, clock, path := newTestStore(t)
 	ctx := t.Context()
 	s.pruneChunkSize = 7
-	tok, _ := mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
+	tok, _ := mustCreate(t, s, storage.NewToken{User: "alice", Name: "ci"})
 
 	// Admin events first (the oldest), then 30 request events of every
 	// request type, with more admin events among them.
 	admin := func(name string) {
 		t.Helper()
-		if _, err := s.Update(ctx, tok.ID, Patch{Name: ptr(name)}, adminEvent(event.TypeTokenUpdated, "name")); err != nil {
+		if _, err := s.Update(ctx, tok.ID, storage.Patch{Name: ptr(name)}, adminEvent(event.TypeTokenUpdated, "name")); err != nil {
 			t.Fatal(err)
 		}
 	}

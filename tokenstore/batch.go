@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 )
 
@@ -28,10 +29,10 @@ import (
 // memory, rules compiled, until it commits: split very large loads (over a
 // few hundred thousand tokens) into several calls. Every poller on the
 // file, this Store's own included, reads the batch's rows once.
-func (s *Store) CreateBatch(ctx context.Context, nts []NewToken) (_ []Token, _ []string, err error) {
+func (s *Store) CreateBatch(ctx context.Context, nts []storage.NewToken) (_ []storage.Token, _ []string, err error) {
 	defer classify(&err)
 	if len(nts) == 0 {
-		return []Token{}, []string{}, nil
+		return []storage.Token{}, []string{}, nil
 	}
 	recs := make([]record, len(nts))
 	secrets := make([]string, len(nts))
@@ -57,8 +58,9 @@ func (s *Store) CreateBatch(ctx context.Context, nts []NewToken) (_ []Token, _ [
 		return nil, nil, fmt.Errorf("creating %d tokens: %w", len(nts), err)
 	}
 	defer tx.Rollback()
-	// One seq for the whole batch: it commits as one, and the poller reads
-	// every row above the highest seq it has seen.
+	// A seq of its own for each row, each above every other row's, as
+	// the triggers of 0006_tokens_seq_trigger.sql expect of the store's
+	// writes (a shared one would look like a copied seq, and be bumped).
 	seq, err := nextSeq(ctx, tx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating %d tokens: %w", len(nts), err)
@@ -70,7 +72,7 @@ func (s *Store) CreateBatch(ctx context.Context, nts []NewToken) (_ []Token, _ [
 	defer stmt.Close()
 	for i := range recs {
 		rec := &recs[i]
-		rec.seq = seq
+		rec.seq = seq + int64(i)
 		allowedIPs, scope, err := encodeRules(*rec)
 		if err != nil {
 			return nil, nil, fmt.Errorf("creating %d tokens: item %d: %w", len(nts), i, err)

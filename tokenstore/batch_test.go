@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 )
 
@@ -21,20 +22,20 @@ func TestCreateBatch(t *testing.T) {
 
 	tests := []struct {
 		name string
-		nts  []NewToken
+		nts  []storage.NewToken
 	}{
-		{"one", []NewToken{{User: "alice", Name: "ci"}}},
-		{"mixed", []NewToken{
+		{"one", []storage.NewToken{{User: "alice", Name: "ci"}}},
+		{"mixed", []storage.NewToken{
 			{User: "bob", Name: "deploy", Description: "deploys", ExpiresAt: expires},
 			{Prefix: "acme", User: "Carol", Name: "laptop 💻"},
 			{User: "bob", Name: "backup", AllowedIPs: []string{"10.1.2.3", "private_ranges"},
 				Scope:     policy.Scope{ReadOnly: true, Methods: []string{"get"}, Paths: []string{"/rest/*"}},
 				RateLimit: "600/1m"},
 		}},
-		{"many", func() []NewToken {
-			nts := make([]NewToken, 500)
+		{"many", func() []storage.NewToken {
+			nts := make([]storage.NewToken, 500)
 			for i := range nts {
-				nts[i] = NewToken{User: fmt.Sprintf("svc%d", i%7), Name: fmt.Sprintf("migrated-%d", i)}
+				nts[i] = storage.NewToken{User: fmt.Sprintf("svc%d", i%7), Name: fmt.Sprintf("migrated-%d", i)}
 			}
 			return nts
 		}()},
@@ -81,11 +82,11 @@ func TestCreateBatch(t *testing.T) {
 	}
 
 	t.Run("same rules as Create", func(t *testing.T) {
-		nt := NewToken{User: "dave", Name: "rules", AllowedIPs: []string{"private_ranges", "2001:db8::1"},
+		nt := storage.NewToken{User: "dave", Name: "rules", AllowedIPs: []string{"private_ranges", "2001:db8::1"},
 			Scope: policy.Scope{Methods: []string{"post"}, Hosts: []string{"jira.example.com"}}, RateLimit: "10/s"}
 		single, _ := mustCreate(t, s, nt)
 		nt.Name = "rules-batch"
-		toks, _, err := s.CreateBatch(ctx, []NewToken{nt})
+		toks, _, err := s.CreateBatch(ctx, []storage.NewToken{nt})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -95,7 +96,7 @@ func TestCreateBatch(t *testing.T) {
 	})
 
 	t.Run("reopen finds them", func(t *testing.T) {
-		toks, secrets, err := s.CreateBatch(ctx, []NewToken{{User: "erin", Name: "a"}, {User: "erin", Name: "b"}})
+		toks, secrets, err := s.CreateBatch(ctx, []storage.NewToken{{User: "erin", Name: "a"}, {User: "erin", Name: "b"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,30 +126,30 @@ func TestCreateBatch(t *testing.T) {
 func TestCreateBatchAllOrNothing(t *testing.T) {
 	s, _, path := newTestStore(t)
 	ctx := t.Context()
-	mustCreate(t, s, NewToken{User: "alice", Name: "taken"})
+	mustCreate(t, s, storage.NewToken{User: "alice", Name: "taken"})
 
-	good := func(i int) NewToken { return NewToken{User: "bulk", Name: fmt.Sprintf("good-%d", i)} }
+	good := func(i int) storage.NewToken { return storage.NewToken{User: "bulk", Name: fmt.Sprintf("good-%d", i)} }
 	tests := []struct {
 		name    string
-		bad     NewToken
+		bad     storage.NewToken
 		at      int // index of the bad item in a batch of 5
 		wantErr error
 		wantMsg string
 	}{
-		{"no user", NewToken{Name: "x"}, 0, ErrInvalid, "item 0: invalid input: user is required"},
-		{"no name", NewToken{User: "bob"}, 2, ErrInvalid, "item 2: invalid input: name is required"},
-		{"colon in user", NewToken{User: "a:b", Name: "x"}, 4, ErrInvalid, "item 4: invalid input: user \"a:b\""},
-		{"control in name", NewToken{User: "bob", Name: "a\x00b"}, 1, ErrInvalid, "item 1: invalid input: name"},
-		{"bad prefix", NewToken{Prefix: "Caddy", User: "bob", Name: "x"}, 3, ErrInvalid, "item 3: invalid input: prefix"},
-		{"bad cidr", NewToken{User: "bob", Name: "x", AllowedIPs: []string{"10.0.0.0/33"}}, 2, ErrInvalid, "item 2: invalid input: allowed_ips"},
-		{"too many methods", NewToken{User: "bob", Name: "x", Scope: policy.Scope{Methods: make([]string, maxScopeItems+1)}}, 2, ErrInvalid, "item 2: invalid input: scope: methods"},
-		{"bad rate", NewToken{User: "bob", Name: "x", RateLimit: "fast"}, 4, ErrInvalid, "item 4: invalid input: rate_limit"},
-		{"name taken in the store", NewToken{User: "ALICE", Name: "taken"}, 3, ErrConflict, "item 3: conflict"},
+		{"no user", storage.NewToken{Name: "x"}, 0, ErrInvalid, "item 0: invalid input: user is required"},
+		{"no name", storage.NewToken{User: "bob"}, 2, ErrInvalid, "item 2: invalid input: name is required"},
+		{"colon in user", storage.NewToken{User: "a:b", Name: "x"}, 4, ErrInvalid, "item 4: invalid input: user \"a:b\""},
+		{"control in name", storage.NewToken{User: "bob", Name: "a\x00b"}, 1, ErrInvalid, "item 1: invalid input: name"},
+		{"bad prefix", storage.NewToken{Prefix: "Caddy", User: "bob", Name: "x"}, 3, ErrInvalid, "item 3: invalid input: prefix"},
+		{"bad cidr", storage.NewToken{User: "bob", Name: "x", AllowedIPs: []string{"10.0.0.0/33"}}, 2, ErrInvalid, "item 2: invalid input: allowed_ips"},
+		{"too many methods", storage.NewToken{User: "bob", Name: "x", Scope: policy.Scope{Methods: make([]string, maxScopeItems+1)}}, 2, ErrInvalid, "item 2: invalid input: scope: methods"},
+		{"bad rate", storage.NewToken{User: "bob", Name: "x", RateLimit: "fast"}, 4, ErrInvalid, "item 4: invalid input: rate_limit"},
+		{"name taken in the store", storage.NewToken{User: "ALICE", Name: "taken"}, 3, ErrConflict, "item 3: conflict"},
 		{"name taken earlier in the batch", good(1), 3, ErrConflict, "item 3: conflict"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			nts := []NewToken{good(0), good(1), good(2), good(3), good(4)}
+			nts := []storage.NewToken{good(0), good(1), good(2), good(3), good(4)}
 			nts[tt.at] = tt.bad
 			before := dumpTable(t, path)
 			beforeCount := s.CountByState(time.Now())
@@ -171,16 +172,16 @@ func TestCreateBatchAllOrNothing(t *testing.T) {
 }
 
 // TestCreateBatchSeenByPoller checks that another store sharing the file
-// picks up a whole batch, though its rows share one seq.
+// picks up a whole batch, written in one transaction.
 func TestCreateBatchSeenByPoller(t *testing.T) {
 	path := testDBPath(t)
 	watcher := openStore(t, path, Options{PollInterval: 5 * time.Millisecond})
 	writer := openStore(t, path, Options{PollInterval: -1})
-	mustCreate(t, writer, NewToken{User: "alice", Name: "before"})
+	mustCreate(t, writer, storage.NewToken{User: "alice", Name: "before"})
 
-	nts := make([]NewToken, 50)
+	nts := make([]storage.NewToken, 50)
 	for i := range nts {
-		nts[i] = NewToken{User: "svc", Name: fmt.Sprintf("n%d", i)}
+		nts[i] = storage.NewToken{User: "svc", Name: fmt.Sprintf("n%d", i)}
 	}
 	_, secrets, err := writer.CreateBatch(t.Context(), nts)
 	if err != nil {
@@ -194,9 +195,9 @@ func TestCreateBatchSeenByPoller(t *testing.T) {
 		}
 		return true
 	})
-	// A later single write is still seen: the batch's seq did not confuse
+	// A later single write is still seen: the batch's seqs did not confuse
 	// the poller's high-water mark.
-	_, secret := mustCreate(t, writer, NewToken{User: "alice", Name: "after"})
+	_, secret := mustCreate(t, writer, storage.NewToken{User: "alice", Name: "after"})
 	waitFor(t, "a later token is known", func() bool {
 		_, ok := watcher.Lookup(secret)
 		return ok

@@ -14,6 +14,7 @@ import (
 	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/benchsizes"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 )
 
@@ -23,7 +24,7 @@ func benchStore(b *testing.B) (*Store, string) {
 	s := openStore(b, b.TempDir()+"/tokens.db", Options{PollInterval: -1})
 	var secret string
 	for i := range 1000 {
-		_, secret = mustCreate(b, s, NewToken{User: fmt.Sprintf("user%d", i%50), Name: fmt.Sprintf("token%d", i)})
+		_, secret = mustCreate(b, s, storage.NewToken{User: fmt.Sprintf("user%d", i%50), Name: fmt.Sprintf("token%d", i)})
 	}
 	return s, secret
 }
@@ -44,7 +45,7 @@ func BenchmarkLookupHitWithRules(b *testing.B) {
 	s := openStore(b, b.TempDir()+"/tokens.db", Options{PollInterval: -1})
 	var secret string
 	for i := range 1000 {
-		_, secret = mustCreate(b, s, NewToken{
+		_, secret = mustCreate(b, s, storage.NewToken{
 			User: fmt.Sprintf("user%d", i%50), Name: fmt.Sprintf("token%d", i),
 			AllowedIPs: []string{"private_ranges", "203.0.113.0/24"},
 			Scope:      policy.Scope{Methods: []string{"GET", "POST"}, Paths: []string{"/api/*", "*.json"}, Hosts: []string{"*.example.com"}},
@@ -119,9 +120,9 @@ func BenchmarkLookupID(b *testing.B) {
 // tokens, as a server's request goroutines call it.
 func BenchmarkLookupIDParallel(b *testing.B) {
 	s := openStore(b, b.TempDir()+"/tokens.db", Options{PollInterval: -1})
-	nts := make([]NewToken, benchRing)
+	nts := make([]storage.NewToken, benchRing)
 	for i := range nts {
-		nts[i] = NewToken{User: fmt.Sprintf("user%d", i%50), Name: fmt.Sprintf("token%d", i)}
+		nts[i] = storage.NewToken{User: fmt.Sprintf("user%d", i%50), Name: fmt.Sprintf("token%d", i)}
 	}
 	toks, secrets, err := s.CreateBatch(b.Context(), nts)
 	if err != nil {
@@ -163,7 +164,7 @@ func BenchmarkAppendAudit(b *testing.B) {
 // each merging its recent IPs into stored ones.
 func BenchmarkFlushUsage(b *testing.B) {
 	s, _ := benchStore(b)
-	toks, err := s.List(b.Context(), Filter{})
+	toks, err := s.List(b.Context(), storage.Filter{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -221,11 +222,11 @@ func newSpreadStore(b *testing.B, n int) *spreadStore {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	start := time.Now()
-	nts := make([]NewToken, 0, benchBatch)
+	nts := make([]storage.NewToken, 0, benchBatch)
 	for lo := 0; lo < n; lo += benchBatch {
 		nts = nts[:0]
 		for i := lo; i < min(lo+benchBatch, n); i++ {
-			nts = append(nts, NewToken{
+			nts = append(nts, storage.NewToken{
 				User: "user" + strconv.Itoa(i%benchUsers), Name: "t" + strconv.Itoa(i),
 				ExpiresAt:  now.Add(24 * time.Hour),
 				AllowedIPs: []string{"198.51.100.0/24"},

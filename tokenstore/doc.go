@@ -17,7 +17,7 @@
 //
 // # Rules and groups
 //
-// A token may carry rules (Token.AllowedIPs, Scope, RateLimit), checked with
+// A token may carry rules (storage.Token.AllowedIPs, Scope, RateLimit), checked with
 // the policy package's parsers when written and stored in canonical form.
 // Groups and their members live in the same file (AddMember, RemoveMember):
 // the gateway's holders list names users and "group:<name>" entries, and

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/apitoken/caddy-apitoken/storage"
 )
 
 // SQL for the expiry warnings. selectExpiring is served by the partial
@@ -27,7 +29,7 @@ ORDER BY t.expires_at, t.rowid`
 //
 // The mark belongs to the token's current expiry: Update with ExpiresAt set
 // and Rotate clear it, so a renewed token is warned about again.
-func (s *Store) ExpiringTokens(ctx context.Context, before time.Time) (_ []Token, err error) {
+func (s *Store) ExpiringTokens(ctx context.Context, before time.Time) (_ []storage.Token, err error) {
 	defer classify(&err)
 	tx, err := s.reader.BeginTx(ctx, nil)
 	if err != nil {
@@ -54,7 +56,7 @@ func (s *Store) ExpiringTokens(ctx context.Context, before time.Time) (_ []Token
 //
 // Marking bumps neither the tokens' seq nor their UpdatedAt: the mark is
 // bookkeeping, not a change to the token.
-func (s *Store) ClaimExpiring(ctx context.Context, before time.Time) (_ []Token, err error) {
+func (s *Store) ClaimExpiring(ctx context.Context, before time.Time) (_ []storage.Token, err error) {
 	defer classify(&err)
 	tx, err := s.beginWrite(ctx)
 	if err != nil {
@@ -66,7 +68,7 @@ func (s *Store) ClaimExpiring(ctx context.Context, before time.Time) (_ []Token,
 	if err != nil {
 		return nil, fmt.Errorf("claiming expiry warnings: %w", err)
 	}
-	claimed := make([]Token, 0, len(recs))
+	claimed := make([]storage.Token, 0, len(recs))
 	for _, rec := range recs {
 		// The write lock is held since BEGIN IMMEDIATE, so the row is as
 		// read; the count is checked all the same, as the claim's proof.

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/apitoken/caddy-apitoken/storage"
 )
 
 func expiringNames(t *testing.T, s *Store, before time.Time) []string {
@@ -32,9 +34,9 @@ func TestExpiringTokens(t *testing.T) {
 	ctx := t.Context()
 	now := clock.Now()
 	window := now.Add(2 * time.Hour)
-	create := func(name string, expires time.Time) Token {
+	create := func(name string, expires time.Time) storage.Token {
 		t.Helper()
-		tok, _ := mustCreate(t, s, NewToken{User: "alice", Name: name, ExpiresAt: expires})
+		tok, _ := mustCreate(t, s, storage.NewToken{User: "alice", Name: name, ExpiresAt: expires})
 		return tok
 	}
 	create("soon", now.Add(time.Hour))
@@ -121,11 +123,11 @@ func TestExpiringTokens(t *testing.T) {
 		want []string
 	}{
 		{"an update without an expiry keeps the mark", func() error {
-			_, err := s.Update(ctx, sooner.ID, Patch{Name: ptr("sooner, renamed")}, nil)
+			_, err := s.Update(ctx, sooner.ID, storage.Patch{Name: ptr("sooner, renamed")}, nil)
 			return err
 		}, []string{"soon", "at the window's end"}},
 		{"an update of the expiry clears it", func() error {
-			_, err := s.Update(ctx, sooner.ID, Patch{ExpiresAt: ptr(now.Add(90 * time.Minute))}, nil)
+			_, err := s.Update(ctx, sooner.ID, storage.Patch{ExpiresAt: ptr(now.Add(90 * time.Minute))}, nil)
 			return err
 		}, []string{"soon", "sooner, renamed", "at the window's end"}},
 		{"a claim takes the whole window", func() error {
@@ -171,12 +173,12 @@ func TestClaimExpiringOnce(t *testing.T) {
 	for round := range rounds {
 		want := make(map[string]int)
 		for i := range tokensPerRound {
-			tok, _ := mustCreate(t, s, NewToken{User: "alice", Name: fmt.Sprintf("r%d t%d", round, i),
+			tok, _ := mustCreate(t, s, storage.NewToken{User: "alice", Name: fmt.Sprintf("r%d t%d", round, i),
 				ExpiresAt: clock.Now().Add(time.Duration(i+1) * time.Minute)})
 			want[tok.ID] = 1
 		}
 		start := make(chan struct{})
-		claimed := make([][]Token, claimers)
+		claimed := make([][]storage.Token, claimers)
 		errs := make([]error, claimers)
 		var wg sync.WaitGroup
 		for c := range claimers {
@@ -207,25 +209,25 @@ func TestClaimExpiringOnce(t *testing.T) {
 func TestCountByState(t *testing.T) {
 	s, clock, path := newTestStore(t)
 	ctx := t.Context()
-	zero := map[State]int{StateActive: 0, StateExpired: 0, StateRevoked: 0}
+	zero := map[storage.State]int{storage.StateActive: 0, storage.StateExpired: 0, storage.StateRevoked: 0}
 	if got := s.CountByState(clock.Now()); !reflect.DeepEqual(got, zero) {
 		t.Errorf("CountByState of nothing = %v, want %v", got, zero)
 	}
 	for i := range 3 {
-		mustCreate(t, s, NewToken{User: "alice", Name: fmt.Sprint("active", i)})
+		mustCreate(t, s, storage.NewToken{User: "alice", Name: fmt.Sprint("active", i)})
 	}
-	mustCreate(t, s, NewToken{User: "alice", Name: "expiring", ExpiresAt: clock.Now().Add(time.Hour)})
-	revoked, _ := mustCreate(t, s, NewToken{User: "alice", Name: "revoked", ExpiresAt: clock.Now().Add(time.Minute)})
+	mustCreate(t, s, storage.NewToken{User: "alice", Name: "expiring", ExpiresAt: clock.Now().Add(time.Hour)})
+	revoked, _ := mustCreate(t, s, storage.NewToken{User: "alice", Name: "revoked", ExpiresAt: clock.Now().Add(time.Minute)})
 	if _, _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
 		name string
 		at   time.Duration
-		want map[State]int
+		want map[storage.State]int
 	}{
-		{"now", 0, map[State]int{StateActive: 4, StateExpired: 0, StateRevoked: 1}},
-		{"at expiry", time.Hour, map[State]int{StateActive: 3, StateExpired: 1, StateRevoked: 1}},
+		{"now", 0, map[storage.State]int{storage.StateActive: 4, storage.StateExpired: 0, storage.StateRevoked: 1}},
+		{"at expiry", time.Hour, map[storage.State]int{storage.StateActive: 3, storage.StateExpired: 1, storage.StateRevoked: 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -236,13 +238,13 @@ func TestCountByState(t *testing.T) {
 	}
 	t.Run("tokens of other processes once polled", func(t *testing.T) {
 		other := openStore(t, path, Options{PollInterval: -1})
-		mustCreate(t, other, NewToken{User: "bob", Name: "ci"})
+		mustCreate(t, other, storage.NewToken{User: "bob", Name: "ci"})
 		p := newPoller(s, Options{})
 		defer p.close()
 		if err := p.poll(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if got := s.CountByState(clock.Now())[StateActive]; got != 5 {
+		if got := s.CountByState(clock.Now())[storage.StateActive]; got != 5 {
 			t.Errorf("active = %d, want 5", got)
 		}
 	})

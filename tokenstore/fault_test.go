@@ -66,7 +66,7 @@ func TestFaultLockedByAnotherProcess(t *testing.T) {
 	s := openStore(t, path, Options{BusyTimeout: busy, PollInterval: 20 * time.Millisecond,
 		OnPollError: func(err error) { pollErrs.Store(err.Error(), true) }})
 	ctx := context.Background()
-	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "before"})
+	tok, secret := mustCreate(t, s, storage.NewToken{User: "alice", Name: "before"})
 	before := dumpTable(t, path)
 
 	release := faulttest.HoldWriteLock(t, path)
@@ -77,10 +77,10 @@ func TestFaultLockedByAnotherProcess(t *testing.T) {
 		call func() error
 	}{
 		{"Create", func() error {
-			_, _, err := s.Create(ctx, NewToken{User: "alice", Name: "during"}, createdEvent())
+			_, _, err := s.Create(ctx, storage.NewToken{User: "alice", Name: "during"}, createdEvent())
 			return err
 		}},
-		{"Update", func() error { _, err := s.Update(ctx, tok.ID, Patch{Name: &name}, nil); return err }},
+		{"Update", func() error { _, err := s.Update(ctx, tok.ID, storage.Patch{Name: &name}, nil); return err }},
 		{"Revoke", func() error { _, _, err := s.Revoke(ctx, tok.ID, nil); return err }},
 		{"RevokeUser", func() error { _, err := s.RevokeUser(ctx, "alice", nil); return err }},
 		{"Rotate", func() error { _, _, err := s.Rotate(ctx, tok.ID, "", nil); return err }},
@@ -104,7 +104,7 @@ func TestFaultLockedByAnotherProcess(t *testing.T) {
 	if e, ok := s.Lookup(secret); !ok || e.Revoked || e.Name != "before" {
 		t.Errorf("Lookup while locked: %+v %v", e, ok)
 	}
-	if toks, err := s.List(ctx, Filter{}); err != nil || len(toks) != 1 {
+	if toks, err := s.List(ctx, storage.Filter{}); err != nil || len(toks) != 1 {
 		t.Errorf("List while locked: %d tokens, %v", len(toks), err)
 	}
 
@@ -119,7 +119,7 @@ func TestFaultLockedByAnotherProcess(t *testing.T) {
 	// 75 ticks), and is still alive: a change another process commits
 	// now reaches this store's memory.
 	other := openStore(t, path, Options{PollInterval: -1})
-	_, otherSecret := mustCreate(t, other, NewToken{User: "bob", Name: "other process"})
+	_, otherSecret := mustCreate(t, other, storage.NewToken{User: "bob", Name: "other process"})
 	waitFor(t, "the poller to see the other store's token", func() bool {
 		_, ok := s.Lookup(otherSecret)
 		return ok
@@ -128,7 +128,7 @@ func TestFaultLockedByAnotherProcess(t *testing.T) {
 		t.Errorf("poller while locked: %v", k)
 		return true
 	})
-	after, afterSecret := mustCreate(t, s, NewToken{User: "alice", Name: "after"})
+	after, afterSecret := mustCreate(t, s, storage.NewToken{User: "alice", Name: "after"})
 	if _, _, err := s.Revoke(ctx, tok.ID, nil); err != nil {
 		t.Errorf("Revoke after the lock: %v", err)
 	}
@@ -164,14 +164,14 @@ func TestFaultDiskFull(t *testing.T) {
 	}
 	defer func() { s.Close() }()
 	ev := func(typ event.Type) *event.Event { return &event.Event{Type: typ, Outcome: event.OutcomeSuccess} }
-	victim, victimSecret := mustCreate(t, s, NewToken{User: "bob", Name: "victim"})
+	victim, victimSecret := mustCreate(t, s, storage.NewToken{User: "bob", Name: "victim"})
 	wantEvents := map[string]int{}
 
 	filler := faulttest.FillDisk(t, dir, 256<<10)
 	acked := map[string]string{victim.ID: victimSecret} // id: secret in force
 	var fullErr error
 	for i := 0; i < 1000 && fullErr == nil; i++ {
-		tok, secret, err := s.Create(ctx, NewToken{User: "alice", Name: fmt.Sprintf("t%d", i)}, ev(event.TypeTokenCreated))
+		tok, secret, err := s.Create(ctx, storage.NewToken{User: "alice", Name: fmt.Sprintf("t%d", i)}, ev(event.TypeTokenCreated))
 		if err != nil {
 			fullErr = err
 			break
@@ -184,7 +184,7 @@ func TestFaultDiskFull(t *testing.T) {
 	}
 	t.Logf("%d creates acknowledged, then: %v", len(acked)-1, fullErr)
 	before := dumpTable(t, path)
-	if _, _, err := s.Create(ctx, NewToken{User: "alice", Name: "again"}, ev(event.TypeTokenCreated)); err == nil || !strings.Contains(err.Error(), "database or disk is full") {
+	if _, _, err := s.Create(ctx, storage.NewToken{User: "alice", Name: "again"}, ev(event.TypeTokenCreated)); err == nil || !strings.Contains(err.Error(), "database or disk is full") {
 		t.Errorf("a second create on the full disk: %v", err)
 	}
 	if got := dumpTable(t, path); got != before {
@@ -242,7 +242,7 @@ func TestFaultDiskFull(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	after, afterSecret, err := s.Create(ctx, NewToken{User: "alice", Name: "after"}, ev(event.TypeTokenCreated))
+	after, afterSecret, err := s.Create(ctx, storage.NewToken{User: "alice", Name: "after"}, ev(event.TypeTokenCreated))
 	if err != nil {
 		t.Fatalf("Create after space was freed: %v", err)
 	}
@@ -256,7 +256,7 @@ func TestFaultDiskFull(t *testing.T) {
 	if e, ok := s.Lookup(afterSecret); !ok || e.ID != after.ID {
 		t.Error("token created after space was freed not found")
 	}
-	if toks, err := s.List(ctx, Filter{}); err != nil || len(toks) != len(acked)+1 {
+	if toks, err := s.List(ctx, storage.Filter{}); err != nil || len(toks) != len(acked)+1 {
 		t.Errorf("List: %d tokens (%v), want %d", len(toks), err, len(acked)+1)
 	}
 	if got := auditByToken(t, path); !maps.Equal(got, wantEvents) {
@@ -288,14 +288,14 @@ func TestFaultUnwritable(t *testing.T) {
 	}
 	s := openStore(t, path, Options{PollInterval: -1})
 	ctx := context.Background()
-	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "before"})
+	tok, secret := mustCreate(t, s, storage.NewToken{User: "alice", Name: "before"})
 	before := dumpTable(t, path)
 
 	t.Cleanup(func() { _ = set("-i") }) // else t.TempDir can't remove them
 	if err := set("+i"); err != nil {
 		faulttest.Unsupported(t, "the file system or the user can't make files immutable: %v", err)
 	}
-	if _, _, err := s.Create(ctx, NewToken{User: "alice", Name: "during"}, createdEvent()); err == nil || !strings.Contains(err.Error(), "disk I/O error") {
+	if _, _, err := s.Create(ctx, storage.NewToken{User: "alice", Name: "during"}, createdEvent()); err == nil || !strings.Contains(err.Error(), "disk I/O error") {
 		t.Errorf("Create on an unwritable file: %v", err)
 	}
 	if _, _, err := s.Revoke(ctx, tok.ID, nil); err == nil || !strings.Contains(err.Error(), "disk I/O error") {
@@ -310,7 +310,7 @@ func TestFaultUnwritable(t *testing.T) {
 	if got := dumpTable(t, path); got != before {
 		t.Errorf("failed writes changed the table:\nbefore %s\nafter  %s", before, got)
 	}
-	if _, _, err := s.Create(ctx, NewToken{User: "alice", Name: "after"}, nil); err != nil {
+	if _, _, err := s.Create(ctx, storage.NewToken{User: "alice", Name: "after"}, nil); err != nil {
 		t.Errorf("Create once writable again: %v", err)
 	}
 	if _, _, err := s.Revoke(ctx, tok.ID, nil); err != nil {
@@ -346,7 +346,7 @@ func TestFaultOpenedReadOnly(t *testing.T) {
 			path := testDBPath(t)
 			ctx := context.Background()
 			first := openStore(t, path, Options{PollInterval: -1})
-			tok, secret := mustCreate(t, first, NewToken{User: "alice", Name: "ci"})
+			tok, secret := mustCreate(t, first, storage.NewToken{User: "alice", Name: "ci"})
 			if err := first.Close(); err != nil {
 				t.Fatal(err)
 			}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 )
 
 // SQL for group_members.
@@ -38,33 +39,33 @@ const (
 // given) and Group filled in; if that fails, the user is not added. Once
 // added, *ev is the event as stored, ID included. If the user already was a
 // member, nothing changed: no event is stored and ev keeps ID 0.
-func (s *Store) AddMember(ctx context.Context, group, user string, ev *event.Event) (_ Member, _ bool, err error) {
+func (s *Store) AddMember(ctx context.Context, group, user string, ev *event.Event) (_ storage.Member, _ bool, err error) {
 	defer classify(&err)
 	if err := validateMember(group, user); err != nil {
-		return Member{}, false, fmt.Errorf("adding member to group: %w", err)
+		return storage.Member{}, false, fmt.Errorf("adding member to group: %w", err)
 	}
 	key := userKey(user)
 	tx, err := s.beginWrite(ctx)
 	if err != nil {
-		return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
+		return storage.Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
 	}
 	defer tx.Rollback()
 	m, found, err := findMember(ctx, tx, group, key)
 	if err != nil {
-		return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
+		return storage.Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
 	}
 	var stored event.Event
 	if !found {
-		m = Member{Group: group, User: user, AddedAt: millis(s.now())}
+		m = storage.Member{Group: group, User: user, AddedAt: millis(s.now())}
 		if err := insertMemberRow(ctx, tx, m); err != nil {
-			return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
+			return storage.Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
 		}
 		if stored, err = insertChange(ctx, tx, ev, memberEvent(ev, m), m.AddedAt); err != nil {
-			return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
+			return storage.Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
 		}
 	}
 	if err := s.members.Commit(tx.Commit, key, group, true); err != nil {
-		return Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
+		return storage.Member{}, false, fmt.Errorf("adding %q to group %s: %w", user, group, err)
 	}
 	if !found {
 		changeDone(ev, stored)
@@ -110,7 +111,7 @@ func (s *Store) RemoveMember(ctx context.Context, group, user string, ev *event.
 
 // Members returns the members of group sorted by user, ignoring case. The
 // slice is empty, never nil, for a group without members.
-func (s *Store) Members(ctx context.Context, group string) (_ []Member, err error) {
+func (s *Store) Members(ctx context.Context, group string) (_ []storage.Member, err error) {
 	defer classify(&err)
 	if err := policy.ValidGroupName(group); err != nil {
 		return nil, fmt.Errorf("listing group members: %w: %w", ErrInvalid, err)
@@ -129,7 +130,7 @@ func (s *Store) Members(ctx context.Context, group string) (_ []Member, err erro
 
 // Groups returns the groups that have members, sorted by name. The slice is
 // never nil.
-func (s *Store) Groups(ctx context.Context) (_ []GroupInfo, err error) {
+func (s *Store) Groups(ctx context.Context) (_ []storage.GroupInfo, err error) {
 	defer classify(&err)
 	tx, err := s.reader.BeginTx(ctx, nil)
 	if err != nil {
@@ -144,7 +145,7 @@ func (s *Store) Groups(ctx context.Context) (_ []GroupInfo, err error) {
 }
 
 // GroupsOf returns the sorted names of the groups whose member is the user
-// with the given key (strings.ToLower(user), as Entry.UserKey), or nil. It
+// with the given key (strings.ToLower(user), as storage.Entry.UserKey), or nil. It
 // answers from memory, without allocating: the slice is shared, and callers
 // must not modify it. Changes made through this Store apply when their
 // method returns; changes made by other processes, once the poller has seen
@@ -161,43 +162,43 @@ func validateMember(group, user string) error {
 }
 
 // findMember returns the membership of the user with key in group, if any.
-func findMember(ctx context.Context, q queryer, group, key string) (Member, bool, error) {
+func findMember(ctx context.Context, q queryer, group, key string) (storage.Member, bool, error) {
 	m, err := scanMember(q.QueryRowContext(ctx, selectMember, group, key))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Member{}, false, nil
+		return storage.Member{}, false, nil
 	}
 	if err != nil {
-		return Member{}, false, err
+		return storage.Member{}, false, err
 	}
 	return m, true, nil
 }
 
-func insertMemberRow(ctx context.Context, tx *sql.Tx, m Member) error {
+func insertMemberRow(ctx context.Context, tx *sql.Tx, m storage.Member) error {
 	_, err := tx.ExecContext(ctx, insertMember, m.Group, userKey(m.User), m.User, m.AddedAt.UnixMilli())
 	return err
 }
 
 // deleteMemberRow deletes a membership and reports whether there was one,
 // and if so, which (AddedAt is left zero).
-func deleteMemberRow(ctx context.Context, tx *sql.Tx, group, key string) (Member, bool, error) {
-	m := Member{Group: group}
+func deleteMemberRow(ctx context.Context, tx *sql.Tx, group, key string) (storage.Member, bool, error) {
+	m := storage.Member{Group: group}
 	err := tx.QueryRowContext(ctx, deleteMember, group, key).Scan(&m.User)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Member{}, false, nil
+		return storage.Member{}, false, nil
 	}
 	if err != nil {
-		return Member{}, false, err
+		return storage.Member{}, false, err
 	}
 	return m, true, nil
 }
 
-func queryMembers(ctx context.Context, q queryer, group string) ([]Member, error) {
+func queryMembers(ctx context.Context, q queryer, group string) ([]storage.Member, error) {
 	rows, err := q.QueryContext(ctx, selectMembers, group)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	ms := []Member{}
+	ms := []storage.Member{}
 	for rows.Next() {
 		m, err := scanMember(rows)
 		if err != nil {
@@ -208,15 +209,15 @@ func queryMembers(ctx context.Context, q queryer, group string) ([]Member, error
 	return ms, rows.Err()
 }
 
-func queryGroups(ctx context.Context, q queryer) ([]GroupInfo, error) {
+func queryGroups(ctx context.Context, q queryer) ([]storage.GroupInfo, error) {
 	rows, err := q.QueryContext(ctx, selectGroups)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	gs := []GroupInfo{}
+	gs := []storage.GroupInfo{}
 	for rows.Next() {
-		var g GroupInfo
+		var g storage.GroupInfo
 		if err := rows.Scan(&g.Name, &g.Members); err != nil {
 			return nil, err
 		}
@@ -250,11 +251,11 @@ func loadMemberships(ctx context.Context, q queryer) (map[string][]string, error
 	return m, nil
 }
 
-func scanMember(row interface{ Scan(...any) error }) (Member, error) {
-	var m Member
+func scanMember(row interface{ Scan(...any) error }) (storage.Member, error) {
+	var m storage.Member
 	var added int64
 	if err := row.Scan(&m.Group, &m.User, &added); err != nil {
-		return Member{}, err
+		return storage.Member{}, err
 	}
 	m.AddedAt = fromMillis(added)
 	return m, nil

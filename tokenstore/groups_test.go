@@ -14,9 +14,10 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 )
 
-func mustAddMember(t testing.TB, s *Store, group, user string) Member {
+func mustAddMember(t testing.TB, s *Store, group, user string) storage.Member {
 	t.Helper()
 	m, _, err := s.AddMember(t.Context(), group, user, nil)
 	if err != nil {
@@ -95,7 +96,7 @@ func TestMembers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []GroupInfo{{Name: "admins", Members: 1}, {Name: "eng", Members: 3}, {Name: "ops", Members: 1}}
+		want := []storage.GroupInfo{{Name: "admins", Members: 1}, {Name: "eng", Members: 3}, {Name: "ops", Members: 1}}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("Groups = %+v, want %+v", got, want)
 		}
@@ -145,7 +146,7 @@ func TestMembers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := []GroupInfo{{Name: "eng", Members: 2}}; !reflect.DeepEqual(got, want) {
+		if want := []storage.GroupInfo{{Name: "eng", Members: 2}}; !reflect.DeepEqual(got, want) {
 			t.Errorf("Groups = %+v, want %+v", got, want)
 		}
 	})
@@ -296,7 +297,7 @@ func TestPollerSeesMembersAndRules(t *testing.T) {
 		waitFor(t, "the user has no groups", func() bool { return watcher.GroupsOf("alice") == nil })
 	})
 
-	tok, secret := mustCreate(t, writer, NewToken{User: "alice", Name: "ci", AllowedIPs: []string{"10.0.0.0/8"}, RateLimit: "5/1s"})
+	tok, secret := mustCreate(t, writer, storage.NewToken{User: "alice", Name: "ci", AllowedIPs: []string{"10.0.0.0/8"}, RateLimit: "5/1s"})
 	t.Run("create with rules", func(t *testing.T) {
 		waitFor(t, "the token and its rules are seen", func() bool {
 			e, ok := watcher.Lookup(secret)
@@ -305,7 +306,7 @@ func TestPollerSeesMembersAndRules(t *testing.T) {
 		})
 	})
 	t.Run("update rules", func(t *testing.T) {
-		_, err := writer.Update(ctx, tok.ID, Patch{AllowedIPs: &[]string{"192.0.2.1"}, ReadOnly: ptr(true)}, nil)
+		_, err := writer.Update(ctx, tok.ID, storage.Patch{AllowedIPs: &[]string{"192.0.2.1"}, ReadOnly: ptr(true)}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -316,7 +317,7 @@ func TestPollerSeesMembersAndRules(t *testing.T) {
 		})
 	})
 	t.Run("clear rules", func(t *testing.T) {
-		_, err := writer.Update(ctx, tok.ID, Patch{AllowedIPs: &[]string{}, ReadOnly: ptr(false), RateLimit: ptr("")}, nil)
+		_, err := writer.Update(ctx, tok.ID, storage.Patch{AllowedIPs: &[]string{}, ReadOnly: ptr(false), RateLimit: ptr("")}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenindex"
 )
@@ -14,12 +15,12 @@ import (
 // It reports false for a malformed token, an unknown id or a wrong secret,
 // and true, with the token's facts and rules, for a known token, whether
 // active, expired or revoked: judging those is the caller's business
-// (Entry.State, the policy package). Lookup does not allocate or touch the
+// (storage.Entry.State, the policy package). Lookup does not allocate or touch the
 // database, and its comparison of the secret is constant-time.
-func (s *Store) Lookup(secret string) (Entry, bool) {
+func (s *Store) Lookup(secret string) (storage.Entry, bool) {
 	id, ok := token.Parse(secret)
 	if !ok {
-		return Entry{}, false
+		return storage.Entry{}, false
 	}
 	return s.LookupID(id, secret)
 }
@@ -29,14 +30,14 @@ func (s *Store) Lookup(secret string) (Entry, bool) {
 // It costs what Lookup costs, less the parse, and has the same guarantees:
 // in particular, a token it finds has a valid checksum, whichever parsed
 // it, since its whole string hashes to a stored token's.
-func (s *Store) LookupID(id, secret string) (Entry, bool) {
+func (s *Store) LookupID(id, secret string) (storage.Entry, bool) {
 	return s.index.LookupID(id, secret)
 }
 
 // CountByState returns how many tokens are in each state at now, from
 // memory, for metrics. Every state has a key, with 0 if no token is in it.
 // Tokens written by other processes count once the poller has seen them.
-func (s *Store) CountByState(now time.Time) map[State]int {
+func (s *Store) CountByState(now time.Time) map[storage.State]int {
 	return s.index.CountByState(now)
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 	"github.com/apitoken/caddy-apitoken/tokenindex"
 )
@@ -62,7 +63,7 @@ func indexSeq(s *Store, id string) (int64, bool) {
 }
 
 // indexEntry returns what the index holds for id, without a secret.
-func indexEntry(ix *tokenindex.Index, id string) (Entry, bool) {
+func indexEntry(ix *tokenindex.Index, id string) (storage.Entry, bool) {
 	e, _, ok := ix.Get(id)
 	return e, ok
 }
@@ -70,13 +71,13 @@ func indexEntry(ix *tokenindex.Index, id string) (Entry, bool) {
 func TestLookup(t *testing.T) {
 	s, _, _ := newTestStore(t)
 	ctx := t.Context()
-	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
-	revoked, revokedSecret := mustCreate(t, s, NewToken{User: "bob", Name: "old"})
+	tok, secret := mustCreate(t, s, storage.NewToken{User: "alice", Name: "ci"})
+	revoked, revokedSecret := mustCreate(t, s, storage.NewToken{User: "bob", Name: "old"})
 	if _, _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	scope := policy.Scope{ReadOnly: true, Methods: []string{"get"}, Paths: []string{"/api/*"}}
-	ruled, ruledSecret := mustCreate(t, s, NewToken{
+	ruled, ruledSecret := mustCreate(t, s, storage.NewToken{
 		User: "Carol", Name: "ruled", AllowedIPs: []string{"10.1.2.3", "2001:db8::/32"}, Scope: scope, RateLimit: "600/60s",
 	})
 	compiled, err := policy.CompileScope(scope)
@@ -92,23 +93,23 @@ func TestLookup(t *testing.T) {
 	tests := []struct {
 		name  string
 		token string
-		want  Entry
+		want  storage.Entry
 		ok    bool
 	}{
-		{"hit", secret, Entry{ID: tok.ID, Key: keyOf(t, tok.ID), User: "alice", UserKey: "alice", Name: "ci"}, true},
-		{"revoked", revokedSecret, Entry{ID: revoked.ID, Key: keyOf(t, revoked.ID), User: "bob", UserKey: "bob", Name: "old", Revoked: true}, true},
-		{"with rules", ruledSecret, Entry{
+		{"hit", secret, storage.Entry{ID: tok.ID, Key: keyOf(t, tok.ID), User: "alice", UserKey: "alice", Name: "ci"}, true},
+		{"revoked", revokedSecret, storage.Entry{ID: revoked.ID, Key: keyOf(t, revoked.ID), User: "bob", UserKey: "bob", Name: "old", Revoked: true}, true},
+		{"with rules", ruledSecret, storage.Entry{
 			ID: ruled.ID, Key: keyOf(t, ruled.ID), User: "Carol", UserKey: "carol", Name: "ruled",
 			AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/32"), netip.MustParsePrefix("2001:db8::/32")},
 			Scope:      &compiled,
 			RateLimit:  policy.Rate{Events: 600, Per: time.Minute},
 		}, true},
-		{"wrong secret", wrongSecret, Entry{}, false},
-		{"other prefix", otherPrefix, Entry{}, false},
-		{"unknown id", unknownIDToken(t, s), Entry{}, false},
-		{"bad checksum", breakChecksum(secret), Entry{}, false},
-		{"empty", "", Entry{}, false},
-		{"id alone", tok.ID, Entry{}, false},
+		{"wrong secret", wrongSecret, storage.Entry{}, false},
+		{"other prefix", otherPrefix, storage.Entry{}, false},
+		{"unknown id", unknownIDToken(t, s), storage.Entry{}, false},
+		{"bad checksum", breakChecksum(secret), storage.Entry{}, false},
+		{"empty", "", storage.Entry{}, false},
+		{"id alone", tok.ID, storage.Entry{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -144,8 +145,8 @@ func breakChecksum(token string) string {
 
 func TestLookupAllocs(t *testing.T) {
 	s, _, _ := newTestStore(t)
-	_, secret := mustCreate(t, s, NewToken{Prefix: "abcdefghijklmnop", User: "alice", Name: "ci"})
-	_, ruledSecret := mustCreate(t, s, NewToken{User: "alice", Name: "ruled",
+	_, secret := mustCreate(t, s, storage.NewToken{Prefix: "abcdefghijklmnop", User: "alice", Name: "ci"})
+	_, ruledSecret := mustCreate(t, s, storage.NewToken{User: "alice", Name: "ruled",
 		AllowedIPs: []string{"private_ranges"}, RateLimit: "600/1m",
 		Scope: policy.Scope{ReadOnly: true, Methods: []string{"GET"}, Paths: []string{"/api/*"}, Hosts: []string{"*.example.com"}},
 	})
@@ -179,8 +180,8 @@ func TestOpenLoadsIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, secret := mustCreate(t, s1, NewToken{User: "alice", Name: "ci"})
-	revoked, revokedSecret := mustCreate(t, s1, NewToken{User: "alice", Name: "old"})
+	tok, secret := mustCreate(t, s1, storage.NewToken{User: "alice", Name: "ci"})
+	revoked, revokedSecret := mustCreate(t, s1, storage.NewToken{User: "alice", Name: "old"})
 	if _, _, err := s1.Revoke(t.Context(), revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +222,7 @@ func TestPollerSeesOtherWriters(t *testing.T) {
 	writer := openStore(t, path, Options{PollInterval: -1})
 	ctx := t.Context()
 
-	tok, secret := mustCreate(t, writer, NewToken{User: "alice", Name: "ci"})
+	tok, secret := mustCreate(t, writer, storage.NewToken{User: "alice", Name: "ci"})
 	waitFor(t, "the new token is known", func() bool {
 		_, ok := watcher.Lookup(secret)
 		return ok
@@ -242,7 +243,7 @@ func TestPollerSeesOtherWriters(t *testing.T) {
 	})
 	t.Run("update", func(t *testing.T) {
 		name := "renamed"
-		if _, err := writer.Update(ctx, tok.ID, Patch{Name: &name}, nil); err != nil {
+		if _, err := writer.Update(ctx, tok.ID, storage.Patch{Name: &name}, nil); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, "the new name is seen", func() bool {
@@ -260,7 +261,7 @@ func TestPollerSeesOtherWriters(t *testing.T) {
 		})
 	})
 	t.Run("own writes still apply at once", func(t *testing.T) {
-		tok, secret := mustCreate(t, watcher, NewToken{User: "bob", Name: "ci"})
+		tok, secret := mustCreate(t, watcher, storage.NewToken{User: "bob", Name: "ci"})
 		if _, ok := watcher.Lookup(secret); !ok {
 			t.Fatal("own Create not visible at once")
 		}
@@ -295,10 +296,10 @@ func TestLookupDuringWrites(t *testing.T) {
 	}
 	slots := make([]*slot, tokens)
 	for i := range slots {
-		tok, secret := mustCreate(t, s, NewToken{User: fmt.Sprintf("user%d", i), Name: "ci"})
+		tok, secret := mustCreate(t, s, storage.NewToken{User: fmt.Sprintf("user%d", i), Name: "ci"})
 		slots[i] = &slot{id: tok.ID, secrets: []string{secret}}
 	}
-	victim, victimSecret := mustCreate(t, s, NewToken{User: "victim", Name: "ci"})
+	victim, victimSecret := mustCreate(t, s, storage.NewToken{User: "victim", Name: "ci"})
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -368,7 +369,7 @@ func TestLookupDuringWrites(t *testing.T) {
 func TestIndexApplyOrder(t *testing.T) {
 	var ix tokenindex.Index
 	rec := func(seq int64, revoked bool) record {
-		r := record{Token: Token{ID: "abcdefgh2345", User: "alice", Name: fmt.Sprint("v", seq)}, seq: seq}
+		r := record{Token: storage.Token{ID: "abcdefgh2345", User: "alice", Name: fmt.Sprint("v", seq)}, seq: seq}
 		if revoked {
 			r.RevokedAt = time.Unix(1, 0)
 		}
@@ -450,7 +451,7 @@ func TestPollerReportsFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := openStore(t, path, Options{PollInterval: -1})
-	_, secret := mustCreate(t, other, NewToken{User: "bob", Name: "other process"})
+	_, secret := mustCreate(t, other, storage.NewToken{User: "bob", Name: "other process"})
 	waitFor(t, "the poller recovers and sees the other store's token", func() bool {
 		_, ok := s.Lookup(secret)
 		return ok

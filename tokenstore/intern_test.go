@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/tokenindex"
 )
 
@@ -27,7 +28,7 @@ func checkInterned(t *testing.T, ix *tokenindex.Index) (nShared, nRules int) {
 func TestInterning(t *testing.T) {
 	s, _, path := newTestStore(t)
 	ctx := t.Context()
-	rules := NewToken{
+	rules := storage.NewToken{
 		AllowedIPs: []string{"198.51.100.0/24", "2001:db8::/32"},
 		Scope:      policy.Scope{Methods: []string{"GET"}, Paths: []string{"/api/*"}},
 		RateLimit:  "600/1m",
@@ -39,8 +40,8 @@ func TestInterning(t *testing.T) {
 		tok, secret := mustCreate(t, s, nt)
 		ids, secrets = append(ids, tok.ID), append(secrets, secret)
 	}
-	plain, plainSecret := mustCreate(t, s, NewToken{User: "user0", Name: "plain"})
-	lookup := func(secret string) Entry {
+	plain, plainSecret := mustCreate(t, s, storage.NewToken{User: "user0", Name: "plain"})
+	lookup := func(secret string) storage.Entry {
 		t.Helper()
 		e, ok := s.Lookup(secret)
 		if !ok {
@@ -65,7 +66,7 @@ func TestInterning(t *testing.T) {
 		}
 	})
 	t.Run("a change takes one token out", func(t *testing.T) {
-		if _, err := s.Update(ctx, ids[0], Patch{RateLimit: ptr("1/1s")}, nil); err != nil {
+		if _, err := s.Update(ctx, ids[0], storage.Patch{RateLimit: ptr("1/1s")}, nil); err != nil {
 			t.Fatal(err)
 		}
 		e, other := lookup(secrets[0]), lookup(secrets[2])
@@ -78,7 +79,7 @@ func TestInterning(t *testing.T) {
 		if n, r := checkInterned(t, &s.index); n != 4 || r != 3 {
 			t.Errorf("%d shared values and %d rule sets, want 4 and 3", n, r)
 		}
-		if _, err := s.Update(ctx, ids[0], Patch{RateLimit: ptr("600/1m")}, nil); err != nil {
+		if _, err := s.Update(ctx, ids[0], storage.Patch{RateLimit: ptr("600/1m")}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if e := lookup(secrets[0]); e.Scope != other.Scope {
@@ -99,7 +100,7 @@ func TestInterning(t *testing.T) {
 	})
 	t.Run("many changes leave nothing behind", func(t *testing.T) {
 		for i := range 50 {
-			if _, err := s.Update(ctx, plain.ID, Patch{RateLimit: ptr(fmt.Sprintf("%d/1m", i+1))}, nil); err != nil {
+			if _, err := s.Update(ctx, plain.ID, storage.Patch{RateLimit: ptr(fmt.Sprintf("%d/1m", i+1))}, nil); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -116,7 +117,7 @@ func TestInterning(t *testing.T) {
 	t.Run("another store reads the same", func(t *testing.T) {
 		s2 := openStore(t, path, Options{PollInterval: -1})
 		for i, secret := range secrets {
-			want, got := lookup(secret), func() Entry { e, _ := s2.Lookup(secret); return e }()
+			want, got := lookup(secret), func() storage.Entry { e, _ := s2.Lookup(secret); return e }()
 			want.Scope, got.Scope = nil, nil // compiled anew, equal (TestLookup)
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("token %d: %+v, want %+v", i, got, want)
@@ -135,11 +136,11 @@ func TestPollerInterning(t *testing.T) {
 	ctx := t.Context()
 	var ids []string
 	for i := range 20 {
-		tok, _ := mustCreate(t, writer, NewToken{User: fmt.Sprintf("user%d", i%3), Name: fmt.Sprintf("t%d", i), AllowedIPs: []string{"10.0.0.0/8"}})
+		tok, _ := mustCreate(t, writer, storage.NewToken{User: fmt.Sprintf("user%d", i%3), Name: fmt.Sprintf("t%d", i), AllowedIPs: []string{"10.0.0.0/8"}})
 		ids = append(ids, tok.ID)
 	}
 	for i, id := range ids[:10] {
-		if _, err := writer.Update(ctx, id, Patch{AllowedIPs: &[]string{fmt.Sprintf("10.%d.0.0/16", i%2)}}, nil); err != nil {
+		if _, err := writer.Update(ctx, id, storage.Patch{AllowedIPs: &[]string{fmt.Sprintf("10.%d.0.0/16", i%2)}}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -176,7 +177,7 @@ func TestRulesKey(t *testing.T) {
 	// Scopes too odd for parseRules, to check that an item can't move
 	// from one list to the next.
 	rawScope := func(sc policy.Scope) string {
-		c := record{Token: Token{Scope: sc}, rules: compiled{scope: new(policy.CompiledScope)}}.change()
+		c := record{Token: storage.Token{Scope: sc}, rules: compiled{scope: new(policy.CompiledScope)}}.change()
 		return tokenindex.RulesKey(&c)
 	}
 	rawPrefix := func(p string) string {
@@ -244,8 +245,8 @@ func TestExpiresInMillis(t *testing.T) {
 	}
 	var ix tokenindex.Index
 	exp := millis(time.Date(2030, 1, 2, 3, 4, 5, 6_000_000, time.UTC))
-	ix.Apply(record{Token: Token{ID: "abcdefgh2345", Name: "n", ExpiresAt: exp}, seq: 1}.change(),
-		record{Token: Token{ID: "abcdefgh2346", Name: "n"}, seq: 1}.change())
+	ix.Apply(record{Token: storage.Token{ID: "abcdefgh2345", Name: "n", ExpiresAt: exp}, seq: 1}.change(),
+		record{Token: storage.Token{ID: "abcdefgh2346", Name: "n"}, seq: 1}.change())
 	if e, _ := indexEntry(&ix, "abcdefgh2345"); e.ExpiresAt != exp {
 		t.Errorf("ExpiresAt = %v, want %v", e.ExpiresAt, exp)
 	}
@@ -258,7 +259,7 @@ func TestExpiresInMillis(t *testing.T) {
 // one token's AllowedIPs reach another's.
 func TestRulesShareAllowedIPs(t *testing.T) {
 	s, _, _ := newTestStore(t)
-	nt := NewToken{User: "a", AllowedIPs: []string{"10.0.0.0/8"}}
+	nt := storage.NewToken{User: "a", AllowedIPs: []string{"10.0.0.0/8"}}
 	nt.Name = "one"
 	_, s1 := mustCreate(t, s, nt)
 	nt.Name = "two"
@@ -278,11 +279,11 @@ func TestIndexOddIDs(t *testing.T) {
 	s := &Store{}
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	s.index.Apply(
-		record{Token: Token{ID: "ABCDEFGH2345", User: "a", Name: "odd"}, seq: 1}.change(),
-		record{Token: Token{ID: "abcdefgh2345", User: "a", Name: "valid"}, seq: 1}.change(),
+		record{Token: storage.Token{ID: "ABCDEFGH2345", User: "a", Name: "odd"}, seq: 1}.change(),
+		record{Token: storage.Token{ID: "abcdefgh2345", User: "a", Name: "valid"}, seq: 1}.change(),
 	)
-	s.index.Apply(record{Token: Token{ID: "ABCDEFGH2345", User: "a", Name: "odd", RevokedAt: now}, seq: 2}.change())
-	want := map[State]int{StateActive: 1, StateExpired: 0, StateRevoked: 1}
+	s.index.Apply(record{Token: storage.Token{ID: "ABCDEFGH2345", User: "a", Name: "odd", RevokedAt: now}, seq: 2}.change())
+	want := map[storage.State]int{storage.StateActive: 1, storage.StateExpired: 0, storage.StateRevoked: 1}
 	if got := s.CountByState(now); !reflect.DeepEqual(got, want) {
 		t.Errorf("CountByState = %v, want %v", got, want)
 	}
@@ -298,7 +299,7 @@ func TestIndexOddIDs(t *testing.T) {
 // TestLookupExport: LookupID builds its Entry as tokenindex.Index.Get does.
 func TestLookupExport(t *testing.T) {
 	s, clock, _ := newTestStore(t)
-	tok, secret := mustCreate(t, s, NewToken{User: "Alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour), RateLimit: "5/1s"})
+	tok, secret := mustCreate(t, s, storage.NewToken{User: "Alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour), RateLimit: "5/1s"})
 	got, ok := s.Lookup(secret)
 	want, _ := indexEntry(&s.index, tok.ID)
 	if !ok || !reflect.DeepEqual(got, want) {

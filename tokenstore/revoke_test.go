@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/apitoken/caddy-apitoken/event"
+	"github.com/apitoken/caddy-apitoken/storage"
 )
 
 // TestRevokeReportsTheRevoker checks that of concurrent revokes of one
@@ -17,7 +18,7 @@ import (
 func TestRevokeReportsTheRevoker(t *testing.T) {
 	s, _, _ := newTestStore(t)
 	ctx := context.Background()
-	tok, _, err := s.Create(ctx, NewToken{User: "alice", Name: "ci"}, nil)
+	tok, _, err := s.Create(ctx, storage.NewToken{User: "alice", Name: "ci"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 )
 
 // Limits on a token's rules.
@@ -22,14 +23,14 @@ const (
 // compiled is a token's rules parsed for the gate. It is built once per
 // version of a row, when the row is written or read; the index keeps one
 // per distinct rule set (see tokenindex.RulesKey), shared read-only by
-// every Entry that Lookup returns with those rules.
+// every storage.Entry that Lookup returns with those rules.
 type compiled struct {
 	prefixes []netip.Prefix        // nil: any client address
 	scope    *policy.CompiledScope // nil: unrestricted
 	rate     policy.Rate           // zero: none set
 }
 
-// rules are the parsed rule fields of a NewToken or a Patch: the canonical
+// rules are the parsed rule fields of a storage.NewToken or storage.Patch: the canonical
 // forms for Token and the database, and the compiled ones for the index.
 type rules struct {
 	allowedIPs []string
@@ -145,7 +146,7 @@ func parseRules(allowedIPs []string, scope policy.Scope, rateLimit string) (rule
 // The scope fields p sets are checked on their own, in a scope that has
 // only them (its fields are independent of each other); patchRules
 // merges them into the token's scope.
-func parsePatchRules(p Patch) (rules, error) {
+func parsePatchRules(p storage.Patch) (rules, error) {
 	var r rules
 	var err error
 	if p.AllowedIPs != nil {
@@ -175,7 +176,7 @@ func (rec *record) setRules(r rules) {
 // patchRules gives rec the rules that p sets, parsed into r by
 // parsePatchRules. The scope fields p sets replace those of rec's scope,
 // the others stay, and the merged scope is compiled anew.
-func (rec *record) patchRules(p Patch, r rules) error {
+func (rec *record) patchRules(p storage.Patch, r rules) error {
 	if p.AllowedIPs != nil {
 		rec.AllowedIPs, rec.rules.prefixes = r.allowedIPs, r.prefixes
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 )
 
 // privateRanges is what "private_ranges" expands to, canonically.
@@ -29,12 +30,12 @@ func prefixStrings(ps []netip.Prefix) []string {
 }
 
 // rulesOf returns only the rule fields of tok.
-func rulesOf(tok Token) Token {
-	return Token{AllowedIPs: tok.AllowedIPs, Scope: tok.Scope, RateLimit: tok.RateLimit}
+func rulesOf(tok storage.Token) storage.Token {
+	return storage.Token{AllowedIPs: tok.AllowedIPs, Scope: tok.Scope, RateLimit: tok.RateLimit}
 }
 
 // checkEntryRules checks that e carries tok's rules, parsed.
-func checkEntryRules(t *testing.T, e Entry, tok Token) {
+func checkEntryRules(t *testing.T, e storage.Entry, tok storage.Token) {
 	t.Helper()
 	if got := prefixStrings(e.AllowedIPs); !reflect.DeepEqual(got, tok.AllowedIPs) {
 		t.Errorf("Entry.AllowedIPs = %q, want %q", got, tok.AllowedIPs)
@@ -61,32 +62,32 @@ func TestCreateRules(t *testing.T) {
 	ctx := t.Context()
 	tests := []struct {
 		name     string
-		nt       NewToken // User and Name are filled in
-		want     Token    // the rule fields only
+		nt       storage.NewToken // User and Name are filled in
+		want     storage.Token    // the rule fields only
 		wantRate policy.Rate
 	}{
-		{"none", NewToken{}, Token{}, policy.Rate{}},
+		{"none", storage.NewToken{}, storage.Token{}, policy.Rate{}},
 		{"empty lists",
-			NewToken{AllowedIPs: []string{}, Scope: policy.Scope{Methods: []string{}, Paths: []string{}, Hosts: []string{}}},
-			Token{}, policy.Rate{}},
-		{"bare IPv4", NewToken{AllowedIPs: []string{"10.1.2.3"}}, Token{AllowedIPs: []string{"10.1.2.3/32"}}, policy.Rate{}},
-		{"bare IPv6", NewToken{AllowedIPs: []string{"2001:db8::1"}}, Token{AllowedIPs: []string{"2001:db8::1/128"}}, policy.Rate{}},
-		{"masked", NewToken{AllowedIPs: []string{"10.1.2.3/8"}}, Token{AllowedIPs: []string{"10.0.0.0/8"}}, policy.Rate{}},
-		{"IPv4-mapped", NewToken{AllowedIPs: []string{"::ffff:10.0.0.0/104"}}, Token{AllowedIPs: []string{"10.0.0.0/8"}}, policy.Rate{}},
+			storage.NewToken{AllowedIPs: []string{}, Scope: policy.Scope{Methods: []string{}, Paths: []string{}, Hosts: []string{}}},
+			storage.Token{}, policy.Rate{}},
+		{"bare IPv4", storage.NewToken{AllowedIPs: []string{"10.1.2.3"}}, storage.Token{AllowedIPs: []string{"10.1.2.3/32"}}, policy.Rate{}},
+		{"bare IPv6", storage.NewToken{AllowedIPs: []string{"2001:db8::1"}}, storage.Token{AllowedIPs: []string{"2001:db8::1/128"}}, policy.Rate{}},
+		{"masked", storage.NewToken{AllowedIPs: []string{"10.1.2.3/8"}}, storage.Token{AllowedIPs: []string{"10.0.0.0/8"}}, policy.Rate{}},
+		{"IPv4-mapped", storage.NewToken{AllowedIPs: []string{"::ffff:10.0.0.0/104"}}, storage.Token{AllowedIPs: []string{"10.0.0.0/8"}}, policy.Rate{}},
 		{"private ranges",
-			NewToken{AllowedIPs: []string{"private_ranges", "203.0.113.7"}},
-			Token{AllowedIPs: append(append([]string{}, privateRanges...), "203.0.113.7/32")}, policy.Rate{}},
-		{"read only", NewToken{Scope: policy.Scope{ReadOnly: true}}, Token{Scope: policy.Scope{ReadOnly: true}}, policy.Rate{}},
+			storage.NewToken{AllowedIPs: []string{"private_ranges", "203.0.113.7"}},
+			storage.Token{AllowedIPs: append(append([]string{}, privateRanges...), "203.0.113.7/32")}, policy.Rate{}},
+		{"read only", storage.NewToken{Scope: policy.Scope{ReadOnly: true}}, storage.Token{Scope: policy.Scope{ReadOnly: true}}, policy.Rate{}},
 		{"scope",
-			NewToken{Scope: policy.Scope{Methods: []string{"get", "Head"}, Paths: []string{"/api/*", "*.JSON"}, Hosts: []string{"API.example.com", "*.example.org"}}},
-			Token{Scope: policy.Scope{Methods: []string{"GET", "HEAD"}, Paths: []string{"/api/*", "*.JSON"}, Hosts: []string{"API.example.com", "*.example.org"}}},
+			storage.NewToken{Scope: policy.Scope{Methods: []string{"get", "Head"}, Paths: []string{"/api/*", "*.JSON"}, Hosts: []string{"API.example.com", "*.example.org"}}},
+			storage.Token{Scope: policy.Scope{Methods: []string{"GET", "HEAD"}, Paths: []string{"/api/*", "*.JSON"}, Hosts: []string{"API.example.com", "*.example.org"}}},
 			policy.Rate{}},
-		{"rate", NewToken{RateLimit: "600/1m"}, Token{RateLimit: "600/1m"}, policy.Rate{Events: 600, Per: time.Minute}},
-		{"rate with a bare unit", NewToken{RateLimit: "10/s"}, Token{RateLimit: "10/1s"}, policy.Rate{Events: 10, Per: time.Second}},
-		{"rate in a larger unit", NewToken{RateLimit: "60/60s"}, Token{RateLimit: "60/1m"}, policy.Rate{Events: 60, Per: time.Minute}},
+		{"rate", storage.NewToken{RateLimit: "600/1m"}, storage.Token{RateLimit: "600/1m"}, policy.Rate{Events: 600, Per: time.Minute}},
+		{"rate with a bare unit", storage.NewToken{RateLimit: "10/s"}, storage.Token{RateLimit: "10/1s"}, policy.Rate{Events: 10, Per: time.Second}},
+		{"rate in a larger unit", storage.NewToken{RateLimit: "60/60s"}, storage.Token{RateLimit: "60/1m"}, policy.Rate{Events: 60, Per: time.Minute}},
 		{"everything",
-			NewToken{AllowedIPs: []string{"192.0.2.0/24"}, Scope: policy.Scope{ReadOnly: true, Paths: []string{"/v1/*"}}, RateLimit: "5/1s"},
-			Token{AllowedIPs: []string{"192.0.2.0/24"}, Scope: policy.Scope{ReadOnly: true, Paths: []string{"/v1/*"}}, RateLimit: "5/1s"},
+			storage.NewToken{AllowedIPs: []string{"192.0.2.0/24"}, Scope: policy.Scope{ReadOnly: true, Paths: []string{"/v1/*"}}, RateLimit: "5/1s"},
+			storage.Token{AllowedIPs: []string{"192.0.2.0/24"}, Scope: policy.Scope{ReadOnly: true, Paths: []string{"/v1/*"}}, RateLimit: "5/1s"},
 			policy.Rate{Events: 5, Per: time.Second}},
 	}
 	for i, tt := range tests {
@@ -100,7 +101,7 @@ func TestCreateRules(t *testing.T) {
 			if got, err := s.Get(ctx, tok.ID); err != nil || !reflect.DeepEqual(got, tok) {
 				t.Errorf("Get = %+v, %v; want %+v", got, err, tok)
 			}
-			listed, err := s.List(ctx, Filter{User: "alice"})
+			listed, err := s.List(ctx, storage.Filter{User: "alice"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,7 +129,7 @@ func TestCreateRules(t *testing.T) {
 	}
 
 	t.Run("the caller's slices are copied", func(t *testing.T) {
-		nt := NewToken{User: "bob", Name: "copy", AllowedIPs: []string{"10.0.0.0/8"}, Scope: policy.Scope{
+		nt := storage.NewToken{User: "bob", Name: "copy", AllowedIPs: []string{"10.0.0.0/8"}, Scope: policy.Scope{
 			Methods: []string{"GET"}, Paths: []string{"/a"}, Hosts: []string{"a.example"},
 		}}
 		tok, _ := mustCreate(t, s, nt)
@@ -146,7 +147,7 @@ func TestCreateRules(t *testing.T) {
 func TestLookupRules(t *testing.T) {
 	s, _, _ := newTestStore(t)
 	ctx := t.Context()
-	tok, secret := mustCreate(t, s, NewToken{
+	tok, secret := mustCreate(t, s, storage.NewToken{
 		User: "Alice", Name: "ci",
 		AllowedIPs: []string{"10.0.0.0/8", "2001:db8::/32"},
 		Scope:      policy.Scope{Methods: []string{"get"}, Paths: []string{"/api/*"}, Hosts: []string{"api.example.com"}},
@@ -193,7 +194,7 @@ func TestLookupRules(t *testing.T) {
 		}
 	})
 	t.Run("update applies at once", func(t *testing.T) {
-		_, err := s.Update(ctx, tok.ID, Patch{
+		_, err := s.Update(ctx, tok.ID, storage.Patch{
 			AllowedIPs: &[]string{"192.0.2.0/24"},
 			Methods:    &[]string{"POST"},
 			Paths:      &[]string{},
@@ -218,7 +219,7 @@ func TestLookupRules(t *testing.T) {
 		}
 	})
 	t.Run("cleared rules are nil", func(t *testing.T) {
-		_, err := s.Update(ctx, tok.ID, Patch{AllowedIPs: new([]string), ReadOnly: new(bool), Methods: new([]string), Paths: new([]string), Hosts: new([]string), RateLimit: ptr("")}, nil)
+		_, err := s.Update(ctx, tok.ID, storage.Patch{AllowedIPs: new([]string), ReadOnly: new(bool), Methods: new([]string), Paths: new([]string), Hosts: new([]string), RateLimit: ptr("")}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -232,37 +233,37 @@ func TestLookupRules(t *testing.T) {
 func TestUpdateRules(t *testing.T) {
 	s, clock, _ := newTestStore(t)
 	ctx := t.Context()
-	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "ci", Scope: policy.Scope{ReadOnly: true}, RateLimit: "5/1s"})
+	tok, secret := mustCreate(t, s, storage.NewToken{User: "alice", Name: "ci", Scope: policy.Scope{ReadOnly: true}, RateLimit: "5/1s"})
 
 	steps := []struct {
 		name  string
-		patch Patch
-		want  Token // the rule fields after the step
+		patch storage.Patch
+		want  storage.Token // the rule fields after the step
 	}{
-		{"set allowed_ips", Patch{AllowedIPs: &[]string{"192.0.2.9"}},
-			Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{ReadOnly: true}, RateLimit: "5/1s"}},
-		{"set scope", Patch{ReadOnly: new(bool), Methods: &[]string{"delete"}},
-			Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "5/1s"}},
-		{"set paths keeps the methods", Patch{Paths: &[]string{"/rest/*"}},
-			Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}, Paths: []string{"/rest/*"}}, RateLimit: "5/1s"}},
-		{"set hosts keeps the paths and methods", Patch{Hosts: &[]string{"jira.example.com"}},
-			Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}, Paths: []string{"/rest/*"}, Hosts: []string{"jira.example.com"}}, RateLimit: "5/1s"}},
-		{"clear paths and hosts", Patch{Paths: &[]string{}, Hosts: new([]string)},
-			Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "5/1s"}},
-		{"set rate", Patch{RateLimit: ptr("100/1h")},
-			Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "100/1h"}},
-		{"other fields keep the rules", Patch{Name: ptr("renamed"), Description: ptr("d")},
-			Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "100/1h"}},
-		{"clear allowed_ips with a nil list", Patch{AllowedIPs: new([]string)},
-			Token{Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "100/1h"}},
-		{"set allowed_ips to private_ranges", Patch{AllowedIPs: &[]string{"private_ranges"}},
-			Token{AllowedIPs: privateRanges, Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "100/1h"}},
-		{"clear allowed_ips with an empty list", Patch{AllowedIPs: &[]string{}},
-			Token{Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "100/1h"}},
-		{"clear scope", Patch{Methods: &[]string{}},
-			Token{RateLimit: "100/1h"}},
-		{"clear rate", Patch{RateLimit: ptr("")},
-			Token{}},
+		{"set allowed_ips", storage.Patch{AllowedIPs: &[]string{"192.0.2.9"}},
+			storage.Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{ReadOnly: true}, RateLimit: "5/1s"}},
+		{"set scope", storage.Patch{ReadOnly: new(bool), Methods: &[]string{"delete"}},
+			storage.Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "5/1s"}},
+		{"set paths keeps the methods", storage.Patch{Paths: &[]string{"/rest/*"}},
+			storage.Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}, Paths: []string{"/rest/*"}}, RateLimit: "5/1s"}},
+		{"set hosts keeps the paths and methods", storage.Patch{Hosts: &[]string{"jira.example.com"}},
+			storage.Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}, Paths: []string{"/rest/*"}, Hosts: []string{"jira.example.com"}}, RateLimit: "5/1s"}},
+		{"clear paths and hosts", storage.Patch{Paths: &[]string{}, Hosts: new([]string)},
+			storage.Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "5/1s"}},
+		{"set rate", storage.Patch{RateLimit: ptr("100/1h")},
+			storage.Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "100/1h"}},
+		{"other fields keep the rules", storage.Patch{Name: ptr("renamed"), Description: ptr("d")},
+			storage.Token{AllowedIPs: []string{"192.0.2.9/32"}, Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "100/1h"}},
+		{"clear allowed_ips with a nil list", storage.Patch{AllowedIPs: new([]string)},
+			storage.Token{Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "100/1h"}},
+		{"set allowed_ips to private_ranges", storage.Patch{AllowedIPs: &[]string{"private_ranges"}},
+			storage.Token{AllowedIPs: privateRanges, Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "100/1h"}},
+		{"clear allowed_ips with an empty list", storage.Patch{AllowedIPs: &[]string{}},
+			storage.Token{Scope: policy.Scope{Methods: []string{"DELETE"}}, RateLimit: "100/1h"}},
+		{"clear scope", storage.Patch{Methods: &[]string{}},
+			storage.Token{RateLimit: "100/1h"}},
+		{"clear rate", storage.Patch{RateLimit: ptr("")},
+			storage.Token{}},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -293,11 +294,11 @@ func TestUpdateRules(t *testing.T) {
 	}
 
 	t.Run("revoked", func(t *testing.T) {
-		victim, _ := mustCreate(t, s, NewToken{User: "alice", Name: "victim"})
+		victim, _ := mustCreate(t, s, storage.NewToken{User: "alice", Name: "victim"})
 		if _, _, err := s.Revoke(ctx, victim.ID, nil); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Update(ctx, victim.ID, Patch{RateLimit: ptr("1/1s")}, nil); !errors.Is(err, ErrConflict) {
+		if _, err := s.Update(ctx, victim.ID, storage.Patch{RateLimit: ptr("1/1s")}, nil); !errors.Is(err, ErrConflict) {
 			t.Errorf("Update error = %v, want ErrConflict", err)
 		}
 	})
@@ -306,7 +307,7 @@ func TestUpdateRules(t *testing.T) {
 func TestRotateKeepsRules(t *testing.T) {
 	s, _, _ := newTestStore(t)
 	ctx := t.Context()
-	tok, oldSecret := mustCreate(t, s, NewToken{
+	tok, oldSecret := mustCreate(t, s, storage.NewToken{
 		User: "alice", Name: "ci",
 		AllowedIPs: []string{"private_ranges"},
 		Scope:      policy.Scope{ReadOnly: true, Hosts: []string{"*.example.com"}},
@@ -341,7 +342,7 @@ func TestRotateKeepsRules(t *testing.T) {
 func TestRulesInvalid(t *testing.T) {
 	s, _, path := newTestStore(t)
 	ctx := t.Context()
-	existing, _ := mustCreate(t, s, NewToken{User: "alice", Name: "existing", RateLimit: "1/1s"})
+	existing, _ := mustCreate(t, s, storage.NewToken{User: "alice", Name: "existing", RateLimit: "1/1s"})
 	before := dumpTable(t, path)
 
 	many := func(n int, item func(int) string) []string {
@@ -386,8 +387,8 @@ func TestRulesInvalid(t *testing.T) {
 			[]string{"scope", "hosts has 51 entries"}},
 	}
 	for _, tt := range tests {
-		nt := NewToken{User: "alice", Name: "new", AllowedIPs: tt.ips}
-		var p Patch
+		nt := storage.NewToken{User: "alice", Name: "new", AllowedIPs: tt.ips}
+		var p storage.Patch
 		if tt.ips != nil {
 			p.AllowedIPs = &tt.ips
 		}
@@ -439,7 +440,7 @@ func TestRulesInvalid(t *testing.T) {
 // as a wider scope.
 func TestStoredRulesChecked(t *testing.T) {
 	s, _, path := newTestStore(t)
-	tok, _ := mustCreate(t, s, NewToken{User: "alice", Name: "ci", Scope: policy.Scope{ReadOnly: true}})
+	tok, _ := mustCreate(t, s, storage.NewToken{User: "alice", Name: "ci", Scope: policy.Scope{ReadOnly: true}})
 	raw := rawDB(t, path)
 	tests := []struct {
 		name, column, value, want string

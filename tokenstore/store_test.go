@@ -19,6 +19,7 @@ import (
 	"github.com/apitoken/caddy-apitoken/event"
 	"github.com/apitoken/caddy-apitoken/internal/testkit"
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 )
 
@@ -59,7 +60,7 @@ func newTestStore(t *testing.T) (*Store, *fakeClock, string) {
 	return openStore(t, path, Options{Now: clock.Now, PollInterval: -1}), clock, path
 }
 
-func mustCreate(t testing.TB, s *Store, nt NewToken) (Token, string) {
+func mustCreate(t testing.TB, s *Store, nt storage.NewToken) (storage.Token, string) {
 	t.Helper()
 	tok, secret, err := s.Create(context.Background(), nt, nil)
 	if err != nil {
@@ -145,19 +146,19 @@ func TestCreateGet(t *testing.T) {
 
 	tests := []struct {
 		name       string
-		nt         NewToken
+		nt         storage.NewToken
 		wantPrefix string
 	}{
-		{"default prefix", NewToken{User: "alice", Name: "ci"}, token.DefaultPrefix + "_"},
-		{"custom prefix", NewToken{Prefix: "acme", User: "Bob", Name: "deploy", Description: "deploys\nthings", ExpiresAt: expires}, "acme_"},
-		{"longest fields", NewToken{User: strings.Repeat("u", maxUserLen), Name: strings.Repeat("n", maxNameLen), Description: strings.Repeat("d", maxDescriptionLen)}, token.DefaultPrefix + "_"},
-		{"unicode", NewToken{User: "zoë", Name: "laptop 💻"}, token.DefaultPrefix + "_"},
+		{"default prefix", storage.NewToken{User: "alice", Name: "ci"}, token.DefaultPrefix + "_"},
+		{"custom prefix", storage.NewToken{Prefix: "acme", User: "Bob", Name: "deploy", Description: "deploys\nthings", ExpiresAt: expires}, "acme_"},
+		{"longest fields", storage.NewToken{User: strings.Repeat("u", maxUserLen), Name: strings.Repeat("n", maxNameLen), Description: strings.Repeat("d", maxDescriptionLen)}, token.DefaultPrefix + "_"},
+		{"unicode", storage.NewToken{User: "zoë", Name: "laptop 💻"}, token.DefaultPrefix + "_"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tok, secret := mustCreate(t, s, tt.nt)
 			now := millis(clock.Now())
-			want := Token{
+			want := storage.Token{
 				ID:          tok.ID,
 				User:        tt.nt.User,
 				Name:        tt.nt.Name,
@@ -187,7 +188,7 @@ func TestCreateGet(t *testing.T) {
 				t.Errorf("Get returned\n%+v, want\n%+v", got, want)
 			}
 			e, ok := s.Lookup(secret)
-			wantEntry := Entry{ID: tok.ID, Key: keyOf(t, tok.ID), User: tok.User, UserKey: strings.ToLower(tok.User), Name: tok.Name, ExpiresAt: tok.ExpiresAt}
+			wantEntry := storage.Entry{ID: tok.ID, Key: keyOf(t, tok.ID), User: tok.User, UserKey: strings.ToLower(tok.User), Name: tok.Name, ExpiresAt: tok.ExpiresAt}
 			if !ok || !reflect.DeepEqual(e, wantEntry) {
 				t.Errorf("Lookup = %+v, %v; want %+v, true", e, ok, wantEntry)
 			}
@@ -209,32 +210,32 @@ func TestGetNotFound(t *testing.T) {
 
 func TestCreateInvalid(t *testing.T) {
 	s, _, path := newTestStore(t)
-	mustCreate(t, s, NewToken{User: "alice", Name: "existing"})
+	mustCreate(t, s, storage.NewToken{User: "alice", Name: "existing"})
 	before := dumpTable(t, path)
 
 	tests := []struct {
 		name string
-		nt   NewToken
+		nt   storage.NewToken
 		want string // in the message
 	}{
-		{"no user", NewToken{Name: "n"}, "user is required"},
-		{"user too long", NewToken{User: strings.Repeat("u", maxUserLen+1), Name: "n"}, "user is 257 bytes"},
-		{"user not UTF-8", NewToken{User: "al\xffice", Name: "n"}, "not valid UTF-8"},
-		{"user with colon", NewToken{User: "al:ice", Name: "n"}, "must not contain ':'"},
-		{"user with newline", NewToken{User: "al\nice", Name: "n"}, "control characters"},
-		{"user with DEL", NewToken{User: "al\x7fice", Name: "n"}, "control characters"},
-		{"user with C1 control", NewToken{User: "al\u0085ice", Name: "n"}, "control characters"},
-		{"user with leading space", NewToken{User: " alice", Name: "n"}, "begin or end with a space"},
-		{"user with trailing space", NewToken{User: "alice ", Name: "n"}, "begin or end with a space"},
-		{"no name", NewToken{User: "alice"}, "name is required"},
-		{"name too long", NewToken{User: "alice", Name: strings.Repeat("n", maxNameLen+1)}, "name is 129 bytes"},
-		{"name with tab", NewToken{User: "alice", Name: "a\tb"}, "control characters"},
-		{"name not UTF-8", NewToken{User: "alice", Name: "\xc3"}, "not valid UTF-8"},
-		{"description too long", NewToken{User: "alice", Name: "n", Description: strings.Repeat("d", maxDescriptionLen+1)}, "description is 1025 bytes"},
-		{"description not UTF-8", NewToken{User: "alice", Name: "n", Description: "\xff"}, "not valid UTF-8"},
-		{"prefix upper-case", NewToken{Prefix: "Acme", User: "alice", Name: "n"}, `prefix "Acme"`},
-		{"prefix too long", NewToken{Prefix: "abcdefghijklmnopq", User: "alice", Name: "n"}, "prefix"},
-		{"prefix with separator", NewToken{Prefix: "ac_me", User: "alice", Name: "n"}, "prefix"},
+		{"no user", storage.NewToken{Name: "n"}, "user is required"},
+		{"user too long", storage.NewToken{User: strings.Repeat("u", maxUserLen+1), Name: "n"}, "user is 257 bytes"},
+		{"user not UTF-8", storage.NewToken{User: "al\xffice", Name: "n"}, "not valid UTF-8"},
+		{"user with colon", storage.NewToken{User: "al:ice", Name: "n"}, "must not contain ':'"},
+		{"user with newline", storage.NewToken{User: "al\nice", Name: "n"}, "control characters"},
+		{"user with DEL", storage.NewToken{User: "al\x7fice", Name: "n"}, "control characters"},
+		{"user with C1 control", storage.NewToken{User: "al\u0085ice", Name: "n"}, "control characters"},
+		{"user with leading space", storage.NewToken{User: " alice", Name: "n"}, "begin or end with a space"},
+		{"user with trailing space", storage.NewToken{User: "alice ", Name: "n"}, "begin or end with a space"},
+		{"no name", storage.NewToken{User: "alice"}, "name is required"},
+		{"name too long", storage.NewToken{User: "alice", Name: strings.Repeat("n", maxNameLen+1)}, "name is 129 bytes"},
+		{"name with tab", storage.NewToken{User: "alice", Name: "a\tb"}, "control characters"},
+		{"name not UTF-8", storage.NewToken{User: "alice", Name: "\xc3"}, "not valid UTF-8"},
+		{"description too long", storage.NewToken{User: "alice", Name: "n", Description: strings.Repeat("d", maxDescriptionLen+1)}, "description is 1025 bytes"},
+		{"description not UTF-8", storage.NewToken{User: "alice", Name: "n", Description: "\xff"}, "not valid UTF-8"},
+		{"prefix upper-case", storage.NewToken{Prefix: "Acme", User: "alice", Name: "n"}, `prefix "Acme"`},
+		{"prefix too long", storage.NewToken{Prefix: "abcdefghijklmnopq", User: "alice", Name: "n"}, "prefix"},
+		{"prefix with separator", storage.NewToken{Prefix: "ac_me", User: "alice", Name: "n"}, "prefix"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -258,12 +259,12 @@ func TestCreateInvalid(t *testing.T) {
 func TestCreateConflict(t *testing.T) {
 	s, clock, path := newTestStore(t)
 	ctx := t.Context()
-	first, _ := mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
+	first, _ := mustCreate(t, s, storage.NewToken{User: "alice", Name: "ci"})
 
 	before := dumpTable(t, path)
 	for _, user := range []string{"alice", "ALICE", "Alice"} {
 		t.Run(user, func(t *testing.T) {
-			_, _, err := s.Create(ctx, NewToken{User: user, Name: "ci"}, nil)
+			_, _, err := s.Create(ctx, storage.NewToken{User: user, Name: "ci"}, nil)
 			if !errors.Is(err, ErrConflict) {
 				t.Fatalf("Create error = %v, want ErrConflict", err)
 			}
@@ -274,15 +275,15 @@ func TestCreateConflict(t *testing.T) {
 	}
 
 	t.Run("other user", func(t *testing.T) {
-		mustCreate(t, s, NewToken{User: "bob", Name: "ci"})
+		mustCreate(t, s, storage.NewToken{User: "bob", Name: "ci"})
 	})
 	t.Run("other name", func(t *testing.T) {
-		mustCreate(t, s, NewToken{User: "alice", Name: "CI"}) // names are case-sensitive
+		mustCreate(t, s, storage.NewToken{User: "alice", Name: "CI"}) // names are case-sensitive
 	})
 	t.Run("expired token still holds the name", func(t *testing.T) {
-		mustCreate(t, s, NewToken{User: "carol", Name: "old", ExpiresAt: clock.Now().Add(time.Minute)})
+		mustCreate(t, s, storage.NewToken{User: "carol", Name: "old", ExpiresAt: clock.Now().Add(time.Minute)})
 		clock.Advance(time.Hour)
-		if _, _, err := s.Create(ctx, NewToken{User: "carol", Name: "old"}, nil); !errors.Is(err, ErrConflict) {
+		if _, _, err := s.Create(ctx, storage.NewToken{User: "carol", Name: "old"}, nil); !errors.Is(err, ErrConflict) {
 			t.Errorf("Create error = %v, want ErrConflict", err)
 		}
 	})
@@ -290,7 +291,7 @@ func TestCreateConflict(t *testing.T) {
 		if _, _, err := s.Revoke(ctx, first.ID, nil); err != nil {
 			t.Fatal(err)
 		}
-		mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
+		mustCreate(t, s, storage.NewToken{User: "alice", Name: "ci"})
 	})
 }
 
@@ -299,7 +300,7 @@ func TestList(t *testing.T) {
 	ctx := t.Context()
 
 	t.Run("empty", func(t *testing.T) {
-		got, err := s.List(ctx, Filter{})
+		got, err := s.List(ctx, storage.Filter{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -308,9 +309,9 @@ func TestList(t *testing.T) {
 		}
 	})
 
-	create := func(user, name string, expiresIn time.Duration) Token {
+	create := func(user, name string, expiresIn time.Duration) storage.Token {
 		t.Helper()
-		nt := NewToken{User: user, Name: name}
+		nt := storage.NewToken{User: user, Name: name}
 		if expiresIn != 0 {
 			nt.ExpiresAt = clock.Now().Add(expiresIn)
 		}
@@ -330,17 +331,17 @@ func TestList(t *testing.T) {
 
 	tests := []struct {
 		name string
-		f    Filter
+		f    storage.Filter
 		want []string // names, newest first
 	}{
-		{"all", Filter{}, []string{"b2", "a3", "b1", "a2", "a1"}},
-		{"user", Filter{User: "alice"}, []string{"a3", "a2", "a1"}},
-		{"user other case", Filter{User: "aLiCe"}, []string{"a3", "a2", "a1"}},
-		{"unknown user", Filter{User: "carol"}, []string{}},
-		{"active", Filter{State: StateActive}, []string{"b2", "b1", "a1"}},
-		{"expired", Filter{State: StateExpired}, []string{"a2"}},
-		{"revoked", Filter{State: StateRevoked}, []string{"a3"}},
-		{"user and state", Filter{User: "BOB", State: StateActive}, []string{"b2", "b1"}},
+		{"all", storage.Filter{}, []string{"b2", "a3", "b1", "a2", "a1"}},
+		{"user", storage.Filter{User: "alice"}, []string{"a3", "a2", "a1"}},
+		{"user other case", storage.Filter{User: "aLiCe"}, []string{"a3", "a2", "a1"}},
+		{"unknown user", storage.Filter{User: "carol"}, []string{}},
+		{"active", storage.Filter{State: storage.StateActive}, []string{"b2", "b1", "a1"}},
+		{"expired", storage.Filter{State: storage.StateExpired}, []string{"a2"}},
+		{"revoked", storage.Filter{State: storage.StateRevoked}, []string{"a3"}},
+		{"user and state", storage.Filter{User: "BOB", State: storage.StateActive}, []string{"b2", "b1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -365,17 +366,17 @@ func TestList(t *testing.T) {
 	}
 
 	t.Run("tokens are complete", func(t *testing.T) {
-		got, err := s.List(ctx, Filter{User: "bob"})
+		got, err := s.List(ctx, storage.Filter{User: "bob"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(got, []Token{b2, b1}) {
-			t.Errorf("List = %+v, want %+v", got, []Token{b2, b1})
+		if !reflect.DeepEqual(got, []storage.Token{b2, b1}) {
+			t.Errorf("List = %+v, want %+v", got, []storage.Token{b2, b1})
 		}
 	})
 
 	t.Run("invalid state", func(t *testing.T) {
-		if _, err := s.List(ctx, Filter{State: "gone"}); !errors.Is(err, ErrInvalid) {
+		if _, err := s.List(ctx, storage.Filter{State: "gone"}); !errors.Is(err, ErrInvalid) {
 			t.Errorf("List error = %v, want ErrInvalid", err)
 		}
 	})
@@ -384,11 +385,11 @@ func TestList(t *testing.T) {
 func TestClockDrivesState(t *testing.T) {
 	s, clock, _ := newTestStore(t)
 	ctx := t.Context()
-	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)})
+	tok, secret := mustCreate(t, s, storage.NewToken{User: "alice", Name: "ci", ExpiresAt: clock.Now().Add(time.Hour)})
 
-	listIDs := func(st State) []string {
+	listIDs := func(st storage.State) []string {
 		t.Helper()
-		got, err := s.List(ctx, Filter{State: st})
+		got, err := s.List(ctx, storage.Filter{State: st})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -401,12 +402,12 @@ func TestClockDrivesState(t *testing.T) {
 	steps := []struct {
 		name    string
 		advance time.Duration
-		want    State
+		want    storage.State
 	}{
-		{"fresh", 0, StateActive},
-		{"a millisecond before", time.Hour - time.Millisecond, StateActive},
-		{"at expiry", time.Millisecond, StateExpired},
-		{"long after", 24 * time.Hour, StateExpired},
+		{"fresh", 0, storage.StateActive},
+		{"a millisecond before", time.Hour - time.Millisecond, storage.StateActive},
+		{"at expiry", time.Millisecond, storage.StateExpired},
+		{"long after", 24 * time.Hour, storage.StateExpired},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -432,14 +433,14 @@ func TestClockDrivesState(t *testing.T) {
 func TestUpdate(t *testing.T) {
 	s, clock, path := newTestStore(t)
 	ctx := t.Context()
-	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "ci", Description: "old"})
-	other, _ := mustCreate(t, s, NewToken{User: "alice", Name: "laptop"})
+	tok, secret := mustCreate(t, s, storage.NewToken{User: "alice", Name: "ci", Description: "old"})
+	other, _ := mustCreate(t, s, storage.NewToken{User: "alice", Name: "laptop"})
 	ptr := func(s string) *string { return &s }
 
 	t.Run("fields", func(t *testing.T) {
 		clock.Advance(time.Minute)
 		expires := clock.Now().Add(time.Hour)
-		got, err := s.Update(ctx, tok.ID, Patch{Name: ptr("build"), Description: ptr("new"), ExpiresAt: &expires}, nil)
+		got, err := s.Update(ctx, tok.ID, storage.Patch{Name: ptr("build"), Description: ptr("new"), ExpiresAt: &expires}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -457,7 +458,7 @@ func TestUpdate(t *testing.T) {
 		}
 	})
 	t.Run("never expires", func(t *testing.T) {
-		got, err := s.Update(ctx, tok.ID, Patch{ExpiresAt: new(time.Time)}, nil)
+		got, err := s.Update(ctx, tok.ID, storage.Patch{ExpiresAt: new(time.Time)}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -469,7 +470,7 @@ func TestUpdate(t *testing.T) {
 		}
 	})
 	t.Run("description only", func(t *testing.T) {
-		got, err := s.Update(ctx, tok.ID, Patch{Description: ptr("")}, nil)
+		got, err := s.Update(ctx, tok.ID, storage.Patch{Description: ptr("")}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -482,16 +483,16 @@ func TestUpdate(t *testing.T) {
 	failures := []struct {
 		name  string
 		id    string
-		patch Patch
+		patch storage.Patch
 		want  error
 	}{
-		{"empty patch", tok.ID, Patch{}, ErrInvalid},
-		{"empty name", tok.ID, Patch{Name: ptr("")}, ErrInvalid},
-		{"name with newline", tok.ID, Patch{Name: ptr("a\nb")}, ErrInvalid},
-		{"long description", tok.ID, Patch{Name: ptr("ok"), Description: ptr(strings.Repeat("d", maxDescriptionLen+1))}, ErrInvalid},
-		{"name taken", tok.ID, Patch{Name: ptr(other.Name)}, ErrConflict},
-		{"unknown id", "zzzzzzzzzzzz", Patch{Name: ptr("x")}, ErrNotFound},
-		{"malformed id", "nope", Patch{Name: ptr("x")}, ErrNotFound},
+		{"empty patch", tok.ID, storage.Patch{}, ErrInvalid},
+		{"empty name", tok.ID, storage.Patch{Name: ptr("")}, ErrInvalid},
+		{"name with newline", tok.ID, storage.Patch{Name: ptr("a\nb")}, ErrInvalid},
+		{"long description", tok.ID, storage.Patch{Name: ptr("ok"), Description: ptr(strings.Repeat("d", maxDescriptionLen+1))}, ErrInvalid},
+		{"name taken", tok.ID, storage.Patch{Name: ptr(other.Name)}, ErrConflict},
+		{"unknown id", "zzzzzzzzzzzz", storage.Patch{Name: ptr("x")}, ErrNotFound},
+		{"malformed id", "nope", storage.Patch{Name: ptr("x")}, ErrNotFound},
 	}
 	for _, tt := range failures {
 		t.Run(tt.name, func(t *testing.T) {
@@ -509,7 +510,7 @@ func TestUpdate(t *testing.T) {
 			t.Fatal(err)
 		}
 		before := dumpTable(t, path)
-		if _, err := s.Update(ctx, other.ID, Patch{Name: ptr("x")}, nil); !errors.Is(err, ErrConflict) {
+		if _, err := s.Update(ctx, other.ID, storage.Patch{Name: ptr("x")}, nil); !errors.Is(err, ErrConflict) {
 			t.Fatalf("Update error = %v, want ErrConflict", err)
 		}
 		if after := dumpTable(t, path); after != before {
@@ -517,7 +518,7 @@ func TestUpdate(t *testing.T) {
 		}
 	})
 	t.Run("name of a revoked token is free", func(t *testing.T) {
-		if _, err := s.Update(ctx, tok.ID, Patch{Name: ptr(other.Name)}, nil); err != nil {
+		if _, err := s.Update(ctx, tok.ID, storage.Patch{Name: ptr(other.Name)}, nil); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -526,7 +527,7 @@ func TestUpdate(t *testing.T) {
 func TestRevoke(t *testing.T) {
 	s, clock, path := newTestStore(t)
 	ctx := t.Context()
-	tok, secret := mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
+	tok, secret := mustCreate(t, s, storage.NewToken{User: "alice", Name: "ci"})
 
 	clock.Advance(time.Minute)
 	revoked, _, err := s.Revoke(ctx, tok.ID, nil)
@@ -539,7 +540,7 @@ func TestRevoke(t *testing.T) {
 	if !reflect.DeepEqual(revoked, want) {
 		t.Errorf("Revoke returned\n%+v, want\n%+v", revoked, want)
 	}
-	if revoked.State(clock.Now()) != StateRevoked {
+	if revoked.State(clock.Now()) != storage.StateRevoked {
 		t.Errorf("State = %s, want revoked", revoked.State(clock.Now()))
 	}
 	e, ok := s.Lookup(secret)
@@ -573,9 +574,9 @@ func TestRevoke(t *testing.T) {
 func TestRevokeUser(t *testing.T) {
 	s, clock, path := newTestStore(t)
 	ctx := t.Context()
-	create := func(user, name string) (Token, string) {
+	create := func(user, name string) (storage.Token, string) {
 		t.Helper()
-		tok, secret := mustCreate(t, s, NewToken{User: user, Name: name})
+		tok, secret := mustCreate(t, s, storage.NewToken{User: user, Name: name})
 		clock.Advance(time.Second)
 		return tok, secret
 	}
@@ -645,7 +646,7 @@ func TestRevokeUser(t *testing.T) {
 func TestRotate(t *testing.T) {
 	s, clock, path := newTestStore(t)
 	ctx := t.Context()
-	tok, oldSecret := mustCreate(t, s, NewToken{User: "alice", Name: "ci", Description: "d", ExpiresAt: clock.Now().Add(time.Hour)})
+	tok, oldSecret := mustCreate(t, s, storage.NewToken{User: "alice", Name: "ci", Description: "d", ExpiresAt: clock.Now().Add(time.Hour)})
 
 	clock.Advance(time.Minute)
 	rotated, newSecret, err := s.Rotate(ctx, tok.ID, "acme", nil)
@@ -687,8 +688,8 @@ func TestRotate(t *testing.T) {
 		}
 	})
 
-	expired, _ := mustCreate(t, s, NewToken{User: "alice", Name: "expired", ExpiresAt: clock.Now().Add(time.Second)})
-	revoked, _ := mustCreate(t, s, NewToken{User: "alice", Name: "revoked"})
+	expired, _ := mustCreate(t, s, storage.NewToken{User: "alice", Name: "expired", ExpiresAt: clock.Now().Add(time.Second)})
+	revoked, _ := mustCreate(t, s, storage.NewToken{User: "alice", Name: "revoked"})
 	if _, _, err := s.Revoke(ctx, revoked.ID, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -725,7 +726,7 @@ func TestOpenFiles(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "a", "b")
 		path := filepath.Join(dir, "tokens.db")
 		s := openStore(t, path, Options{PollInterval: -1})
-		mustCreate(t, s, NewToken{User: "alice", Name: "ci"}) // makes the -wal file
+		mustCreate(t, s, storage.NewToken{User: "alice", Name: "ci"}) // makes the -wal file
 		for _, p := range []string{path, path + "-wal", path + "-shm"} {
 			fi, err := os.Stat(p)
 			if err != nil {
@@ -766,7 +767,7 @@ func TestOpenFiles(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "we?ird #dir %41")
 		path := filepath.Join(dir, "to&kens=1.db")
 		s := openStore(t, path, Options{PollInterval: -1})
-		mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
+		mustCreate(t, s, storage.NewToken{User: "alice", Name: "ci"})
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			t.Fatal(err)
@@ -862,7 +863,7 @@ func TestMigrations(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tok, secret := mustCreate(t, s1, NewToken{User: "alice", Name: "ci"})
+		tok, secret := mustCreate(t, s1, storage.NewToken{User: "alice", Name: "ci"})
 		if err := s1.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -926,7 +927,7 @@ VALUES (?, 'Alice', 'alice', 'ci', 'old', ?, ?, 1000, 1000, 1)`, id, hash[:], to
 		if got := userVersion(t, path); got != latest {
 			t.Errorf("user_version = %d, want %d", got, latest)
 		}
-		want := Token{
+		want := storage.Token{
 			ID: id, User: "Alice", Name: "ci", Description: "old", Hint: token.Hint(secret),
 			CreatedAt: fromMillis(1000), UpdatedAt: fromMillis(1000),
 		}
@@ -937,7 +938,7 @@ VALUES (?, 'Alice', 'alice', 'ci', 'old', ?, ?, 1000, 1000, 1)`, id, hash[:], to
 		if !ok || e.ID != id || e.UserKey != "alice" || e.AllowedIPs != nil || e.Scope != nil || !e.RateLimit.IsZero() {
 			t.Errorf("Lookup = %+v, %v; want the token without rules", e, ok)
 		}
-		if _, err := s.Update(ctx, id, Patch{RateLimit: ptr("10/1s")}, nil); err != nil {
+		if _, err := s.Update(ctx, id, storage.Patch{RateLimit: ptr("10/1s")}, nil); err != nil {
 			t.Errorf("Update of a migrated token: %v", err)
 		}
 		if e, _ := s.Lookup(secret); e.RateLimit != (policy.Rate{Events: 10, Per: time.Second}) {
@@ -982,7 +983,7 @@ VALUES (?, 'Alice', 'alice', 'ci', '', ?, ?, 1000, 1000, ?, 1, '["10.0.0.0/8"]',
 				t.Errorf("table %s: strict = %d, %v; want a STRICT table", table, strict, err)
 			}
 		}
-		want := Token{
+		want := storage.Token{
 			ID: id, User: "Alice", Name: "ci", Hint: token.Hint(secret),
 			CreatedAt: fromMillis(1000), UpdatedAt: fromMillis(1000), ExpiresAt: millis(clockStart.Add(time.Hour)),
 			AllowedIPs: []string{"10.0.0.0/8"}, Scope: policy.Scope{ReadOnly: true}, RateLimit: "5/1s",
@@ -1040,13 +1041,13 @@ func TestClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, secret := mustCreate(t, s, NewToken{User: "alice", Name: "ci"})
+	_, secret := mustCreate(t, s, storage.NewToken{User: "alice", Name: "ci"})
 	for i := range 3 {
 		if err := s.Close(); err != nil {
 			t.Errorf("Close #%d: %v", i+1, err)
 		}
 	}
-	if _, _, err := s.Create(t.Context(), NewToken{User: "alice", Name: "x"}, nil); err == nil {
+	if _, _, err := s.Create(t.Context(), storage.NewToken{User: "alice", Name: "x"}, nil); err == nil {
 		t.Error("Create after Close succeeded")
 	}
 	if _, ok := s.Lookup(secret); !ok {

@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/apitoken/caddy-apitoken/policy"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 )
 
@@ -18,12 +19,12 @@ const (
 )
 
 // setsScope reports whether p changes any of the scope's fields.
-func setsScope(p Patch) bool {
+func setsScope(p storage.Patch) bool {
 	return p.ReadOnly != nil || p.Methods != nil || p.Paths != nil || p.Hosts != nil
 }
 
 // applyScope returns sc with the scope fields that p sets.
-func applyScope(p Patch, sc policy.Scope) policy.Scope {
+func applyScope(p storage.Patch, sc policy.Scope) policy.Scope {
 	if p.ReadOnly != nil {
 		sc.ReadOnly = *p.ReadOnly
 	}
@@ -43,7 +44,7 @@ func applyScope(p Patch, sc policy.Scope) policy.Scope {
 func userKey(user string) string { return strings.ToLower(user) }
 
 // validateNewToken checks nt and returns its rules, parsed.
-func validateNewToken(nt NewToken) (rules, error) {
+func validateNewToken(nt storage.NewToken) (rules, error) {
 	if err := token.ValidPrefix(nt.Prefix); err != nil {
 		return rules{}, err
 	}
@@ -60,7 +61,7 @@ func validateNewToken(nt NewToken) (rules, error) {
 }
 
 // validatePatch checks p and returns the rules it sets, parsed.
-func validatePatch(p Patch) (rules, error) {
+func validatePatch(p storage.Patch) (rules, error) {
 	if p.Name == nil && p.Description == nil && p.ExpiresAt == nil &&
 		p.AllowedIPs == nil && !setsScope(p) && p.RateLimit == nil {
 		return rules{}, fmt.Errorf("%w: nothing to update", ErrInvalid)
@@ -78,13 +79,13 @@ func validatePatch(p Patch) (rules, error) {
 	return parsePatchRules(p)
 }
 
-func validateFilter(f Filter) error {
+func validateFilter(f storage.Filter) error {
 	switch f.State {
-	case "", StateActive, StateExpired, StateRevoked:
+	case "", storage.StateActive, storage.StateExpired, storage.StateRevoked:
 		return nil
 	default:
 		return fmt.Errorf("%w: state %q is not one of %q, %q, %q",
-			ErrInvalid, f.State, StateActive, StateExpired, StateRevoked)
+			ErrInvalid, f.State, storage.StateActive, storage.StateExpired, storage.StateRevoked)
 	}
 }
 

@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/event"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 )
 
 // record is a whole row, with the token's usage: the public Token plus what
 // only the store sees.
 type record struct {
-	Token
+	storage.Token
 	hash  [32]byte
 	seq   int64
 	rules compiled // Token's rules, parsed
@@ -71,13 +72,13 @@ WHERE id = ?`
 
 // newRecord makes the record of a new token, validated as parsed, and
 // its secret: a fresh id and secret, the hash and hint, times at now.
-func newRecord(nt NewToken, parsed rules, now time.Time) (record, string, error) {
+func newRecord(nt storage.NewToken, parsed rules, now time.Time) (record, string, error) {
 	id, secret, err := token.Generate(nt.Prefix)
 	if err != nil {
 		return record{}, "", err
 	}
 	rec := record{
-		Token: Token{
+		Token: storage.Token{
 			ID:          id,
 			User:        nt.User,
 			Name:        nt.Name,
@@ -101,7 +102,7 @@ func newRecord(nt NewToken, parsed rules, now time.Time) (record, string, error)
 // compare case-insensitively. The name is required, at most 128 bytes
 // without control characters, and unique among the user's unrevoked tokens
 // (ErrConflict otherwise). The description is at most 1024 bytes of UTF-8.
-// An empty prefix means token.DefaultPrefix. The rules (see NewToken) are checked
+// An empty prefix means token.DefaultPrefix. The rules (see storage.NewToken) are checked
 // and stored in canonical form: "10.1.2.3" becomes "10.1.2.3/32",
 // "private_ranges" its prefixes, methods upper case.
 //
@@ -110,38 +111,38 @@ func newRecord(nt NewToken, parsed rules, now time.Time) (record, string, error)
 // creation time), TokenID and User; if that fails, no token is created.
 // Once the token is stored, *ev is the event as stored, ID included. The
 // other write methods treat ev the same way.
-func (s *Store) Create(ctx context.Context, nt NewToken, ev *event.Event) (_ Token, _ string, err error) {
+func (s *Store) Create(ctx context.Context, nt storage.NewToken, ev *event.Event) (_ storage.Token, _ string, err error) {
 	defer classify(&err)
 	if nt.Prefix == "" {
 		nt.Prefix = token.DefaultPrefix
 	}
 	parsed, err := validateNewToken(nt)
 	if err != nil {
-		return Token{}, "", fmt.Errorf("creating token: %w", err)
+		return storage.Token{}, "", fmt.Errorf("creating token: %w", err)
 	}
 	now := millis(s.now())
 	rec, secret, err := newRecord(nt, parsed, now)
 	if err != nil {
-		return Token{}, "", fmt.Errorf("creating token: %w", err)
+		return storage.Token{}, "", fmt.Errorf("creating token: %w", err)
 	}
 
 	tx, err := s.beginWrite(ctx)
 	if err != nil {
-		return Token{}, "", fmt.Errorf("creating token: %w", err)
+		return storage.Token{}, "", fmt.Errorf("creating token: %w", err)
 	}
 	defer tx.Rollback()
 	if rec.seq, err = nextSeq(ctx, tx); err != nil {
-		return Token{}, "", fmt.Errorf("creating token: %w", err)
+		return storage.Token{}, "", fmt.Errorf("creating token: %w", err)
 	}
 	if err := insertRecord(ctx, tx, rec); err != nil {
-		return Token{}, "", fmt.Errorf("creating token: %w", err)
+		return storage.Token{}, "", fmt.Errorf("creating token: %w", err)
 	}
 	stored, err := insertChange(ctx, tx, ev, tokenEvent(ev, rec.Token), now)
 	if err != nil {
-		return Token{}, "", fmt.Errorf("creating token %s: %w", rec.ID, err)
+		return storage.Token{}, "", fmt.Errorf("creating token %s: %w", rec.ID, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return Token{}, "", fmt.Errorf("creating token: %w", err)
+		return storage.Token{}, "", fmt.Errorf("creating token: %w", err)
 	}
 	s.index.Apply(rec.change())
 	changeDone(ev, stored)
@@ -149,25 +150,25 @@ func (s *Store) Create(ctx context.Context, nt NewToken, ev *event.Event) (_ Tok
 }
 
 // Get returns the token with the given id, or ErrNotFound.
-func (s *Store) Get(ctx context.Context, id string) (_ Token, err error) {
+func (s *Store) Get(ctx context.Context, id string) (_ storage.Token, err error) {
 	defer classify(&err)
 	if !token.ValidID(id) {
-		return Token{}, fmt.Errorf("getting token %q: %w", id, ErrNotFound)
+		return storage.Token{}, fmt.Errorf("getting token %q: %w", id, ErrNotFound)
 	}
 	tx, err := s.reader.BeginTx(ctx, nil)
 	if err != nil {
-		return Token{}, fmt.Errorf("getting token %s: %w", id, err)
+		return storage.Token{}, fmt.Errorf("getting token %s: %w", id, err)
 	}
 	defer tx.Rollback()
 	rec, err := findRecord(ctx, tx, id)
 	if err != nil {
-		return Token{}, fmt.Errorf("getting token %s: %w", id, err)
+		return storage.Token{}, fmt.Errorf("getting token %s: %w", id, err)
 	}
 	return rec.Token, nil
 }
 
 // List returns the tokens that match f, newest first. The slice is never nil.
-func (s *Store) List(ctx context.Context, f Filter) (_ []Token, err error) {
+func (s *Store) List(ctx context.Context, f storage.Filter) (_ []storage.Token, err error) {
 	defer classify(&err)
 	if err := validateFilter(f); err != nil {
 		return nil, fmt.Errorf("listing tokens: %w", err)
@@ -193,26 +194,26 @@ func (s *Store) List(ctx context.Context, f Filter) (_ []Token, err error) {
 // A Patch that sets ExpiresAt, even to the same time, clears the expiry
 // warning mark (see ClaimExpiring): a renewed token warns again. ev is
 // stored with the change, as Create does.
-func (s *Store) Update(ctx context.Context, id string, p Patch, ev *event.Event) (_ Token, err error) {
+func (s *Store) Update(ctx context.Context, id string, p storage.Patch, ev *event.Event) (_ storage.Token, err error) {
 	defer classify(&err)
 	parsed, err := validatePatch(p)
 	if err != nil {
-		return Token{}, fmt.Errorf("updating token %q: %w", id, err)
+		return storage.Token{}, fmt.Errorf("updating token %q: %w", id, err)
 	}
 	if !token.ValidID(id) {
-		return Token{}, fmt.Errorf("updating token %q: %w", id, ErrNotFound)
+		return storage.Token{}, fmt.Errorf("updating token %q: %w", id, ErrNotFound)
 	}
 	tx, err := s.beginWrite(ctx)
 	if err != nil {
-		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
+		return storage.Token{}, fmt.Errorf("updating token %s: %w", id, err)
 	}
 	defer tx.Rollback()
 	rec, err := findRecord(ctx, tx, id)
 	if err != nil {
-		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
+		return storage.Token{}, fmt.Errorf("updating token %s: %w", id, err)
 	}
 	if !rec.RevokedAt.IsZero() {
-		return Token{}, fmt.Errorf("updating token %s: %w: the token is revoked", id, ErrConflict)
+		return storage.Token{}, fmt.Errorf("updating token %s: %w: the token is revoked", id, ErrConflict)
 	}
 	if p.Name != nil {
 		rec.Name = *p.Name
@@ -225,18 +226,18 @@ func (s *Store) Update(ctx context.Context, id string, p Patch, ev *event.Event)
 		rec.expiryNotifiedAt = time.Time{}
 	}
 	if err := rec.patchRules(p, parsed); err != nil {
-		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
+		return storage.Token{}, fmt.Errorf("updating token %s: %w", id, err)
 	}
 	rec.UpdatedAt = millis(s.now())
 	if err := updateRecord(ctx, tx, &rec); err != nil {
-		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
+		return storage.Token{}, fmt.Errorf("updating token %s: %w", id, err)
 	}
 	stored, err := insertChange(ctx, tx, ev, tokenEvent(ev, rec.Token), rec.UpdatedAt)
 	if err != nil {
-		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
+		return storage.Token{}, fmt.Errorf("updating token %s: %w", id, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return Token{}, fmt.Errorf("updating token %s: %w", id, err)
+		return storage.Token{}, fmt.Errorf("updating token %s: %w", id, err)
 	}
 	s.index.Apply(rec.change())
 	changeDone(ev, stored)
@@ -248,19 +249,19 @@ func (s *Store) Update(ctx context.Context, id string, p Patch, ev *event.Event)
 // false: no audit event is stored then, and ev is left as it was. Otherwise
 // ev is stored with the change, as Create does. Of concurrent calls for one
 // token, exactly one reports true.
-func (s *Store) Revoke(ctx context.Context, id string, ev *event.Event) (_ Token, _ bool, err error) {
+func (s *Store) Revoke(ctx context.Context, id string, ev *event.Event) (_ storage.Token, _ bool, err error) {
 	defer classify(&err)
 	if !token.ValidID(id) {
-		return Token{}, false, fmt.Errorf("revoking token %q: %w", id, ErrNotFound)
+		return storage.Token{}, false, fmt.Errorf("revoking token %q: %w", id, ErrNotFound)
 	}
 	tx, err := s.beginWrite(ctx)
 	if err != nil {
-		return Token{}, false, fmt.Errorf("revoking token %s: %w", id, err)
+		return storage.Token{}, false, fmt.Errorf("revoking token %s: %w", id, err)
 	}
 	defer tx.Rollback()
 	rec, err := findRecord(ctx, tx, id)
 	if err != nil {
-		return Token{}, false, fmt.Errorf("revoking token %s: %w", id, err)
+		return storage.Token{}, false, fmt.Errorf("revoking token %s: %w", id, err)
 	}
 	if !rec.RevokedAt.IsZero() {
 		return rec.Token, false, nil
@@ -268,14 +269,14 @@ func (s *Store) Revoke(ctx context.Context, id string, ev *event.Event) (_ Token
 	now := millis(s.now())
 	rec.RevokedAt, rec.UpdatedAt = now, now
 	if err := updateRecord(ctx, tx, &rec); err != nil {
-		return Token{}, false, fmt.Errorf("revoking token %s: %w", id, err)
+		return storage.Token{}, false, fmt.Errorf("revoking token %s: %w", id, err)
 	}
 	stored, err := insertChange(ctx, tx, ev, tokenEvent(ev, rec.Token), now)
 	if err != nil {
-		return Token{}, false, fmt.Errorf("revoking token %s: %w", id, err)
+		return storage.Token{}, false, fmt.Errorf("revoking token %s: %w", id, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return Token{}, false, fmt.Errorf("revoking token %s: %w", id, err)
+		return storage.Token{}, false, fmt.Errorf("revoking token %s: %w", id, err)
 	}
 	s.index.Apply(rec.change())
 	changeDone(ev, stored)
@@ -290,7 +291,7 @@ func (s *Store) Revoke(ctx context.Context, id string, ev *event.Event) (_ Token
 // User set to user as given, TokenID empty and Count the number of tokens
 // revoked, otherwise as Create does. When there was nothing to revoke,
 // nothing changed and, as with Revoke, no event is stored (ev keeps ID 0).
-func (s *Store) RevokeUser(ctx context.Context, user string, ev *event.Event) (_ []Token, err error) {
+func (s *Store) RevokeUser(ctx context.Context, user string, ev *event.Event) (_ []storage.Token, err error) {
 	defer classify(&err)
 	if err := validateUser(user); err != nil {
 		return nil, fmt.Errorf("revoking tokens of user: %w", err)
@@ -305,7 +306,7 @@ func (s *Store) RevokeUser(ctx context.Context, user string, ev *event.Event) (_
 		return nil, fmt.Errorf("revoking tokens of user %q: %w", user, err)
 	}
 	if len(recs) == 0 {
-		return []Token{}, nil
+		return []storage.Token{}, nil
 	}
 	now := millis(s.now())
 	for i := range recs {
@@ -332,47 +333,47 @@ func (s *Store) RevokeUser(ctx context.Context, user string, ev *event.Event) (_
 // means token.DefaultPrefix. Rotating clears the expiry warning mark (see
 // ClaimExpiring), so the token warns again before it expires. ev is stored
 // with the change, as Create does.
-func (s *Store) Rotate(ctx context.Context, id, prefix string, ev *event.Event) (_ Token, _ string, err error) {
+func (s *Store) Rotate(ctx context.Context, id, prefix string, ev *event.Event) (_ storage.Token, _ string, err error) {
 	defer classify(&err)
 	if prefix == "" {
 		prefix = token.DefaultPrefix
 	}
 	if err := token.ValidPrefix(prefix); err != nil {
-		return Token{}, "", fmt.Errorf("rotating token %q: %w", id, err)
+		return storage.Token{}, "", fmt.Errorf("rotating token %q: %w", id, err)
 	}
 	if !token.ValidID(id) {
-		return Token{}, "", fmt.Errorf("rotating token %q: %w", id, ErrNotFound)
+		return storage.Token{}, "", fmt.Errorf("rotating token %q: %w", id, ErrNotFound)
 	}
 	secret, err := token.GenerateFor(prefix, id)
 	if err != nil {
-		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
+		return storage.Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
 	}
 
 	tx, err := s.beginWrite(ctx)
 	if err != nil {
-		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
+		return storage.Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
 	}
 	defer tx.Rollback()
 	rec, err := findRecord(ctx, tx, id)
 	if err != nil {
-		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
+		return storage.Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
 	}
 	now := s.now()
-	if st := rec.State(now); st != StateActive {
-		return Token{}, "", fmt.Errorf("rotating token %s: %w: the token is %s", id, ErrConflict, st)
+	if st := rec.State(now); st != storage.StateActive {
+		return storage.Token{}, "", fmt.Errorf("rotating token %s: %w: the token is %s", id, ErrConflict, st)
 	}
 	rec.hash, rec.Hint = token.Hash(secret), token.Hint(secret)
 	rec.RotatedAt, rec.UpdatedAt = millis(now), millis(now)
 	rec.expiryNotifiedAt = time.Time{}
 	if err := updateRecord(ctx, tx, &rec); err != nil {
-		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
+		return storage.Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
 	}
 	stored, err := insertChange(ctx, tx, ev, tokenEvent(ev, rec.Token), now)
 	if err != nil {
-		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
+		return storage.Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
+		return storage.Token{}, "", fmt.Errorf("rotating token %s: %w", id, err)
 	}
 	s.index.Apply(rec.change())
 	changeDone(ev, stored)
@@ -505,8 +506,8 @@ func scanRecord(row interface{ Scan(...any) error }) (record, error) {
 	return rec, nil
 }
 
-func tokens(recs []record) []Token {
-	ts := make([]Token, len(recs))
+func tokens(recs []record) []storage.Token {
+	ts := make([]storage.Token, len(recs))
 	for i, r := range recs {
 		ts[i] = r.Token
 	}

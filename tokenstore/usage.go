@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/event"
+	"github.com/apitoken/caddy-apitoken/storage"
 	"github.com/apitoken/caddy-apitoken/token"
 )
 
@@ -96,7 +97,7 @@ func addUsage(ctx context.Context, sel, upsert *sql.Stmt, d event.Usage) error {
 	if err != nil {
 		return err
 	}
-	t := Token{ID: d.TokenID}
+	t := storage.Token{ID: d.TokenID}
 	if err := cols.decode(&t); err != nil {
 		return err
 	}
@@ -187,7 +188,7 @@ type usageColumns struct {
 }
 
 // decode sets the usage fields of t.
-func (u usageColumns) decode(t *Token) error {
+func (u usageColumns) decode(t *storage.Token) error {
 	t.LastUsedAt = fromNullMillis(u.lastUsedAt)
 	t.LastUsedIP = u.lastIP.String
 	t.UseCount = u.useCount.Int64

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/apitoken/caddy-apitoken/event"
+	"github.com/apitoken/caddy-apitoken/storage"
 )
 
 func mustFlush(t *testing.T, s *Store, deltas ...event.Usage) {
@@ -33,8 +34,8 @@ func usageOf(t *testing.T, s *Store, id string) event.Usage {
 func TestFlushUsage(t *testing.T) {
 	s, clock, path := newTestStore(t)
 	ctx := t.Context()
-	a, secret := mustCreate(t, s, NewToken{User: "alice", Name: "a"})
-	b, _ := mustCreate(t, s, NewToken{User: "bob", Name: "b"})
+	a, secret := mustCreate(t, s, storage.NewToken{User: "alice", Name: "a"})
+	b, _ := mustCreate(t, s, storage.NewToken{User: "bob", Name: "b"})
 	t0 := clock.Now()
 	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
 	seen := func(ip string, sec int) event.IPSeen { return event.IPSeen{IP: ip, LastSeen: millis(at(sec))} }
@@ -116,7 +117,7 @@ func TestFlushUsage(t *testing.T) {
 	})
 	t.Run("List shows usage", func(t *testing.T) {
 		mustFlush(t, s, event.Usage{TokenID: b.ID, Count: 1, LastUsedAt: at(50), LastIP: "192.0.2.7"})
-		toks, err := s.List(ctx, Filter{})
+		toks, err := s.List(ctx, storage.Filter{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -147,7 +148,7 @@ func TestFlushUsage(t *testing.T) {
 	})
 	t.Run("write methods return and keep usage", func(t *testing.T) {
 		want := usageOf(t, s, a.ID)
-		updated, err := s.Update(ctx, a.ID, Patch{Description: ptr("d")}, nil)
+		updated, err := s.Update(ctx, a.ID, storage.Patch{Description: ptr("d")}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -155,7 +156,7 @@ func TestFlushUsage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for name, tok := range map[string]Token{"Update": updated, "Revoke": revoked} {
+		for name, tok := range map[string]storage.Token{"Update": updated, "Revoke": revoked} {
 			got := event.Usage{TokenID: tok.ID, LastUsedAt: tok.LastUsedAt, LastIP: tok.LastUsedIP, Count: tok.UseCount, RecentIPs: tok.RecentIPs}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("%s returned usage %+v, want %+v", name, got, want)
@@ -169,7 +170,7 @@ func TestFlushUsage(t *testing.T) {
 
 func TestFlushUsageInvalid(t *testing.T) {
 	s, clock, path := newTestStore(t)
-	a, _ := mustCreate(t, s, NewToken{User: "alice", Name: "a"})
+	a, _ := mustCreate(t, s, storage.NewToken{User: "alice", Name: "a"})
 	before := dumpQuery(t, path, `SELECT * FROM token_usage`)
 	err := s.FlushUsage(t.Context(), []event.Usage{
 		{TokenID: a.ID, Count: 1, LastUsedAt: clock.Now()},
