@@ -94,6 +94,20 @@ func serveFrom(t *testing.T, h *Handler, req *http.Request, clientIP string) (*h
 	return w, repl, called
 }
 
+// createRevoked creates a token of user named "old" and revokes it.
+func createRevoked(t *testing.T, st *tokenstore.Store, user string) (storage.Token, string) {
+	t.Helper()
+	ctx := context.Background()
+	tok, secret, err := st.Create(ctx, storage.NewToken{Prefix: "caddytok", User: user, Name: "old"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Revoke(ctx, tok.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	return tok, secret
+}
+
 func TestHandlerReasons(t *testing.T) {
 	h, st, clock, sink := testHandler(t)
 	ctx := context.Background()
@@ -101,13 +115,7 @@ func TestHandlerReasons(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked, revokedSecret, err := st.Create(ctx, storage.NewToken{Prefix: "caddytok", User: "alice", Name: "old"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := st.Revoke(ctx, revoked.ID, nil); err != nil {
-		t.Fatal(err)
-	}
+	revoked, revokedSecret := createRevoked(t, st, "alice")
 	_, unknownSecret, _ := token.Generate("caddytok")
 
 	tests := []struct {
@@ -209,13 +217,7 @@ func TestHandlerChallengeDescriptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked, revokedSecret, err := st.Create(ctx, storage.NewToken{Prefix: "caddytok", User: "alice", Name: "old"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := st.Revoke(ctx, revoked.ID, nil); err != nil {
-		t.Fatal(err)
-	}
+	_, revokedSecret := createRevoked(t, st, "alice")
 	_, unknown, _ := token.Generate("caddytok")
 	clock.Advance(time.Hour)
 	basic := `Basic realm="test", charset="UTF-8"`
